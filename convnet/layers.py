@@ -1,0 +1,383 @@
+"""The layers: one small class each, channels last (NHWC) like Keras.
+
+Every layer has the same life cycle:
+
+* ``build(input_shape, rng)`` fixes shapes and creates the parameters
+  (``params`` dict, Keras names and layouts) and their gradients (``grads``);
+* ``forward(x, training=False)`` checks the input, runs :meth:`Layer.call`
+  (the forward math) and then the activation, and remembers what backward
+  needs;
+* ``backward(dout)`` takes dL/d(output), runs the activation's backward and
+  then :meth:`Layer.backprop` (the backward math), fills ``grads`` and
+  returns dL/d(input).
+
+So for any layer, the forward math is in its ``call`` and the backward math
+(with the derivative stated in a comment) in its ``backprop``, a few lines
+apart. Heavy loops live in :mod:`convnet.kernels` (numba), and a naive loop
+version of conv and pool lives in :mod:`convnet.reference`.
+
+After each call a layer keeps ``output`` (its last activation), and after
+each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
+(dL/d input, leaving), so backprop can be inspected layer by layer.
+"""
+import numpy as np
+
+from . import activations, initializers, kernels
+from .utils import conv_output_size, normalize_padding, normalize_tuple, pad_amounts
+
+
+class Layer:
+    """Base class: shape checks, activation, bookkeeping. Subclasses supply the math."""
+
+    #: Keras-style base name used for automatic names ("conv2d", "conv2d_1", ...).
+    base_name = "layer"
+
+    def __init__(self, activation=None, input_shape=None, name=None):
+        self.activation_name = activation
+        self.activation = activations.get(activation)
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.output_shape = None
+        self.name = name
+        self.dtype = np.float32
+        self.params = {}
+        self.grads = {}
+        self.built = False
+        #: set to False to skip dL/dx (the first layer of a network needs none)
+        self.need_input_grad = True
+        self.output = self.grad_output = self.grad_input = None
+
+    # ----------------------------------------------------------------- shapes
+    def build(self, input_shape, rng=None):
+        """Fix the input shape (without the batch axis), create parameters."""
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.output_shape = self.compute_output_shape(self.input_shape)
+        self.create_params(rng if rng is not None else np.random.default_rng())
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.built = True
+        return self.output_shape
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def create_params(self, rng):
+        """Trainable layers create ``self.params`` here."""
+
+    def count_params(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    def astype(self, dtype):
+        """Cast parameters (and the dtype inputs are cast to), e.g. float64 for gradient checks."""
+        self.dtype = np.dtype(dtype).type
+        self.params = {k: v.astype(dtype) for k, v in self.params.items()}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        return self
+
+    def get_config(self):
+        """Constructor arguments, enough to rebuild the layer (used by save/load)."""
+        config = {"name": self.name}
+        if self.activation_name is not None:
+            config["activation"] = self.activation_name
+        return config
+
+    # ---------------------------------------------------------------- checks
+    def _check_input(self, x):
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(
+                f"layer {self.name!r} ({type(self).__name__}): received input of dtype {x.dtype}, "
+                f"expected a floating-point array (float32); scale integer images to [0, 1] first")
+        if not self.built:
+            self.build(x.shape[1:])
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"layer {self.name!r} ({type(self).__name__}): received input of shape {x.shape}, "
+                f"expected (batch, {', '.join(map(str, self.input_shape))})")
+        return x if x.dtype == self.dtype else x.astype(self.dtype)
+
+    def _check_grad(self, dout):
+        dout = np.asarray(dout)
+        if self.output is None:
+            raise ValueError(f"layer {self.name!r}: backward() called before forward()")
+        if dout.shape != self.output.shape:
+            raise ValueError(
+                f"layer {self.name!r} ({type(self).__name__}): received gradient of shape {dout.shape}, "
+                f"expected {self.output.shape} (the shape of its last output)")
+        return dout if dout.dtype == self.dtype else dout.astype(self.dtype)
+
+    # ------------------------------------------------------- forward/backward
+    def forward(self, x, training=False):
+        """Output of the layer for the batch ``x`` (shape ``(N, *input_shape)``)."""
+        x = self._check_input(x)
+        self.preactivation = self.call(x, training)            # z, before the activation
+        self.output = self.activation.forward(self.preactivation)
+        return self.output
+
+    __call__ = forward
+
+    def backward(self, dout, preactivation=False):
+        """dL/d(input) from dL/d(output); fills ``self.grads``.
+
+        With ``preactivation=True``, ``dout`` is already dL/dz for the value
+        ``z`` *before* the activation (the loss uses this for the fused
+        softmax + cross-entropy gradient).
+        """
+        self.grad_output = dout = self._check_grad(dout)
+        dz = dout if preactivation else self.activation.backward(dout)
+        self.grad_input = self.backprop(dz)
+        return self.grad_input
+
+    def call(self, x, training):
+        """Forward math (before the activation). Identity by default."""
+        return x
+
+    def backprop(self, dz):
+        """Backward math: dL/dx from dL/dz, where z = call(x). Identity by default."""
+        return dz
+
+    def __repr__(self):
+        return f"{type(self).__name__}(name={self.name!r}, output_shape={self.output_shape})"
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as in every DL framework).
+
+    ``z[n, oh, ow, f] = b[f] + sum_{i, j, c} x[n, oh*s + i, ow*s + j, c] * K[i, j, c, f]``
+
+    computed as one matrix product: ``im2col`` copies every receptive field
+    into a row of ``cols`` (N*OH*OW, kh*kw*C), then ``z = cols @ K2 + b`` with
+    ``K2 = K.reshape(kh*kw*C, F)``.
+    """
+
+    base_name = "conv2d"
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(activation=activation, **kwargs)
+        self.filters = int(filters)
+        self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size")
+        self.strides = normalize_tuple(strides, 2, "strides")
+        self.padding = normalize_padding(padding)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"layer {self.name!r} (Conv2D): expected input shape (height, width, channels), "
+                             f"got {input_shape}")
+        H, W, _ = input_shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        OH, OW = conv_output_size(H, kh, sh, self.padding), conv_output_size(W, kw, sw, self.padding)
+        if OH < 1 or OW < 1:
+            raise ValueError(f"layer {self.name!r} (Conv2D): input {input_shape} is smaller than the "
+                             f"{kh}x{kw} kernel with padding='valid'")
+        return (OH, OW, self.filters)
+
+    def create_params(self, rng):
+        kh, kw = self.kernel_size
+        shape = (kh, kw, self.input_shape[2], self.filters)
+        self.params = {"kernel": self.kernel_initializer(shape, rng, self.dtype),
+                       "bias": self.bias_initializer((self.filters,), rng, self.dtype)}
+
+    def _geometry(self):
+        H, W, _ = self.input_shape
+        OH, OW, _ = self.output_shape
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        pt = pad_amounts(H, kh, sh, self.padding)[0]
+        pl = pad_amounts(W, kw, sw, self.padding)[0]
+        return kh, kw, sh, sw, pt, pl, OH, OW
+
+    def call(self, x, training):
+        kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
+        cols = kernels.im2col(x, kh, kw, sh, sw, pt, pl, OH, OW)       # (N*OH*OW, kh*kw*C)
+        self.cols, self.x_shape = cols, x.shape
+        z = cols @ self.params["kernel"].reshape(-1, self.filters) + self.params["bias"]
+        return z.reshape(x.shape[0], OH, OW, self.filters)
+
+    def backprop(self, dz):
+        # z = cols @ K2 + b, so
+        #   dL/dK2   = cols^T @ dz          (sum over every output position)
+        #   dL/db    = sum of dz over batch, rows and columns
+        #   dL/dcols = dz @ K2^T, and col2im adds each window row back onto
+        #              the pixels it was copied from: that is dL/dx.
+        kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
+        dz2 = dz.reshape(-1, self.filters)
+        K2 = self.params["kernel"].reshape(-1, self.filters)
+        self.grads["kernel"] = (self.cols.T @ dz2).reshape(self.params["kernel"].shape)
+        self.grads["bias"] = dz2.sum(axis=0)
+        if not self.need_input_grad:
+            return None
+        N, H, W, C = self.x_shape
+        return kernels.col2im(dz2 @ K2.T, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "strides": self.strides, "padding": self.padding}
+
+
+class MaxPool2D(Layer):
+    """Max over each ``pool_size`` window: ``y[n, oh, ow, c] = max_{i,j} x[n, oh*s+i, ow*s+j, c]``.
+
+    Output size floors like Keras ("valid": 25 -> 12, 9 -> 4). Windows may
+    overlap (``strides < pool_size``).
+    """
+
+    base_name = "max_pooling2d"
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = normalize_tuple(pool_size, 2, "pool_size")
+        self.strides = normalize_tuple(strides, 2, "strides") if strides is not None else self.pool_size
+        self.padding = normalize_padding(padding)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"layer {self.name!r} (MaxPool2D): expected input shape (height, width, channels), "
+                             f"got {input_shape}")
+        H, W, C = input_shape
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        OH, OW = conv_output_size(H, kh, sh, self.padding), conv_output_size(W, kw, sw, self.padding)
+        if OH < 1 or OW < 1:
+            raise ValueError(f"layer {self.name!r} (MaxPool2D): input {input_shape} is smaller than the "
+                             f"{kh}x{kw} pool window")
+        return (OH, OW, C)
+
+    def call(self, x, training):
+        H, W, _ = self.input_shape
+        OH, OW, _ = self.output_shape
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        pt = pad_amounts(H, kh, sh, self.padding)[0]
+        pl = pad_amounts(W, kw, sw, self.padding)[0]
+        out, self.argmax = kernels.maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW)
+        return out
+
+    def backprop(self, dz):
+        # dy/dx is 1 for the (first) maximum of each window and 0 elsewhere,
+        # so each window's gradient goes to the pixel recorded in argmax;
+        # a pixel that wins several overlapping windows gets their sum.
+        H, W, _ = self.input_shape
+        return kernels.maxpool_backward(dz, self.argmax, H, W)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
+                "padding": self.padding}
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, ``y = x * m / (1 - rate)`` with ``m ~ Bernoulli(1 - rate)``.
+
+    At inference it is the identity (the 1/(1-rate) scaling during training
+    keeps the expected activation unchanged, so nothing is rescaled here).
+    Set ``fixed_mask`` (already scaled) to reuse one mask, e.g. for a
+    gradient check.
+    """
+
+    base_name = "dropout"
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.fixed_mask = None
+
+    def call(self, x, training):
+        if not training or self.rate == 0:
+            self.mask = None
+            return x
+        if self.fixed_mask is not None:
+            self.mask = self.fixed_mask.astype(x.dtype, copy=False)
+        else:
+            keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
+            self.mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self.mask
+
+    def backprop(self, dz):
+        # y = x * mask  =>  dL/dx = dL/dy * mask  (identity when not training)
+        return dz if self.mask is None else dz * self.mask
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+class Flatten(Layer):
+    """``(N, H, W, C) -> (N, H*W*C)`` in row-major (NHWC) order, like Keras; backward reshapes back."""
+
+    base_name = "flatten"
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def call(self, x, training):
+        return x.reshape(x.shape[0], -1)
+
+    def backprop(self, dz):
+        # a reshape moves no values: dL/dx is dL/dy reshaped back
+        return dz.reshape((dz.shape[0],) + self.input_shape)
+
+
+class Dense(Layer):
+    """Fully connected: ``z = x @ W + b`` with ``W`` of shape (in, out)."""
+
+    base_name = "dense"
+
+    def __init__(self, units, activation=None, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(activation=activation, **kwargs)
+        self.units = int(units)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"layer {self.name!r} (Dense): expected a flat input (features,), got "
+                             f"{input_shape}; put a Flatten layer before it")
+        return (self.units,)
+
+    def create_params(self, rng):
+        self.params = {"kernel": self.kernel_initializer((self.input_shape[0], self.units), rng, self.dtype),
+                       "bias": self.bias_initializer((self.units,), rng, self.dtype)}
+
+    def call(self, x, training):
+        self.x = x
+        return x @ self.params["kernel"] + self.params["bias"]
+
+    def backprop(self, dz):
+        # z = x W + b  =>  dL/dW = x^T dz,  dL/db = sum_n dz,  dL/dx = dz W^T
+        self.grads["kernel"] = self.x.T @ dz
+        self.grads["bias"] = dz.sum(axis=0)
+        return dz @ self.params["kernel"].T if self.need_input_grad else None
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+class ReLU(Layer):
+    """Standalone ReLU layer, ``y = max(x, 0)`` (see :class:`activations.ReLUFunction`)."""
+
+    base_name = "re_lu"
+
+    def __init__(self, **kwargs):
+        super().__init__(activation="relu", **kwargs)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+class Softmax(Layer):
+    """Standalone softmax over the last axis (see :class:`activations.SoftmaxFunction`)."""
+
+    base_name = "softmax"
+
+    def __init__(self, **kwargs):
+        super().__init__(activation="softmax", **kwargs)
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+#: Keras-compatible aliases
+MaxPooling2D = MaxPool2D
+
+LAYER_CLASSES = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Dropout, Flatten, Dense, ReLU, Softmax)}

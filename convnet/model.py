@@ -1,0 +1,393 @@
+"""``Sequential``: a stack of layers with Keras's public interface.
+
+Forward runs the layers in order, backward runs them in reverse, each layer
+turning dL/d(its output) into dL/d(its input). ``fit`` is the usual loop:
+shuffle, cut into batches, and for each batch forward -> loss -> backward ->
+optimizer step.
+"""
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import layers as layers_module
+from . import losses, optimizers
+from .activations import SoftmaxFunction, LinearFunction
+
+
+class History:
+    """What ``fit`` returns: ``history`` maps a metric name to its per-epoch values."""
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+class Sequential:
+    """A linear stack of layers, built (all shapes fixed) as soon as the input shape is known.
+
+    ``Sequential([...], input_shape=(28, 28, 1), seed=0)``; the input shape may
+    instead be given to the first layer (``Conv2D(..., input_shape=...)``).
+    ``seed`` makes initial weights, dropout masks and shuffling reproducible.
+    """
+
+    def __init__(self, layers=None, input_shape=None, name="sequential", seed=None):
+        self.name = name
+        self.seed = seed
+        self.layers = []
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.optimizer = self.loss = None
+        self.metrics = []
+        self.stop_training = False
+        self._names = set()
+        for layer in layers or []:
+            self.add(layer)
+
+    # ------------------------------------------------------------ building
+    def add(self, layer):
+        if not isinstance(layer, layers_module.Layer):
+            raise TypeError(f"Sequential.add expects a Layer, got {type(layer).__name__}")
+        if layer.name is None:
+            base, i = layer.base_name, 0
+            layer.name = base
+            while layer.name in self._names:
+                i += 1
+                layer.name = f"{base}_{i}"
+        if layer.name in self._names:
+            raise ValueError(f"duplicate layer name {layer.name!r}")
+        self._names.add(layer.name)
+        if not self.layers and self.input_shape is None and layer.input_shape is not None:
+            self.input_shape = layer.input_shape
+        self.layers.append(layer)
+        if self.input_shape is not None:
+            self.build()
+
+    def build(self, input_shape=None):
+        """Give every layer its input shape and parameters (glorot_uniform from ``seed``)."""
+        if input_shape is not None:
+            self.input_shape = tuple(input_shape)
+        if self.input_shape is None:
+            raise ValueError("the model has no input shape: pass input_shape= to Sequential or the first layer")
+        seeds = np.random.SeedSequence(self.seed).spawn(len(self.layers))
+        shape = self.input_shape
+        for layer, ss in zip(self.layers, seeds):
+            if not layer.built or layer.input_shape != shape:
+                layer.build(shape, np.random.default_rng(ss))
+                if isinstance(layer, layers_module.Dropout) and layer.seed is None:
+                    layer.rng = np.random.default_rng(ss.spawn(1)[0])
+            shape = layer.output_shape
+        return shape
+
+    @property
+    def output_shape(self):
+        return self.layers[-1].output_shape if self.layers else self.input_shape
+
+    def trainable_layers(self):
+        return [layer for layer in self.layers if layer.params]
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    def summary(self, print_fn=print):
+        """Print (and return) a Keras-style table: name, output shape, parameter count."""
+        self._require_built()
+        line = "_" * 65
+        rows = [f'Model: "{self.name}"', line,
+                f" {'Layer (type)':<28}{'Output Shape':<26}{'Param #':>9}", "=" * 65]
+        for layer in self.layers:
+            shape = "(None, " + ", ".join(map(str, layer.output_shape)) + ")"
+            rows.append(f" {layer.name + ' (' + type(layer).__name__ + ')':<28}{shape:<26}"
+                        f"{layer.count_params():>9,}")
+        total = self.count_params()
+        rows += ["=" * 65, f"Total params: {total:,}", f"Trainable params: {total:,}",
+                 "Non-trainable params: 0", line]
+        text = "\n".join(rows)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _require_built(self):
+        if not self.layers or not all(layer.built for layer in self.layers):
+            raise ValueError("the model is not built yet: give it an input_shape")
+
+    # ------------------------------------------------------------- weights
+    def get_weights(self):
+        """Copies of all parameters in Keras order: kernel, bias for each trainable layer."""
+        return [p.copy() for layer in self.trainable_layers() for p in layer.params.values()]
+
+    def set_weights(self, weights):
+        """Load a list from :meth:`get_weights` (or Keras's ``model.get_weights()``)."""
+        targets = [(layer, k, p) for layer in self.trainable_layers() for k, p in layer.params.items()]
+        weights = list(weights)
+        if len(weights) != len(targets):
+            raise ValueError(f"set_weights: expected {len(targets)} arrays "
+                             f"({', '.join(f'{l.name}/{k}' for l, k, _ in targets)}), got {len(weights)}")
+        for (layer, key, p), w in zip(targets, weights):
+            w = np.asarray(w)
+            if w.shape != p.shape:
+                raise ValueError(f"set_weights: {layer.name}/{key} expects shape {p.shape}, got {w.shape}")
+        for (layer, key, p), w in zip(targets, weights):
+            np.copyto(p, w, casting="unsafe")
+
+    def params_and_grads(self):
+        """``(key, param, grad)`` for every parameter, key ``"layer/param"``: what optimizers consume."""
+        return [(f"{layer.name}/{k}", p, layer.grads[k])
+                for layer in self.trainable_layers() for k, p in layer.params.items()]
+
+    def astype(self, dtype):
+        """Cast every layer's parameters, e.g. ``model.astype(np.float64)`` for a gradient check."""
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    # ---------------------------------------------------- forward/backward
+    def forward(self, x, training=False):
+        """Run the batch through every layer; each layer keeps its ``output``."""
+        self._require_built()
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dout, preactivation=False, input_grad=True):
+        """Backpropagate dL/d(output) through every layer; returns dL/d(input).
+
+        ``preactivation=True``: ``dout`` is the gradient w.r.t. the last
+        layer's value before its activation (fused softmax + loss).
+        ``input_grad=False`` skips the gradients nobody needs: those below the
+        first layer with parameters (then it returns None).
+        """
+        first = next((i for i, l in enumerate(self.layers) if l.params), 0)
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            layer.need_input_grad = input_grad or i > first
+            dout = layer.backward(dout, preactivation=preactivation and i == len(self.layers) - 1)
+            if dout is None:
+                break
+        return dout
+
+    @property
+    def activations(self):
+        """Each layer's output from the last forward pass."""
+        return {layer.name: layer.output for layer in self.layers}
+
+    @property
+    def gradients(self):
+        """Each layer's dL/d(input) from the last backward pass (None where skipped)."""
+        return {layer.name: layer.grad_input for layer in self.layers}
+
+    # -------------------------------------------------------------- training
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",)):
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        metrics = list(metrics or [])
+        unknown = [m for m in metrics if m not in ("accuracy", "acc")]
+        if unknown:
+            raise ValueError(f"unknown metrics {unknown}; only 'accuracy' is supported")
+        self.metrics = ["accuracy"] if metrics else []
+
+    def _fused(self):
+        """How the loss meets the last layer: 'softmax' (fused), 'logits' or 'plain'."""
+        last = self.layers[-1].activation
+        if isinstance(self.loss, losses.SparseCategoricalCrossentropy):
+            if not self.loss.from_logits and isinstance(last, SoftmaxFunction):
+                return "softmax"
+            if self.loss.from_logits and isinstance(last, LinearFunction):
+                return "logits"
+        return "plain"
+
+    def compute_loss(self, y, out):
+        """Loss of the last forward pass, and the gradient to start backward with."""
+        mode = self._fused()
+        if mode == "softmax":
+            loss, dz = self.loss.forward_logits(y, self.layers[-1].preactivation)
+            return loss, dz, True
+        if mode == "logits":
+            loss, dz = self.loss.forward_logits(y, out)
+            return loss, dz, False
+        loss = self.loss.forward(y, out)
+        return loss, self.loss.backward(), False
+
+    def train_step(self, x, y):
+        """forward -> loss -> backward -> update on one batch; returns (loss, number correct)."""
+        out = self.forward(x, training=True)
+        loss, dout, pre = self.compute_loss(y, out)
+        self.backward(dout, preactivation=pre, input_grad=False)
+        self.optimizer.apply(self.params_and_grads())
+        return loss, _n_correct(out, y)
+
+    def _check_data(self, x, y=None, what="x"):
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
+            raise ValueError(f"{what} has shape {x.shape}, expected (samples, "
+                             f"{', '.join(map(str, self.input_shape))})")
+        if y is not None and len(y) != len(x):
+            raise ValueError(f"{what} has {len(x)} samples but the labels have {len(y)}")
+        return x
+
+    def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
+            shuffle=True, seed=None, verbose=1, callbacks=(), initial_epoch=0, record_gradients=False):
+        """Train; returns a :class:`History`.
+
+        The per-epoch ``loss`` and ``accuracy`` are running means over the
+        epoch's batches (dropout on), as Keras reports them. ``verbose``: 0
+        silent, 1 progress bar and a line per epoch, 2 the line only.
+        ``record_gradients=True`` also records, per epoch, the mean norm of
+        every parameter gradient (``history.history["grad_norms"]``).
+        A NaN or infinite loss stops training with FloatingPointError.
+        """
+        if self.optimizer is None:
+            raise ValueError("call compile() before fit()")
+        x = self._check_data(x, y)
+        y = np.asarray(y)
+        if validation_split and validation_data is None:
+            if not 0 < validation_split < 1:
+                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+            cut = int(len(x) * (1 - validation_split))
+            x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+        seed = self.seed if seed is None else seed
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy % (2 ** 32))
+        history = History()
+        self.stop_training = False
+        cbs = list(callbacks)
+        for cb in cbs:
+            cb.model = self
+            getattr(cb, "on_train_begin", lambda: None)()
+        n = len(x)
+        steps = math.ceil(n / batch_size)
+        for epoch in range(initial_epoch, epochs):
+            # per-epoch generators: a resumed run draws the same batches and masks
+            order_rng = np.random.default_rng([seed, epoch])
+            for i, layer in enumerate(self.layers):
+                if isinstance(layer, layers_module.Dropout) and layer.seed is None:
+                    layer.rng = np.random.default_rng([seed, epoch, i])
+            order = order_rng.permutation(n) if shuffle else np.arange(n)
+            start = time.perf_counter()
+            seen = correct = 0
+            loss_sum = 0.0
+            grad_sums = {}
+            bar = _progress(steps, epoch, epochs, verbose)
+            for b in range(steps):
+                idx = order[b * batch_size:(b + 1) * batch_size]
+                xb, yb = x[idx], y[idx]
+                loss, nc = self.train_step(xb.astype(self.layers[0].dtype, copy=False), yb)
+                if not math.isfinite(loss):
+                    if bar is not None:
+                        bar.close()
+                    raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}/{steps}; "
+                                             f"try a lower learning rate")
+                seen += len(idx)
+                loss_sum += loss * len(idx)
+                correct += nc
+                if record_gradients:
+                    for key, _, g in self.params_and_grads():
+                        grad_sums[key] = grad_sums.get(key, 0.0) + float(np.linalg.norm(g))
+                if bar is not None:
+                    bar.update(1)
+                    if b % 25 == 0 or b == steps - 1:
+                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", accuracy=f"{correct / seen:.4f}",
+                                        refresh=False)
+                for cb in cbs:
+                    getattr(cb, "on_batch_end", lambda *a: None)(b, {"loss": loss_sum / seen})
+            if bar is not None:
+                bar.close()
+            logs = {"loss": loss_sum / seen}
+            if self.metrics:
+                logs["accuracy"] = correct / seen
+            logs["seconds"] = time.perf_counter() - start
+            if validation_data is not None:
+                vx, vy = validation_data
+                val = self.evaluate(vx, vy, verbose=0)
+                logs["val_loss"] = val[0]
+                if self.metrics:
+                    logs["val_accuracy"] = val[1]
+            if record_gradients:
+                logs["grad_norms"] = {k: v / steps for k, v in grad_sums.items()}
+            history.append(epoch, logs)
+            if verbose:
+                parts = [f"{k}: {v:.4f}" for k, v in logs.items() if k not in ("seconds", "grad_norms")]
+                print(f"Epoch {epoch + 1}/{epochs} - {logs['seconds']:.1f}s - " + " - ".join(parts),
+                      file=sys.stdout, flush=True)
+            for cb in cbs:
+                getattr(cb, "on_epoch_end", lambda *a: None)(epoch, logs)
+            if self.stop_training:
+                break
+        self.history = history
+        return history
+
+    def predict(self, x, batch_size=256, verbose=0):
+        """Outputs for ``x`` computed in chunks of ``batch_size`` (dropout off)."""
+        x = self._check_data(x)
+        outs = [self.forward(x[i:i + batch_size].astype(self.layers[0].dtype, copy=False), training=False)
+                for i in range(0, len(x), batch_size)]
+        self._release()
+        return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.layers[-1].dtype)
+
+    def evaluate(self, x, y, batch_size=256, verbose=0):
+        """``[loss, accuracy]`` over the whole set, in chunks (no dropout)."""
+        if self.loss is None:
+            raise ValueError("call compile() before evaluate()")
+        x = self._check_data(x, y)
+        y = np.asarray(y)
+        loss_sum, correct = 0.0, 0
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            out = self.forward(xb.astype(self.layers[0].dtype, copy=False), training=False)
+            loss, _, _ = self.compute_loss(yb, out)
+            loss_sum += loss * len(xb)
+            correct += _n_correct(out, yb)
+        self._release()
+        n = max(len(x), 1)
+        result = [loss_sum / n] + ([correct / n] if self.metrics else [])
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in zip(["loss"] + self.metrics, result)))
+        return result
+
+    def _release(self):
+        """Drop big per-batch caches (im2col matrices) after inference."""
+        for layer in self.layers:
+            if hasattr(layer, "cols"):
+                layer.cols = None
+
+    # --------------------------------------------------------- persistence
+    def get_config(self):
+        return {"name": self.name, "seed": self.seed, "input_shape": list(self.input_shape),
+                "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers]}
+
+    @classmethod
+    def from_config(cls, config):
+        layer_objs = []
+        for spec in config["layers"]:
+            try:
+                layer_cls = layers_module.LAYER_CLASSES[spec["class_name"]]
+            except KeyError:
+                raise ValueError(f"unknown layer class {spec['class_name']!r} in model config") from None
+            layer_objs.append(layer_cls(**spec["config"]))
+        return cls(layer_objs, input_shape=tuple(config["input_shape"]), name=config.get("name", "sequential"),
+                   seed=config.get("seed"))
+
+
+def _n_correct(out, y):
+    """How many rows of ``out`` have their argmax at the label (integer or one-hot)."""
+    y = np.asarray(y)
+    labels = y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(len(y))
+    return int(np.sum(out.argmax(axis=1) == labels))
+
+
+def _progress(steps, epoch, epochs, verbose):
+    if verbose != 1:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                dynamic_ncols=True, mininterval=0.5)

@@ -1,0 +1,137 @@
+"""Optimizers with Keras semantics. Parameters are updated in place.
+
+An optimizer sees a list of ``(key, param, grad)`` triples (key like
+``"conv2d/kernel"``), keeps its per-parameter state in dicts under the same
+keys, and counts its steps in ``iterations``. ``get_state``/``set_state``
+expose that state for checkpoints.
+"""
+import numpy as np
+
+
+class Optimizer:
+    name = "optimizer"
+
+    def __init__(self, learning_rate):
+        self.learning_rate = float(learning_rate)
+        self.iterations = 0
+        self.slots = {}          # slot name -> {param key -> array}
+
+    def slot(self, name, key, like):
+        """Per-parameter state array (zeros the first time it is asked for)."""
+        table = self.slots.setdefault(name, {})
+        if key not in table:
+            table[key] = np.zeros_like(like)
+        return table[key]
+
+    def apply(self, params_and_grads):
+        """One update step for every ``(key, param, grad)``."""
+        self.iterations += 1
+        for key, param, grad in params_and_grads:
+            self.update(key, param, grad)
+
+    def update(self, key, param, grad):
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate}
+
+    def get_state(self):
+        """{"iterations": int, "slot/key": array}: everything needed to resume."""
+        state = {"iterations": self.iterations}
+        for slot_name, table in self.slots.items():
+            for key, arr in table.items():
+                state[f"{slot_name}/{key}"] = arr
+        return state
+
+    def set_state(self, state):
+        self.iterations = int(state["iterations"])
+        self.slots = {}
+        for name, arr in state.items():
+            if name == "iterations":
+                continue
+            slot_name, key = name.split("/", 1)
+            self.slots.setdefault(slot_name, {})[key] = np.array(arr)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum, as in Keras.
+
+    * plain:     ``theta -= lr * g``
+    * momentum:  ``v = mu * v - lr * g``;  ``theta += v``
+    * Nesterov:  ``v = mu * v - lr * g``;  ``theta += mu * v - lr * g``
+    """
+
+    name = "sgd"
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+        super().__init__(learning_rate)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def update(self, key, param, grad):
+        lr = param.dtype.type(self.learning_rate)
+        if self.momentum == 0:
+            param -= lr * grad
+            return
+        mu = param.dtype.type(self.momentum)
+        v = self.slot("velocity", key, param)
+        v *= mu
+        v -= lr * grad
+        if self.nesterov:
+            param += mu * v - lr * grad
+        else:
+            param += v
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam as Keras computes it (bias correction folded into the step size).
+
+    ``m = b1 m + (1 - b1) g``;  ``v = b2 v + (1 - b2) g^2``;
+    ``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)``;
+    ``theta -= lr_t m / (sqrt(v) + eps)``.
+
+    (PyTorch divides by ``sqrt(v / (1 - b2^t)) + eps`` instead, which differs
+    slightly through where epsilon enters.)
+    """
+
+    name = "adam"
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        super().__init__(learning_rate)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def apply(self, params_and_grads):
+        t = self.iterations + 1
+        self._lr_t = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        super().apply(params_and_grads)
+
+    def update(self, key, param, grad):
+        f = param.dtype.type
+        b1, b2 = f(self.beta_1), f(self.beta_2)
+        m = self.slot("m", key, param)
+        v = self.slot("v", key, param)
+        m *= b1
+        m += (1 - b1) * grad
+        v *= b2
+        v += (1 - b2) * np.square(grad)
+        param -= f(self._lr_t) * m / (np.sqrt(v) + f(self.epsilon))
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def get(optimizer):
+    if isinstance(optimizer, str):
+        try:
+            return OPTIMIZERS[optimizer.lower()]()
+        except KeyError:
+            raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {sorted(OPTIMIZERS)}") from None
+    return optimizer
