@@ -206,13 +206,14 @@ class MirrorSource:
                 if error is None:
                     outcome.obtained[name] = url
                     continue
-                reasons[name].append(f"{url}: {_describe(error)}")
                 if _is_unreachable(error):
+                    # Say it once for every file still wanted, then drop the mirror.
                     self.log(f"  {mirror} is unreachable, skipping it")
                     for other in names:
-                        if other not in outcome.obtained and other != name:
-                            reasons[other].append(f"{mirror}: skipped (unreachable)")
+                        if other not in outcome.obtained:
+                            reasons[other].append(f"{mirror}: {_describe(error)}")
                     break
+                reasons[name].append(f"{url}: {_describe(error)}")
         for name in names:
             if name not in outcome.obtained:
                 outcome.failed[name] = "; ".join(reasons[name])
