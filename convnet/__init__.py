@@ -8,8 +8,9 @@ Read :mod:`convnet.layers` for each layer's forward and backward math,
 """
 from . import activations, gradcheck, initializers, kernels, layers, losses, optimizers, reference
 from .model import History, Sequential
+from .saving import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["Sequential", "History", "layers", "losses", "optimizers", "activations", "initializers",
+__all__ = ["Sequential", "History", "load_model", "layers", "losses", "optimizers", "activations", "initializers",
            "kernels", "reference", "gradcheck"]
