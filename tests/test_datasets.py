@@ -453,6 +453,14 @@ def test_torchvision_copy(load, tmp_path, tiny, digests, fake_npm):
     assert_cache_verified(tmp_path / "cache", digests)
 
 
+def test_torchvision_root_env_var(load, tmp_path, tiny, monkeypatch):
+    write_files(tmp_path / "tv" / "MNIST" / "raw", tiny)
+    monkeypatch.setenv("CONVNET_TORCHVISION_ROOT", str(tmp_path / "tv"))
+    arrays, origins = load(torchvision_root=None)
+    assert_same(arrays, tiny)
+    assert all(origin.startswith(str(tmp_path / "tv")) for origin in origins.values())
+
+
 def test_mirrors_beat_npm(load, tmp_path, tiny, digests, server, fake_npm):
     arrays, origins = load(mirrors=[server.url("missing"), server.url("good")],
                            npm=str(fake_npm.path))

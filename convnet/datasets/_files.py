@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterator
 
@@ -33,17 +33,28 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f"{TEMP_PREFIX}{path.name}.", suffix=suffix + ".part", dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _create_temp_file(path.parent, f"{TEMP_PREFIX}{path.name}.", suffix + ".part")
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _create_temp_file(directory: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty file with a unique name in ``directory``.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0600), the file gets the usual
+    permissions allowed by the umask, since it becomes a normal file.
+    """
+    while True:
+        candidate = directory / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

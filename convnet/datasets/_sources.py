@@ -19,7 +19,6 @@ The sources, in the order the MNIST loader tries them:
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import subprocess
 import sys
