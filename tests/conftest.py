@@ -1,0 +1,66 @@
+"""Shared fixtures for the core-library tests.
+
+Every test draws its random numbers from a fixed seed, so a failure is
+reproducible. The helpers here build inputs that keep gradient checks valid
+(no ReLU kinks or max-pool ties within reach of the finite-difference step)
+and the seed model of the project.
+"""
+import numpy as np
+import pytest
+
+from convnet import Sequential, layers
+
+
+@pytest.fixture
+def rng():
+    """A fresh generator with a fixed seed for each test."""
+    return np.random.default_rng(1234)
+
+
+def spaced_values(shape, rng, spacing=0.05, dtype=np.float64):
+    """An array of distinct values, pairwise at least ``spacing`` apart, in shuffled order.
+
+    Centred on zero and never exactly zero, so there are no max-pool ties,
+    no near-ties and no value close to the ReLU kink: a central difference
+    with step h << spacing never crosses a kink.
+    """
+    n = int(np.prod(shape))
+    values = (np.arange(n) - (n - 1) / 2 + 0.5) * spacing   # ..., -0.5s, 0.5s, 1.5s, ...: none is 0
+    return rng.permutation(values).reshape(shape).astype(dtype)
+
+
+def seed_model(seed=0):
+    """The project's seed model (150,858 parameters)."""
+    return Sequential([
+        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
+        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
+        layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ], input_shape=(28, 28, 1), seed=seed)
+
+
+def small_convnet(seed=0, dropout=True):
+    """A small conv net on 8x8x1 images (fast enough for training-loop tests)."""
+    stack = [layers.Conv2D(4, 3, activation="relu"), layers.MaxPool2D(2)]
+    if dropout:
+        stack.append(layers.Dropout(0.25))
+    stack += [layers.Flatten(), layers.Dense(16, activation="relu"), layers.Dense(3, activation="softmax")]
+    return Sequential(stack, input_shape=(8, 8, 1), seed=seed)
+
+
+@pytest.fixture
+def spaced():
+    """:func:`spaced_values` as a fixture: ``spaced(shape, rng, spacing=0.05)``."""
+    return spaced_values
+
+
+@pytest.fixture
+def make_seed_model():
+    """:func:`seed_model` as a fixture: ``make_seed_model(seed=0)``."""
+    return seed_model
+
+
+@pytest.fixture
+def make_small_convnet():
+    """:func:`small_convnet` as a fixture: ``make_small_convnet(seed=0, dropout=True)``."""
+    return small_convnet
