@@ -36,11 +36,15 @@ class Optimizer:
         return {"learning_rate": self.learning_rate}
 
     def get_state(self):
-        """{"iterations": int, "slot/key": array}: everything needed to resume."""
+        """{"iterations": int, "slot/key": array}: everything needed to resume.
+
+        The arrays are copies: a snapshot taken now stays as it is while
+        training goes on (the slots are updated in place).
+        """
         state = {"iterations": self.iterations}
         for slot_name, table in self.slots.items():
             for key, arr in table.items():
-                state[f"{slot_name}/{key}"] = arr
+                state[f"{slot_name}/{key}"] = arr.copy()
         return state
 
     def set_state(self, state):

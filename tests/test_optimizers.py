@@ -1,0 +1,164 @@
+"""Optimizers against hand-computed Keras-style updates, on a convex quadratic, and across a checkpoint."""
+import math
+
+import numpy as np
+import pytest
+
+from convnet import optimizers
+
+
+def run(optimizer, theta0, grads, dtype=np.float64):
+    """Apply ``optimizer`` to one parameter for a sequence of gradients; returns the trajectory."""
+    theta = np.array(theta0, dtype=dtype)
+    path = []
+    for g in grads:
+        optimizer.apply([("w", theta, np.array(g, dtype=dtype))])
+        path.append(theta.copy())
+    return path
+
+
+# ---------------------------------------------------------------------------- SGD
+def test_sgd_plain_by_hand():
+    # theta -= lr * g with lr = 0.1
+    path = run(optimizers.SGD(0.1), [1.0, -2.0], [[0.5, -1.0], [1.0, 2.0]])
+    np.testing.assert_allclose(path[0], [0.95, -1.9], rtol=1e-12)
+    np.testing.assert_allclose(path[1], [0.85, -2.1], rtol=1e-12)
+
+
+def test_sgd_momentum_by_hand():
+    # v = 0.9 v - 0.1 g ; theta += v   with g = 1, 2, 3
+    #   v = -0.1,  -0.29,  -0.561   ->   theta = 0.9, 0.61, 0.049
+    path = run(optimizers.SGD(0.1, momentum=0.9), [1.0], [[1.0], [2.0], [3.0]])
+    np.testing.assert_allclose(np.concatenate(path), [0.9, 0.61, 0.049], rtol=1e-12)
+
+
+def test_sgd_nesterov_by_hand():
+    # v = 0.9 v - 0.1 g ; theta += 0.9 v - 0.1 g   with g = 1, 2, 3
+    #   step 1: v = -0.1,   theta = 1     - 0.09   - 0.1 = 0.81
+    #   step 2: v = -0.29,  theta = 0.81  - 0.261  - 0.2 = 0.349
+    #   step 3: v = -0.561, theta = 0.349 - 0.5049 - 0.3 = -0.4559
+    path = run(optimizers.SGD(0.1, momentum=0.9, nesterov=True), [1.0], [[1.0], [2.0], [3.0]])
+    np.testing.assert_allclose(np.concatenate(path), [0.81, 0.349, -0.4559], rtol=1e-12)
+
+
+def test_sgd_rejects_bad_momentum():
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
+        optimizers.SGD(0.1, momentum=1.5)
+
+
+# --------------------------------------------------------------------------- Adam
+def adam_by_hand(theta, grads, lr, b1, b2, eps):
+    """Scalar Keras Adam: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t); theta -= lr_t m / (sqrt(v) + eps)."""
+    m = v = 0.0
+    path = []
+    for t, g in enumerate(grads, start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        lr_t = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        theta = theta - lr_t * m / (math.sqrt(v) + eps)
+        path.append(theta)
+    return path
+
+
+def test_adam_first_step_moves_by_about_lr():
+    # step 1: m = 0.1 g, v = 0.001 g^2, lr_t = lr sqrt(0.001) / 0.1, so the step is
+    # lr * g sqrt(0.001) / (|g| sqrt(0.001) + eps) ~ lr * sign(g) whenever |g| >> eps
+    path = run(optimizers.Adam(0.1), [1.0, -1.0, 3.0], [[0.5, -2.0, 0.01]])
+    np.testing.assert_allclose(path[0], [0.9, -0.9, 2.9], rtol=1e-4)
+
+
+def test_adam_epsilon_enters_keras_style():
+    # with a large eps the Keras and PyTorch formulas differ a lot:
+    #   Keras:   1 - 0.1 * sqrt(0.001) / (sqrt(0.001) + 0.1) = 0.97597469...
+    #   PyTorch: 1 - 0.1 * 1 / (1 + 0.1)                    = 0.90909...
+    path = run(optimizers.Adam(0.1, epsilon=0.1), [1.0], [[1.0]])
+    assert path[0][0] == pytest.approx(1 - 0.1 * math.sqrt(0.001) / (math.sqrt(0.001) + 0.1), rel=1e-12)
+    assert path[0][0] == pytest.approx(0.975974693, rel=1e-8)
+
+
+@pytest.mark.parametrize("lr,b1,b2,eps", [(0.001, 0.9, 0.999, 1e-7), (0.05, 0.8, 0.99, 1e-3)])
+def test_adam_several_steps_by_hand(lr, b1, b2, eps):
+    grads = [0.5, -2.0, 1.5, 0.0, 3.0]
+    expected = adam_by_hand(1.0, grads, lr, b1, b2, eps)
+    path = run(optimizers.Adam(lr, beta_1=b1, beta_2=b2, epsilon=eps), [1.0], [[g] for g in grads])
+    np.testing.assert_allclose(np.concatenate(path), expected, rtol=1e-12)
+
+
+def test_adam_keeps_float32_parameters_float32():
+    theta = np.ones(3, np.float32)
+    opt = optimizers.Adam()
+    opt.apply([("w", theta, np.array([1, -1, 2], np.float32))])
+    assert theta.dtype == np.float32
+    assert opt.get_state()["m/w"].dtype == np.float32
+
+
+# ---------------------------------------------------------- convergence on a quadratic
+A = np.array([1.0, 10.0])
+C = np.array([3.0, -2.0])
+
+
+def quadratic(x):
+    """f(x) = 1/2 sum a_i (x_i - c_i)^2, minimum 0 at c; df/dx = a (x - c)."""
+    return 0.5 * np.sum(A * (x - C) ** 2), A * (x - C)
+
+
+@pytest.mark.parametrize("optimizer,steps", [
+    (optimizers.SGD(0.05), 200),
+    (optimizers.SGD(0.02, momentum=0.9), 300),
+    (optimizers.SGD(0.02, momentum=0.9, nesterov=True), 300),
+    (optimizers.Adam(0.05), 1000),
+])
+def test_optimizer_minimises_a_convex_quadratic(optimizer, steps):
+    x = np.zeros(2)
+    f0, _ = quadratic(x)
+    for _ in range(steps):
+        _, g = quadratic(x)
+        optimizer.apply([("x", x, g)])
+    f, _ = quadratic(x)
+    assert f < 1e-4 * f0
+    np.testing.assert_allclose(x, C, atol=1e-2)
+    assert optimizer.iterations == steps
+
+
+# ------------------------------------------------------------------ checkpoints
+@pytest.mark.parametrize("make", [lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True),
+                                  lambda: optimizers.Adam(0.01)])
+def test_get_state_set_state_continues_identically(rng, make):
+    grads = rng.standard_normal((6, 2, 3))
+    original = make()
+    theta = rng.standard_normal(3)
+    for g in grads[:3]:
+        original.apply([("a", theta[:1], g[0, :1]), ("b", theta[1:], g[1, 1:])])
+    state, saved_theta = original.get_state(), theta.copy()
+
+    # the original keeps going; the snapshot must not change with it
+    for g in grads[3:]:
+        original.apply([("a", theta[:1], g[0, :1]), ("b", theta[1:], g[1, 1:])])
+
+    resumed = make()
+    resumed.set_state(state)
+    assert resumed.iterations == 3
+    theta2 = saved_theta.copy()
+    for g in grads[3:]:
+        resumed.apply([("a", theta2[:1], g[0, :1]), ("b", theta2[1:], g[1, 1:])])
+    np.testing.assert_array_equal(theta2, theta)
+    assert resumed.iterations == original.iterations == 6
+
+
+def test_set_state_copies_the_arrays():
+    opt = optimizers.SGD(0.1, momentum=0.5)
+    state = {"iterations": 2, "velocity/w": np.array([1.0, 2.0])}
+    opt.set_state(state)
+    state["velocity/w"][:] = 99
+    assert opt.get_state()["velocity/w"].tolist() == [1.0, 2.0]
+
+
+def test_get_by_name():
+    assert isinstance(optimizers.get("adam"), optimizers.Adam)
+    assert isinstance(optimizers.get("SGD"), optimizers.SGD)
+    sgd = optimizers.SGD(0.3)
+    assert optimizers.get(sgd) is sgd
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        optimizers.get("rmsprop")
+    assert optimizers.Adam(0.01).get_config() == {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999,
+                                                  "epsilon": 1e-7}
