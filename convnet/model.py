@@ -228,6 +228,9 @@ class Sequential:
 
     def _check_data(self, x, y=None, what="x"):
         x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"{what} has dtype {x.dtype}, expected a floating-point array (float32); "
+                             f"scale integer images to [0, 1] first")
         if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
             raise ValueError(f"{what} has shape {x.shape}, expected (samples, "
                              f"{', '.join(map(str, self.input_shape))})")
