@@ -127,6 +127,24 @@ def test_relu_values_and_gradient_mask():
     np.testing.assert_array_equal(layer.backward(np.array([[1, 2, 3, 4]], np.float32)), [[0, 0, 3, 4]])   # slope 0 at 0
 
 
+def test_relu_propagates_nan():
+    """NaN must not be turned into 0: a diverging network has to show NaN in its loss (fit then stops)."""
+    layer = built(layers.ReLU(), (3,))
+    out = layer.forward(np.array([[np.nan, 1.0, -1.0]], np.float32))
+    assert np.isnan(out[0, 0])
+    np.testing.assert_array_equal(out[0, 1:], [1, 0])
+
+
+def test_nan_input_reaches_the_output_of_the_seed_model():
+    model = seed_model(0)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    x[1, 10, 10, 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        out = model.forward(x)
+    assert np.all(np.isfinite(out[0]))
+    assert np.all(np.isnan(out[1]))
+
+
 def test_softmax_rows_are_distributions_even_for_huge_logits():
     layer = built(layers.Softmax(), (3,))
     with np.errstate(over="raise", divide="raise", invalid="raise"):    # exp(-2000) may underflow to 0
