@@ -1,0 +1,155 @@
+"""convnet's side of every case, on its numba kernels or on the pure-NumPy path.
+
+Every ``make_*`` function returns a callable with no argument that does the
+work once and returns its result; :meth:`Backend.outputs` calls it and returns a
+list of arrays for the agreement checks. The other libraries' modules
+(:mod:`benchmarks.tf_impl`, :mod:`benchmarks.torch_impl`) have the same
+functions, so a case is written once for all of them.
+
+Kernel rows go through the layers' public ``forward``/``backward`` (the
+code a model runs), each on its own layer object, so that one row's state
+never leaks into another's. Layers are built without activation: the rows
+time the convolution, pooling or matrix product alone.
+"""
+import contextlib
+
+import numpy as np
+
+from convnet import Sequential, layers, optimizers
+from convnet.numpy_path import use_numpy_kernels
+
+BATCH_SIZE = 32
+PREDICT_BATCH = 1000
+
+
+def seed_model(seed=0):
+    """The seed model (150,858 parameters), compiled with Adam and sparse cross-entropy."""
+    model = Sequential([
+        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
+        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
+        layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.5),
+        layers.Dense(10, activation="softmax"),
+    ], input_shape=(28, 28, 1), seed=seed)
+    model.compile(optimizer=optimizers.Adam(learning_rate=1e-3, epsilon=1e-7),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class Backend:
+    """convnet on its numba kernels (``numpy_path=False``) or on :mod:`convnet.numpy_path`."""
+
+    def __init__(self, numpy_path=False):
+        self.numpy_path = numpy_path
+        self.name = "numpy" if numpy_path else "convnet"
+
+    def _mode(self):
+        return use_numpy_kernels() if self.numpy_path else contextlib.nullcontext()
+
+    def _wrap(self, fn):
+        """Run ``fn`` inside the kernel swap (a few attribute assignments: negligible)."""
+        if not self.numpy_path:
+            return fn
+
+        def on_numpy_path():
+            with use_numpy_kernels():
+                return fn()
+        return on_numpy_path
+
+    @staticmethod
+    def outputs(fn):
+        """Call ``fn`` once; its result as a list of NumPy arrays (for the agreement checks)."""
+        result = fn()
+        return [np.asarray(r) for r in (result if isinstance(result, (list, tuple)) else [result])]
+
+    # ------------------------------------------------------------- layers
+    def _built(self, layer, x, params):
+        layer.build(x.shape[1:], np.random.default_rng(0))
+        for key, value in params.items():
+            np.copyto(layer.params[key], value)
+        return layer
+
+    def make_conv_forward(self, x, kernel, bias):
+        layer = self._built(layers.Conv2D(kernel.shape[3], kernel.shape[:2]), x, {"kernel": kernel, "bias": bias})
+        return self._wrap(lambda: layer.forward(x))
+
+    def _conv_after_forward(self, x, kernel, bias, need_input_grad):
+        layer = self._built(layers.Conv2D(kernel.shape[3], kernel.shape[:2]), x, {"kernel": kernel, "bias": bias})
+        with self._mode():
+            layer.forward(x)                       # backward needs the forward's im2col matrix
+        layer.need_input_grad = need_input_grad
+        return layer
+
+    def make_conv_backward_kernel(self, x, kernel, bias, dz):
+        layer = self._conv_after_forward(x, kernel, bias, need_input_grad=False)
+
+        def backward_kernel():
+            layer.backward(dz)
+            return [layer.grads["kernel"], layer.grads["bias"]]
+        return self._wrap(backward_kernel)
+
+    def make_conv_backward(self, x, kernel, bias, dz):
+        layer = self._conv_after_forward(x, kernel, bias, need_input_grad=True)
+
+        def backward_all():
+            dx = layer.backward(dz)
+            return [dx, layer.grads["kernel"], layer.grads["bias"]]
+        return self._wrap(backward_all)
+
+    def make_pool_forward(self, x, size):
+        layer = self._built(layers.MaxPool2D(size), x, {})
+        return self._wrap(lambda: layer.forward(x))
+
+    def make_pool_backward(self, x, size, dz):
+        layer = self._built(layers.MaxPool2D(size), x, {})
+        with self._mode():
+            layer.forward(x)                       # backward needs the forward's argmax
+        return self._wrap(lambda: layer.backward(dz))
+
+    def make_dense_forward(self, x, kernel, bias):
+        layer = self._built(layers.Dense(kernel.shape[1]), x, {"kernel": kernel, "bias": bias})
+        return self._wrap(lambda: layer.forward(x))
+
+    def make_dense_backward(self, x, kernel, bias, dz):
+        layer = self._built(layers.Dense(kernel.shape[1]), x, {"kernel": kernel, "bias": bias})
+        layer.forward(x)
+
+        def backward_all():
+            dx = layer.backward(dz)
+            return [dx, layer.grads["kernel"], layer.grads["bias"]]
+        return self._wrap(backward_all)
+
+    # -------------------------------------------------------------- model
+    def make_model(self, weights):
+        return Model(self, weights)
+
+
+class Model:
+    """The seed model with given initial weights, seen through the four things the suite times or checks."""
+
+    def __init__(self, backend, weights):
+        self.backend = backend
+        self.model = seed_model()
+        self.model.set_weights(weights)
+
+    def weights(self):
+        return self.model.get_weights()
+
+    def make_train_step(self, x, y):
+        """One ``train_step``: forward (dropout on), loss, backward, Adam update."""
+        return self.backend._wrap(lambda: self.model.train_step(x, y))
+
+    def make_fit(self, x, y):
+        """One epoch of ``fit`` over ``x`` (shuffled, batch 32, silent)."""
+        return self.backend._wrap(
+            lambda: self.model.fit(x, y, epochs=1, batch_size=BATCH_SIZE, shuffle=True, seed=0, verbose=0))
+
+    def make_predict(self, x):
+        return self.backend._wrap(lambda: self.model.predict(x, batch_size=PREDICT_BATCH))
+
+    def gradients(self, x, y):
+        """Loss and its gradient for every parameter (Keras order), dropout off."""
+        with self.backend._mode():
+            out = self.model.forward(x, training=False)
+            loss, dout, pre = self.model.compute_loss(y, out)
+            self.model.backward(dout, preactivation=pre, input_grad=False)
+        return [np.float32(loss)] + [g.copy() for _, _, g in self.model.params_and_grads()]

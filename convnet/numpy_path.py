@@ -1,0 +1,238 @@
+"""Pure-NumPy versions of the kernels in :mod:`convnet.kernels` (no numba).
+
+Each function here has exactly the signature and the result of its namesake
+in :mod:`convnet.kernels`, but is written with whole-array NumPy operations
+instead of compiled loops. They exist for two reasons:
+
+* to show what the kernels compute in a third way (after the plain loops of
+  :mod:`convnet.reference` and the numba loops of :mod:`convnet.kernels`);
+* to measure what the numba kernels gain: :func:`use_numpy_kernels` swaps
+  them into the layers, so a whole model trains on the NumPy path
+  (``python -m benchmarks`` reports this as the "numpy" column).
+
+The vectorisation idea for im2col / col2im: instead of looping over output
+positions, loop over the ``kh * kw`` offsets ``(i, j)`` inside a window. For
+a fixed offset, the pixels seen by *all* windows form one strided slice of
+the (padded) image, ``xp[:, i : i + sh*OH : sh, j : j + sw*OW : sw, :]``, so
+each offset is a single array copy (im2col) or a single array addition
+(col2im). Max-pooling uses ``sliding_window_view`` to see every window at
+once and ``argmax`` over the window axis; its backward scatters with
+``np.bincount``, which sums the contributions of overlapping windows. The
+element-wise kernels (bias, ReLU, dropout, the Adam update) are the one-line NumPy
+expressions that the numba versions fuse into single passes.
+
+All functions are channels-last (NHWC); the conventions (``kh, kw, sh, sw,
+pt, pl, OH, OW``) are those described at the top of :mod:`convnet.kernels`.
+"""
+import contextlib
+import sys
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def _pad_for_windows(x, kh, kw, sh, sw, pt, pl, OH, OW, value):
+    """Pad ``x`` so that all ``OH x OW`` windows lie inside the array.
+
+    Top/left padding is given (``pt``, ``pl``); bottom/right padding is what
+    the last window needs: it ends at row ``(OH-1)*sh - pt + kh`` (exclusive).
+    """
+    N, H, W, C = x.shape
+    pb = max(0, (OH - 1) * sh + kh - pt - H)
+    pr = max(0, (OW - 1) * sw + kw - pl - W)
+    if pt == pb == pl == pr == 0:
+        return x
+    return np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=value)
+
+
+def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
+    """:func:`im2col` writing into the given ``(N*OH*OW, kh*kw*C)`` buffer ``cols``; returns it."""
+    N, H, W, C = x.shape
+    xp = _pad_for_windows(x, kh, kw, sh, sw, pt, pl, OH, OW, 0)
+    c6 = cols.reshape(N, OH, OW, kh, kw, C)            # a view: writing c6 writes cols
+    for i in range(kh):
+        for j in range(kw):
+            # offset (i, j) of every window at once: one strided slice
+            c6[:, :, :, i, j, :] = xp[:, i:i + sh * OH:sh, j:j + sw * OW:sw, :][:, :OH, :OW]
+    return cols
+
+
+def im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
+    """Unfold every ``kh x kw`` window of ``x`` into one row of a matrix.
+
+    Returns ``cols`` of shape ``(N*OH*OW, kh*kw*C)``, rows in ``(n, oh, ow)``
+    order, each row in ``(i, j, c)`` order (like ``kernel.reshape(-1, F)``);
+    padding positions are zero. Same result as :func:`convnet.kernels.im2col`.
+    """
+    N, H, W, C = x.shape
+    cols = np.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
+    return im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols)
+
+
+def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
+    """Adjoint of :func:`im2col`: add every window row back onto its pixels.
+
+    ``dx[n, h, w, c]`` is the sum of the ``dcols`` entries that were copied
+    from pixel ``(h, w, c)``; padding positions are dropped. Returns an
+    ``(N, H, W, C)`` array, the same as :func:`convnet.kernels.col2im`.
+    """
+    d6 = dcols.reshape(N, OH, OW, kh, kw, C)
+    Hp = max(H + pt, (OH - 1) * sh + kh)
+    Wp = max(W + pl, (OW - 1) * sw + kw)
+    dxp = np.zeros((N, Hp, Wp, C), dtype=dcols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            # within one offset the windows touch distinct pixels, so "+=" on
+            # the strided slice never adds two values into one place at once
+            dxp[:, i:i + sh * (OH - 1) + 1:sh, j:j + sw * (OW - 1) + 1:sw, :] += d6[:, :, :, i, j, :]
+    return np.ascontiguousarray(dxp[:, pt:pt + H, pl:pl + W, :])
+
+
+def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW):
+    """Max over each window and the flat index ``h*W + w`` of its first maximum.
+
+    Returns ``(out, argmax)`` like :func:`convnet.kernels.maxpool_forward`:
+    ``out`` (N, OH, OW, C) in ``x``'s dtype and ``argmax`` (int32, same
+    shape). ``np.argmax`` returns the first maximum in row-by-row scan order,
+    the tie rule of the kernel and of TensorFlow. Padding is ``-inf``.
+    """
+    N, H, W, C = x.shape
+    xp = _pad_for_windows(x, kh, kw, sh, sw, pt, pl, OH, OW, -np.inf)
+    # windows[n, oh, ow, c] is the kh x kw window, flattened row by row
+    windows = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw][:, :OH, :OW]
+    windows = windows.reshape(N, OH, OW, C, kh * kw)
+    k = windows.argmax(axis=-1)                                  # (N, OH, OW, C), first max
+    out = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0].astype(x.dtype, copy=False)
+    # position of the winner in the unpadded image
+    i, j = np.divmod(k, kw)
+    h = np.arange(OH).reshape(1, OH, 1, 1) * sh - pt + i
+    w = np.arange(OW).reshape(1, 1, OW, 1) * sw - pl + j
+    return out, (h * W + w).astype(np.int32)
+
+
+def maxpool_backward(dout, argmax, H, W):
+    """Send each window's gradient to the pixel that won its max.
+
+    ``dx[n, h, w, c]`` is the sum of ``dout[n, oh, ow, c]`` over the windows
+    whose ``argmax`` is ``h*W + w`` (several, if windows overlap); zero
+    elsewhere. Same result as :func:`convnet.kernels.maxpool_backward`.
+    """
+    N, OH, OW, C = dout.shape
+    n = np.arange(N).reshape(N, 1, 1, 1)
+    c = np.arange(C).reshape(1, 1, 1, C)
+    # flat index of (n, pixel, c) in an (N, H*W, C) array; bincount sums repeats
+    target = (n * (H * W) + argmax.astype(np.int64)) * C + c
+    dx = np.bincount(target.ravel(), weights=dout.ravel(), minlength=N * H * W * C)
+    return dx.astype(dout.dtype, copy=False).reshape(N, H, W, C)
+
+
+# ---------------------------------------------------------- element-wise
+# The kernels module also fuses a few element-wise passes into single loops;
+# here they are the plain NumPy expressions those loops replace.
+
+def add_bias(z, b):
+    """``z[r, f] += b[f]`` in place (broadcasting along the rows); returns ``z``."""
+    z += b
+    return z
+
+
+def relu_forward(z):
+    """``y = max(z, 0)`` as a new array."""
+    return np.maximum(z, z.dtype.type(0))
+
+
+def relu_backward(dout, y):
+    """``dL/dz = dL/dy * [y > 0]``, from the ReLU's output ``y``."""
+    return np.where(y > 0, dout, dout.dtype.type(0))
+
+
+def dropout_forward(x, u, rate, scale):
+    """Inverted dropout: ``mask = scale * [u >= rate]``, ``y = x * mask``; returns ``(y, mask)``."""
+    mask = (u >= rate).astype(x.dtype) * x.dtype.type(scale)
+    return x * mask, mask
+
+
+def adam_update(param, grad, m, v, b1, b2, lr_t, eps):
+    """One Adam step, in place: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
+    ``param -= lr_t m / (sqrt(v) + eps)``."""
+    one = param.dtype.type(1)
+    m *= b1
+    m += (one - b1) * grad
+    v *= b2
+    v += (one - b2) * np.square(grad)
+    param -= lr_t * m / (np.sqrt(v) + eps)
+
+
+#: kernel name in :mod:`convnet.kernels` -> its NumPy replacement
+NUMPY_KERNELS = {
+    "im2col": im2col,
+    "im2col_into": im2col_into,
+    "col2im": col2im,
+    "maxpool_forward": maxpool_forward,
+    "maxpool_backward": maxpool_backward,
+    "add_bias": add_bias,
+    "relu_forward": relu_forward,
+    "relu_backward": relu_backward,
+    "dropout_forward": dropout_forward,
+    "adam_update": adam_update,
+}
+
+
+def compiled_kernels():
+    """The public numba-compiled functions of :mod:`convnet.kernels`, by name.
+
+    A "compiled kernel" is any public attribute whose type comes from numba
+    (``@njit`` dispatchers, ``@vectorize`` ufuncs, ...). Private helpers
+    (leading underscore) are only called from inside other kernels, which
+    are replaced whole, so they need no NumPy version.
+    """
+    from . import kernels
+
+    found = {}
+    for name, obj in vars(kernels).items():
+        if name.startswith("_") or not callable(obj):
+            continue
+        if type(obj).__module__.split(".")[0] == "numba":
+            found[name] = obj
+    return found
+
+
+@contextlib.contextmanager
+def use_numpy_kernels():
+    """Run the layers on the NumPy path for the duration of a ``with`` block.
+
+    >>> with use_numpy_kernels():
+    ...     model.fit(x, y, epochs=1)          # no numba kernel is called
+
+    Every public compiled kernel of :mod:`convnet.kernels` is replaced by
+    its NumPy version, both as an attribute of :mod:`convnet.kernels` (how
+    the layers call them: ``kernels.im2col(...)``) and wherever a
+    ``convnet`` module imported one by name (``from .kernels import im2col``).
+    If the kernels module gains a compiled kernel that has no NumPy version
+    here, this raises ``NotImplementedError`` naming it rather than quietly
+    mixing numba and NumPy code. The originals are restored on exit, even on
+    error. Not thread-safe: it patches module attributes for the whole
+    process.
+    """
+    compiled = compiled_kernels()
+    missing = sorted(set(compiled) - set(NUMPY_KERNELS))
+    if missing:
+        raise NotImplementedError(
+            f"convnet.kernels has compiled kernel(s) {missing} with no NumPy version in "
+            f"convnet.numpy_path (which covers {sorted(NUMPY_KERNELS)}); add one before timing the NumPy path")
+    # id -> (original, replacement): match by identity, never by name
+    by_id = {id(fn): (fn, NUMPY_KERNELS[name]) for name, fn in compiled.items()}
+    modules = [m for name, m in list(sys.modules.items())
+               if m is not None and (name == "convnet" or name.startswith("convnet."))]
+    patched = []                                   # (module, attribute, original)
+    try:
+        for module in modules:
+            for attr, value in list(vars(module).items()):
+                entry = by_id.get(id(value))
+                if entry is not None and entry[0] is value:
+                    patched.append((module, attr, value))
+                    setattr(module, attr, entry[1])
+        yield
+    finally:
+        for module, attr, value in reversed(patched):
+            setattr(module, attr, value)
