@@ -32,7 +32,15 @@ BOX = 20
 
 
 class ImagePrepError(ValueError):
-    """The file or array cannot be turned into a digit image (unreadable, not an image, no ink)."""
+    """The file or array cannot be turned into a digit image (unreadable, not an image, no ink).
+
+    ``reason`` says what is wrong, ``path`` names the file (None for arrays);
+    the message is ``"<path>: <reason>"``.
+    """
+
+    def __init__(self, reason, path=None):
+        self.reason, self.path = reason, None if path is None else os.fspath(path)
+        super().__init__(reason if path is None else f"{self.path}: {reason}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -48,18 +56,18 @@ def load_greyscale(image):
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
         if not os.path.exists(path):
-            raise ImagePrepError(f"{path}: no such file")
+            raise ImagePrepError("no such file", path)
         if os.path.isdir(path):
-            raise ImagePrepError(f"{path}: is a directory, expected an image file (PNG, JPEG, ...)")
+            raise ImagePrepError("is a directory, expected an image file (PNG, JPEG, ...)", path)
         try:
             with Image.open(path) as im:
                 im.load()
                 return _pil_to_grey(im)
         except UnidentifiedImageError:
-            raise ImagePrepError(f"{path}: not an image file that Pillow can read "
-                                 f"(expected PNG, JPEG, BMP, GIF, TIFF, ...)") from None
+            raise ImagePrepError("not an image file that Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF, ...)",
+                                 path) from None
         except (OSError, SyntaxError, ValueError) as e:   # truncated or corrupt image data
-            raise ImagePrepError(f"{path}: cannot read the image ({e})") from None
+            raise ImagePrepError(f"cannot read the image ({e})", path) from None
     if isinstance(image, Image.Image):
         return _pil_to_grey(image)
     return _array_to_grey(np.asarray(image))
@@ -189,13 +197,15 @@ def mnist_style(image, threshold=0.2, min_contrast=0.1):
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     grey = load_greyscale(image)
-    if grey.size == 0 or min(grey.shape) < 1:
-        raise ImagePrepError("the image is empty (0 pixels)")
-    ink = to_ink(grey, min_contrast=min_contrast)
-    top, bottom, left, right = ink_bounding_box(ink, threshold)
-    digit = fit_into_box(ink[top:bottom, left:right])
-    framed = center_by_mass(digit)
-    peak = framed.max()
-    if peak <= 0:
-        raise ImagePrepError("no ink left after resizing to 20x20")
+    try:
+        ink = to_ink(grey, min_contrast=min_contrast)
+        top, bottom, left, right = ink_bounding_box(ink, threshold)
+        framed = center_by_mass(fit_into_box(ink[top:bottom, left:right]))
+        peak = framed.max()
+        if peak <= 0:
+            raise ImagePrepError("no ink left after resizing to 20x20")
+    except ImagePrepError as e:
+        if isinstance(image, (str, os.PathLike)) and e.path is None:
+            raise ImagePrepError(e.reason, image) from None
+        raise
     return (framed / peak).astype(np.float32)

@@ -144,7 +144,7 @@ def main(argv=None):
         try:
             image = mnist_style(name)
         except ImagePrepError as e:
-            print(f"{name}: error: {e}", file=sys.stderr)
+            print(f"{name}: error: {e.reason}", file=sys.stderr)
             failed += 1
             continue
         _, probs = classify(model, image[None])

@@ -1,0 +1,224 @@
+"""Recognising handwriting from image files: MNIST-style preprocessing and the predict CLI.
+
+The key test re-renders MNIST test digits the way a user's photo might look
+(large, dark ink on white paper, off-centre, thicker strokes) and checks that
+after :func:`convnet.imageprep.mnist_style` a trained model recognises them
+about as well as the original 28x28 digits.
+"""
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from convnet import Sequential, layers, optimizers
+from convnet.datasets import load_mnist, preprocess
+from convnet.imageprep import ImagePrepError, center_by_mass, fit_into_box, mnist_style
+from experiments import predict
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def mnist():
+    return load_mnist()
+
+
+@pytest.fixture(scope="module")
+def trained_model(mnist):
+    """A small conv net trained for 2 epochs on 5000 MNIST digits (about 89% test accuracy)."""
+    (x_train, y_train), _ = mnist
+    model = Sequential([layers.Conv2D(16, 5, strides=2, activation="relu"), layers.MaxPool2D(2),
+                        layers.Flatten(), layers.Dense(10, activation="softmax")],
+                       input_shape=(28, 28, 1), seed=0)
+    model.compile(optimizers.Adam(3e-3))
+    model.fit(preprocess(x_train[:5000]), y_train[:5000], epochs=2, batch_size=128, seed=0, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_file(trained_model, tmp_path_factory):
+    return str(trained_model.save(tmp_path_factory.mktemp("model") / "model.npz"))
+
+
+def render_like_a_photo(digit, rng):
+    """An MNIST digit (uint8 28x28) as a big image of dark ink on white paper.
+
+    Scaled up 3-8x (bilinear), strokes thickened by a max filter (dilation)
+    for some digits, pasted at a random offset in a larger canvas, inverted.
+    """
+    scale = int(rng.integers(3, 9))
+    big = Image.fromarray(digit).resize((28 * scale, 28 * scale), Image.Resampling.BILINEAR)
+    thickness = int(rng.choice([1, 3, 5]))
+    if thickness > 1:
+        big = big.filter(ImageFilter.MaxFilter(thickness))
+    h, w = big.size[1] + int(rng.integers(10, 200)), big.size[0] + int(rng.integers(10, 200))
+    canvas = Image.new("L", (w, h), 0)
+    canvas.paste(big, (int(rng.integers(0, w - big.size[0])), int(rng.integers(0, h - big.size[1]))))
+    return 255 - np.asarray(canvas)
+
+
+def write_png(path, array):
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    return str(path)
+
+
+# ---------------------------------------------------------- preprocessing
+def test_rerendered_digits_are_recognised_as_well_as_the_originals(trained_model, mnist):
+    _, (x_test, y_test) = mnist
+    rng = np.random.default_rng(0)
+    n = 300
+    originals = preprocess(x_test[:n])
+    photos = np.stack([mnist_style(render_like_a_photo(d, rng)) for d in x_test[:n]])[..., None]
+    acc_original = np.mean(trained_model.predict(originals).argmax(1) == y_test[:n])
+    acc_photo = np.mean(trained_model.predict(photos).argmax(1) == y_test[:n])
+    assert acc_original > 0.85
+    assert acc_photo >= acc_original - 0.04, (acc_photo, acc_original)
+
+
+def test_without_preprocessing_the_photos_are_not_recognised(trained_model, mnist):
+    """Control: naively shrinking the photo to 28x28 (no inversion, crop or centring) fails."""
+    _, (x_test, y_test) = mnist
+    rng = np.random.default_rng(0)
+    n = 100
+    naive = np.stack([np.asarray(Image.fromarray(render_like_a_photo(d, rng)).resize((28, 28)), np.float32) / 255
+                      for d in x_test[:n]])[..., None]
+    assert np.mean(trained_model.predict(naive).argmax(1) == y_test[:n]) < 0.5
+
+
+def test_output_is_mnist_like_and_polarity_does_not_matter(mnist):
+    _, (x_test, _) = mnist
+    photo = render_like_a_photo(x_test[0], np.random.default_rng(1))
+    dark_on_light = mnist_style(photo)
+    light_on_dark = mnist_style(255 - photo)
+    assert dark_on_light.shape == (28, 28) and dark_on_light.dtype == np.float32
+    assert dark_on_light.min() == 0 and dark_on_light.max() == 1
+    np.testing.assert_allclose(dark_on_light, light_on_dark, atol=1e-6)
+    # ink is bright, the border is black as in MNIST
+    assert dark_on_light[0].max() == 0 and dark_on_light[:, 0].max() == 0
+    # centre of mass at (14, 14) like MNIST, within the half pixel of rounding
+    rows, cols = np.indices((28, 28))
+    mass = dark_on_light.sum()
+    assert abs((rows * dark_on_light).sum() / mass - 14) <= 0.5
+    assert abs((cols * dark_on_light).sum() / mass - 14) <= 0.5
+
+
+def test_aspect_ratio_is_kept_and_the_long_side_is_20():
+    bar = np.zeros((200, 50))
+    bar[:, :] = 1.0                      # a tall 4:1 block of ink
+    box = fit_into_box(bar)
+    assert box.shape == (20, 5)
+    wide = fit_into_box(np.ones((30, 90)))
+    assert wide.shape == (7, 20) or wide.shape == (6, 20)
+
+
+def test_center_by_mass_moves_the_mass_to_the_centre():
+    rows = np.indices((28, 28))[0]
+    digit = np.zeros((10, 10))
+    digit[:5, :] = 1.0                   # centre of mass at row 2, column 4.5
+    framed = center_by_mass(digit)
+    assert framed.sum() == digit.sum()
+    assert (rows * framed).sum() / framed.sum() == 14
+    # a shift that would push the digit out of the frame stops at the edge
+    tall = np.zeros((20, 10))
+    tall[:5, :] = 1.0                    # centre of mass at row 2: would need to start at row 12
+    framed = center_by_mass(tall)
+    assert framed.sum() == tall.sum()    # nothing cut off
+    assert (rows * framed).sum() / framed.sum() == 8 + 2   # placed at the lowest row that fits (8)
+
+
+def test_colour_and_transparent_images(tmp_path, mnist):
+    _, (x_test, _) = mnist
+    grey = render_like_a_photo(x_test[1], np.random.default_rng(2))
+    expected = mnist_style(grey)
+    rgb = np.stack([grey, grey, grey], axis=-1)
+    np.testing.assert_allclose(mnist_style(rgb), expected, atol=1e-2)
+    # black ink drawn on a transparent canvas: transparent counts as white paper
+    rgba = np.zeros(grey.shape + (4,), np.uint8)
+    rgba[..., 3] = 255 - grey
+    path = tmp_path / "transparent.png"
+    Image.fromarray(rgba, mode="RGBA").save(path)
+    np.testing.assert_allclose(mnist_style(path), expected, atol=2e-2)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text("hello, not an image"), "not an image"),
+    (lambda p: p.write_bytes(b""), "not an image"),
+    (lambda p: write_png(p, np.full((50, 60), 255)), "no ink"),
+    (lambda p: write_png(p, np.full((50, 60), 3)), "no ink"),
+    (lambda p: p.write_bytes(open(write_png(p.with_suffix(".ok.png"), np.eye(40) * 255), "rb").read()[:60]),
+     "cannot read|not an image"),
+])
+def test_bad_files_get_clear_errors(tmp_path, make, message):
+    path = tmp_path / "bad.png"
+    make(path)
+    with pytest.raises(ImagePrepError, match=message):
+        mnist_style(path)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ImagePrepError, match="no such file") as info:
+        mnist_style(tmp_path / "nope.png")
+    assert info.value.path == str(tmp_path / "nope.png") and str(info.value).startswith(str(tmp_path))
+    with pytest.raises(ImagePrepError, match="directory"):
+        mnist_style(tmp_path)
+
+
+def test_bad_arrays_and_threshold():
+    with pytest.raises(ImagePrepError, match="2-D greyscale"):
+        mnist_style(np.zeros((3, 4, 5, 6)))
+    with pytest.raises(ValueError, match="threshold"):
+        mnist_style(np.eye(10), threshold=1.5)
+
+
+# ---------------------------------------------------------------- the CLI
+def test_cli_predicts_and_continues_after_errors(tmp_path, mnist, model_file, trained_model, capsys):
+    _, (x_test, y_test) = mnist
+    rng = np.random.default_rng(3)
+    good = []
+    for i in range(3):
+        good.append(write_png(tmp_path / f"digit{i}.png", render_like_a_photo(x_test[i], rng)))
+    Image.fromarray(render_like_a_photo(x_test[3], rng)).convert("RGB").save(tmp_path / "digit3.jpg", quality=90)
+    good.append(str(tmp_path / "digit3.jpg"))
+    blank = write_png(tmp_path / "blank.png", np.full((40, 40), 250))
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+
+    code = predict.main([good[0], blank, str(text)] + good[1:] + ["--model", model_file, "--show",
+                                                                   "--out", str(tmp_path / "shown")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "blank.png: error: no ink" in err and "notes.png: error: not an image" in err
+    assert "2 of 6 images failed" in err
+    expected = trained_model.predict(np.stack([mnist_style(g) for g in good])[..., None])
+    for path, probs in zip(good, expected):
+        line = next(l for l in out.splitlines() if l.startswith(path + ":"))
+        assert line.split()[1] == str(probs.argmax())           # the digit
+        assert line.count("%") == 3                              # top-3 probabilities
+        assert f"{probs.max():6.1%}".strip() in line
+        assert (tmp_path / "shown" / (path.split("/")[-1] + ".prediction.png")).stat().st_size > 1000
+
+
+def test_cli_exit_code_zero_when_all_succeed(tmp_path, mnist, model_file, capsys):
+    _, (x_test, _) = mnist
+    img = write_png(tmp_path / "seven.png", 255 - x_test[0])
+    assert predict.main([img, "--model", model_file]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].startswith(img + ": 7")
+
+
+def test_cli_without_a_model_says_how_to_get_one(tmp_path, capsys):
+    img = write_png(tmp_path / "x.png", np.eye(30) * 255)
+    code = predict.main([img, "--runs-dir", str(tmp_path / "runs")])
+    assert code == 2
+    assert "python -m experiments.mnist" in capsys.readouterr().err
+
+
+def test_default_model_is_the_latest_run(tmp_path, model_file, mnist, capsys):
+    """The `runs/latest` pointer written by experiments.mnist decides the default model."""
+    import shutil
+    runs = tmp_path / "runs"
+    run = runs / "mnist-20990101-000000"
+    run.mkdir(parents=True)
+    shutil.copy(model_file, run / "model.npz")
+    (runs / "latest").write_text(str(run.resolve()))
+    _, (x_test, _) = mnist
+    img = write_png(tmp_path / "d.png", 255 - x_test[1])
+    assert predict.main([img, "--runs-dir", str(runs)]) == 0
+    assert f"model: {run / 'model.npz'}" in capsys.readouterr().out
