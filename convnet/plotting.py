@@ -8,6 +8,7 @@ file suffix (``.png``, ``.pdf``, ``.svg``...).
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -108,6 +109,34 @@ def plot_confusion_matrix(y_true, y_pred, path, num_classes=10, title="confusion
     return _save(figure, path)
 
 
+# ------------------------------------------------------------------ grids
+def _montage(tiles, columns, gap_x, gap_y):
+    """Paste equally sized 2-D ``tiles`` into one array, row by row, NaN between them.
+
+    Returns the canvas and each tile's top-left corner. One ``imshow`` of
+    the canvas is far cheaper to draw than one subplot per tile.
+    """
+    n, h, w = tiles.shape
+    rows = max(math.ceil(n / columns), 1)
+    canvas = np.full((rows * (h + gap_y), columns * (w + gap_x) + gap_x), np.nan)
+    corners = []
+    for k in range(n):
+        r, c = divmod(k, columns)
+        top, left = r * (h + gap_y) + gap_y, c * (w + gap_x) + gap_x
+        canvas[top:top + h, left:left + w] = tiles[k]
+        corners.append((top, left))
+    return canvas, corners
+
+
+def _grid_axes(figure, canvas, cmap, vmin, vmax):
+    """One borderless axes showing ``canvas``; NaN gaps are drawn white."""
+    axes = figure.add_axes((0, 0, 1, 1))
+    colormap = matplotlib.colormaps[cmap].with_extremes(bad="white")
+    image = axes.imshow(canvas, cmap=colormap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    axes.set_axis_off()
+    return axes, image
+
+
 # -------------------------------------------------------------- mistakes
 def plot_misclassified(x, y_true, y_pred, path, n=36, title="misclassified"):
     """A grid of up to ``n`` misclassified images captioned "pred P / true T"; returns ``path``.
@@ -116,35 +145,36 @@ def plot_misclassified(x, y_true, y_pred, path, n=36, title="misclassified"):
     caption also gives the confidence of the (wrong) prediction, and the
     most confident mistakes are shown first.
     """
-    images = np.asarray(x)
+    images = np.asarray(x, dtype=np.float64)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     t, p = _labels(y_true), _labels(y_pred)
-    if not len(images) == len(t) == len(p):
-        raise ValueError(f"plot_misclassified: {len(images)} images, {len(t)} labels, {len(p)} predictions")
-    wrong = np.flatnonzero(t != p)
+    if images.ndim != 3 or not len(images) == len(t) == len(p):
+        raise ValueError(f"plot_misclassified: {len(images)} images, {len(t)} labels, {len(p)} predictions "
+                         f"(images must be (N, H, W) or (N, H, W, 1), got {np.shape(x)})")
+    all_wrong = np.flatnonzero(t != p)
     probs = np.asarray(y_pred) if np.asarray(y_pred).ndim == 2 else None
+    wrong = all_wrong
     if probs is not None:
         wrong = wrong[np.argsort(-probs[wrong, p[wrong]], kind="stable")]
     wrong = wrong[:n]
+    header = f"{title}: {len(all_wrong)} of {len(t)} wrong" + (
+        f", the {len(wrong)} shown" if len(wrong) < len(all_wrong) else "")
+    h, w = images.shape[1:]
     columns = max(math.ceil(math.sqrt(len(wrong))), 1)
-    rows = max(math.ceil(len(wrong) / columns), 1)
-    figure = Figure(figsize=(1.5 * columns + 0.5, 1.7 * rows + 0.6))
-    for k, i in enumerate(wrong):
-        axes = figure.add_subplot(rows, columns, k + 1)
-        axes.imshow(images[i], cmap="gray_r")
-        axes.set_xticks([])
-        axes.set_yticks([])
+    gap_y = int(h * (0.75 if probs is not None else 0.5))       # room for the caption above each image
+    canvas, corners = _montage(images[wrong], columns, gap_x=w // 4, gap_y=gap_y)
+    inches = 1.5 / w                                               # one image is 1.5 inches wide
+    figure = Figure(figsize=(canvas.shape[1] * inches, canvas.shape[0] * inches + 0.4))
+    axes, _ = _grid_axes(figure, canvas, "gray_r", 0, max(float(images.max(initial=0)), 1e-12))
+    for (top, left), i in zip(corners, wrong):
         caption = f"pred {p[i]} / true {t[i]}"
         if probs is not None:
             caption += f"\n{probs[i, p[i]]:.0%} sure"
-        axes.set_title(caption, fontsize=8, color="red")
+        axes.text(left + w / 2, top - 1, caption, ha="center", va="bottom", fontsize=8, color="red")
     if not len(wrong):
-        axes = figure.add_subplot()
-        axes.axis("off")
-        axes.text(0.5, 0.5, "no misclassified examples", ha="center", va="center")
-    figure.suptitle(f"{title}: {len(np.flatnonzero(t != p))} of {len(t)} wrong"
-                    + (f", first {len(wrong)} shown" if len(wrong) < np.sum(t != p) else ""))
+        axes.text(0.5, 0.5, "no misclassified examples", ha="center", va="center", transform=axes.transAxes)
+    figure.suptitle(header, y=1.0, va="bottom")
     return _save(figure, path)
 
 
@@ -153,35 +183,36 @@ def plot_filters(kernel, path, title="first-layer filters", max_channels=8):
     """Show a convolution kernel ``(kh, kw, in_channels, filters)`` as small images; returns ``path``.
 
     With one input channel (MNIST's first layer) the filters form a
-    square-ish grid; otherwise each row is an input channel (up to
-    ``max_channels``) and each column a filter. All panels share one
-    diverging colour scale centred on zero (red positive, blue negative),
-    so their weights can be compared.
+    square-ish grid, numbered; otherwise each row is an input channel (up
+    to ``max_channels``) and each column a filter. All share one diverging
+    colour scale centred on zero (red positive, blue negative), so their
+    weights can be compared.
     """
-    kernel = np.asarray(kernel)
+    kernel = np.asarray(kernel, dtype=np.float64)
     if kernel.ndim != 4:
         raise ValueError(f"plot_filters: expected a conv kernel (kh, kw, in_channels, filters), "
                          f"got shape {kernel.shape}")
     kh, kw, channels, filters = kernel.shape
     limit = float(np.abs(kernel).max()) or 1.0
-    if channels == 1:
-        columns = math.ceil(math.sqrt(filters))
-        rows = math.ceil(filters / columns)
-        cells = [(f, 0, f) for f in range(filters)]           # (panel index, channel, filter)
-    else:
-        rows, columns = min(channels, max_channels), filters
-        cells = [(c * filters + f, c, f) for c in range(rows) for f in range(filters)]
-    figure = Figure(figsize=(1.1 * columns + 1.2, 1.1 * rows + 0.6))
-    image = None
-    for panel, c, f in cells:
-        axes = figure.add_subplot(rows, columns, panel + 1)
-        image = axes.imshow(kernel[:, :, c, f], cmap="RdBu_r", vmin=-limit, vmax=limit,
-                            interpolation="nearest")
-        axes.set_xticks([])
-        axes.set_yticks([])
-        if channels == 1 or c == 0:
-            axes.set_title(str(f), fontsize=7)
-    figure.colorbar(image, ax=figure.axes, shrink=0.8, label="weight")
-    shown = f"{kh}x{kw}, {filters} filters" + (f", {rows} of {channels} input channels" if channels > 1 else "")
-    figure.suptitle(f"{title} ({shown})")
+    shown_channels = min(channels, max_channels)
+    # tiles in reading order: (filter f) for one channel, (channel c, filter f) row by row otherwise
+    tiles = kernel[:, :, :shown_channels, :].transpose(2, 3, 0, 1).reshape(-1, kh, kw)
+    columns = math.ceil(math.sqrt(filters)) if channels == 1 else filters
+    gap_y = max(kh // 2, 1) if channels == 1 else max(kh // 4, 1)
+    canvas, corners = _montage(tiles, columns, gap_x=max(kw // 4, 1), gap_y=gap_y)
+    inches = 0.9 / kw                                              # one filter is 0.9 inches wide
+    figure = Figure(figsize=(canvas.shape[1] * inches + 1.0, canvas.shape[0] * inches + 0.4))
+    axes, image = _grid_axes(figure, canvas, "RdBu_r", -limit, limit)
+    for k, (top, left) in enumerate(corners):
+        c, f = divmod(k, filters) if channels > 1 else (0, k)
+        if channels == 1:
+            axes.text(left + kw / 2 - 0.5, top - 0.6, str(f), ha="center", va="bottom", fontsize=7)
+        elif c == 0:
+            axes.text(left + kw / 2 - 0.5, top - 0.6, f"f{f}", ha="center", va="bottom", fontsize=7)
+        if channels > 1 and f == 0:
+            axes.text(left - 1, top + kh / 2 - 0.5, f"in {c}", ha="right", va="center", fontsize=7)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="weight", pad=0.02)
+    shown = f"{kh}x{kw}, {filters} filters" + (
+        f", {shown_channels} of {channels} input channels" if channels > 1 else "")
+    figure.suptitle(f"{title} ({shown})", y=1.0, va="bottom")
     return _save(figure, path)

@@ -16,8 +16,11 @@ The run directory (``--out``, default ``runs/mnist-<timestamp>/``) gets
   seconds per epoch, final train/test loss and accuracy, confusion matrix;
 * ``model.npz``: the trained model (:func:`convnet.load_model`);
 * ``checkpoint.npz``: rewritten after every epoch, for ``--resume``;
-* plots: ``data_labels.png``, ``data_samples.png``, ``history.png``,
-  ``confusion_matrix.png``, ``misclassified.png``, ``filters.png``.
+* plots (unless ``--no-plots``): ``data_labels.png``, ``data_samples.png``,
+  ``history.png`` (loss and accuracy per epoch, training and test),
+  ``confusion_matrix.png`` (test set), ``misclassified.png`` (the most
+  confident test mistakes, predicted vs true) and ``filters.png`` (the
+  learned first-layer filters).
 
 When a run finishes, the file ``latest`` next to the run directory (by
 default ``runs/latest``) is rewritten to hold the run directory's absolute
@@ -55,6 +58,8 @@ CHECKPOINT = "checkpoint.npz"
 MODEL = "model.npz"
 METRICS = "metrics.json"
 LATEST = "latest"
+PLOTS = ["data_labels.png", "data_samples.png", "history.png", "confusion_matrix.png", "misclassified.png",
+         "filters.png"]
 
 
 # ------------------------------------------------------------------ model
@@ -90,6 +95,7 @@ def parse_args(argv=None):
                    help="run directory (default runs/mnist-<timestamp>)")
     p.add_argument("--resume", action="store_true", help=f"continue from DIR/{CHECKPOINT} (needs --out)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--no-plots", action="store_true", help="write no PNG files (faster)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="MNIST cache (default $CONVNET_DATA or ~/.cache/convnet/mnist)")
     args = p.parse_args(argv)
@@ -171,7 +177,8 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
 
     (x_train, y_train), (x_test, y_test) = load_data(args, say)
-    _plot_data(out, x_train, y_train)
+    if not args.no_plots:
+        _plot_data(out, x_train, y_train)
     model.summary(print_fn=say)
 
     train_args = {k: getattr(args, k) for k in RESUME_ARGS}
@@ -226,8 +233,7 @@ def _cli_args(args):
     for name in ("limit", "test_limit", "data_dir"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    if args.quiet:
-        argv.append("--quiet")
+    argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-plots", args.no_plots)) if on]
     return argv
 
 
@@ -251,11 +257,14 @@ def _finish(args, model, history, train, test, start_epoch, wall_seconds):
     train_args = {k: getattr(args, k) for k in RESUME_ARGS}
     save_model(model, out / MODEL, epoch=epochs_done, history=history,
                               metadata={"args": train_args})
-    plotting.plot_history(history, out / "history.png", validation_label="test",
-                          title=f"seed CNN on MNIST ({len(x_train)} training images)")
-    plotting.plot_confusion_matrix(y_test, predicted, out / "confusion_matrix.png", title="test confusion matrix")
-    plotting.plot_misclassified(x_test, y_test, probs, out / "misclassified.png", title="misclassified test digits")
-    plotting.plot_filters(model.layers[0].params["kernel"], out / "filters.png")
+    if not args.no_plots:
+        plotting.plot_history(history, out / "history.png", validation_label="test",
+                              title=f"seed CNN on MNIST ({len(x_train)} training images)")
+        plotting.plot_confusion_matrix(y_test, predicted, out / "confusion_matrix.png",
+                                       title="test confusion matrix")
+        plotting.plot_misclassified(x_test, y_test, probs, out / "misclassified.png",
+                                    title="misclassified test digits")
+        plotting.plot_filters(model.layers[0].params["kernel"], out / "filters.png")
 
     seconds = history.get("seconds", [])
     results = {
@@ -279,8 +288,7 @@ def _finish(args, model, history, train, test, start_epoch, wall_seconds):
             "test": {"loss": test_eval[0], "accuracy": test_eval[1], "errors": int(np.sum(predicted != y_test))},
         },
         "confusion_matrix": plotting.confusion_matrix(y_test, predicted).tolist(),
-        "files": [MODEL, CHECKPOINT, "data_labels.png", "data_samples.png", "history.png",
-                  "confusion_matrix.png", "misclassified.png", "filters.png"],
+        "files": [MODEL, CHECKPOINT, METRICS] + ([] if args.no_plots else PLOTS),
     }
     write_json(results, out / METRICS)
     with atomic_path(out.parent / LATEST) as tmp:

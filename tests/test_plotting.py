@@ -64,13 +64,13 @@ def test_misclassified_grid_shows_most_confident_mistakes_first(tmp_path, monkey
     probs[2, 5] = 0.95                     # wrong, 95%
     probs[3, 3] = 0.9                      # right
     probs[4, 9] = 0.7                      # wrong, 70%
-    titles = []
+    captions = []
     from matplotlib.axes import Axes
-    original = Axes.set_title
-    monkeypatch.setattr(Axes, "set_title", lambda self, text, *a, **k: (titles.append(text),
-                                                                         original(self, text, *a, **k))[1])
+    original = Axes.text
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, text, *a, **k: (captions.append(text),
+                                                                          original(self, x, y, text, *a, **k))[1])
     plotting.plot_misclassified(np.zeros((5, 28, 28)), y_true, probs, tmp_path / "m.png", n=2)
-    assert titles == ["pred 5 / true 2\n95% sure", "pred 9 / true 4\n70% sure"]
+    assert captions == ["pred 5 / true 2\n95% sure", "pred 9 / true 4\n70% sure"]
 
 
 def test_misclassified_without_mistakes_still_draws(tmp_path):

@@ -1,0 +1,186 @@
+"""``python -m experiments.mnist`` end to end on real MNIST: results, files, resume, Ctrl-C.
+
+These train on small subsets so they stay quick; MNIST is fetched into the
+cache (``~/.cache/convnet/mnist``) on first use.
+"""
+import json
+import os
+import shlex
+
+import numpy as np
+import pytest
+
+from convnet import Sequential
+from convnet.saving import load_checkpoint, load_model, save_model
+from experiments import mnist
+
+pytestmark = pytest.mark.slow
+
+#: A tiny run: 8 batches of 32 per epoch, 2 epochs, 128 test images.
+TINY = ["--limit", "256", "--test-limit", "128", "--batch-size", "32", "--seed", "3", "--quiet", "--no-plots"]
+
+
+def run(out, *args):
+    return mnist.main([*args, "--out", str(out)])
+
+
+def arrays(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files if k != "format"}
+
+
+def without_seconds(history):
+    return {k: v for k, v in history.items() if k != "seconds"}
+
+
+def assert_same_run(dir_a, dir_b):
+    """Bit-identical model, optimizer state and history (timings aside)."""
+    a, b = arrays(dir_a / "model.npz"), arrays(dir_b / "model.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        if key != "training":
+            assert np.array_equal(a[key], b[key]), key
+    ca, cb = load_checkpoint(dir_a / "model.npz"), load_checkpoint(dir_b / "model.npz")
+    assert ca.epoch == cb.epoch
+    assert without_seconds(ca.history) == without_seconds(cb.history)
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (dir_a, dir_b))
+    assert ma["final"] == mb["final"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The reference: 2 epochs without interruption."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert run(out, *TINY, "--epochs", "2") == 0
+    return out
+
+
+def test_short_run_learns_and_writes_consistent_results(tmp_path, capsys):
+    out = tmp_path / "runs" / "ci"
+    assert run(out, "--epochs", "1", "--limit", "6000", "--test-limit", "2000", "--quiet") == 0
+    printed = capsys.readouterr().out
+    assert "final test  loss" in printed and "final train loss" in printed
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = metrics["final"]["test"]
+    assert test["accuracy"] > 0.90, metrics["final"]
+    assert metrics["data"] == {"train_examples": 6000, "test_examples": 2000}
+    assert metrics["model"]["params"] == 150_858
+    assert metrics["epochs_completed"] == 1 and len(metrics["history"]["loss"]) == 1
+    assert metrics["seconds_per_epoch"] == metrics["history"]["seconds"]
+    assert set(metrics["versions"]) >= {"python", "numpy", "numba", "convnet"}
+    assert metrics["seed"] == 0 and metrics["args"]["lr"] == 1e-3
+    # the final running mean is the history's last value; the last val_* is the final test result
+    assert metrics["final"]["train_running_mean"]["accuracy"] == metrics["history"]["accuracy"][-1]
+    assert metrics["history"]["val_accuracy"][-1] == test["accuracy"]
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.sum() == 2000 and np.trace(cm) / 2000 == test["accuracy"] and cm.sum() - np.trace(cm) == test["errors"]
+
+    assert metrics["files"] == ["model.npz", "checkpoint.npz", "metrics.json", *mnist.PLOTS]
+    for name in metrics["files"]:
+        assert (out / name).stat().st_size > 1000, name
+    assert not [f for f in os.listdir(out) if f.startswith(".")], "temporary files left behind"
+    assert mnist.latest_run(tmp_path / "runs") == out.resolve()
+
+    # the saved model reproduces the reported test result
+    from convnet.datasets import load_mnist, preprocess
+    _, (x_test, y_test) = load_mnist(verbose=False)
+    model = load_model(out / "model.npz")
+    assert model.evaluate(preprocess(x_test[:2000]), y_test[:2000]) == [test["loss"], test["accuracy"]]
+
+
+def test_resume_continues_bit_for_bit(straight, tmp_path):
+    out = tmp_path / "run"
+    assert run(out, *TINY, "--epochs", "1") == 0
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 1
+    assert run(out, *TINY, "--epochs", "2", "--resume") == 0
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 2
+    assert_same_run(straight, out)
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_epoch"] == 1
+
+
+def interrupt_at(monkeypatch, call):
+    """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
+    original = Sequential.train_step
+    calls = []
+
+    def train_step(self, x, y):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return original(self, x, y)
+
+    monkeypatch.setattr(Sequential, "train_step", train_step)
+
+
+def test_ctrl_c_keeps_last_epoch_and_resume_command_works(straight, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    interrupt_at(monkeypatch, 8 + 3)                    # epoch 2, batch 3
+    assert run(out, *TINY, "--epochs", "2") == 130
+    err = capsys.readouterr().err
+    assert "interrupted after 1 of 2 epochs" in err
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 1
+    assert not (out / "model.npz").exists() and not (out / "metrics.json").exists()
+    assert not [f for f in os.listdir(out) if f.startswith(".")]
+
+    monkeypatch.undo()
+    command = shlex.split(err.strip().splitlines()[-1])
+    assert command[:3] == ["python", "-m", "experiments.mnist"] and "--resume" in command
+    assert mnist.main(command[3:]) == 0
+    assert_same_run(straight, out)
+
+
+def test_ctrl_c_in_first_epoch_says_nothing_to_resume(tmp_path, monkeypatch, capsys):
+    interrupt_at(monkeypatch, 2)
+    assert run(tmp_path / "run", *TINY, "--epochs", "2") == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoint.npz").exists()
+
+
+def fake_checkpoint(out, **changes):
+    """A checkpoint as a TINY run would leave it (epoch 1), without training."""
+    args = mnist.parse_args([*TINY, "--epochs", "2", "--out", str(out)])
+    saved = {k: getattr(args, k) for k in mnist.RESUME_ARGS} | changes
+    model = mnist.build_model(3)
+    model.compile("adam")
+    save_model(model, out / "checkpoint.npz", epoch=1, history={"loss": [2.0]}, metadata={"args": saved})
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    fake_checkpoint(tmp_path, lr=0.01)
+    with pytest.raises(SystemExit, match=r"changed: --lr 0.01 -> 0.001"):
+        run(tmp_path, *TINY, "--epochs", "2", "--resume")
+
+
+def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path):
+    fake_checkpoint(tmp_path)
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    with pytest.raises(SystemExit, match="add --resume"):
+        run(tmp_path, *TINY, "--epochs", "2")
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before
+
+
+def test_resume_without_checkpoint_or_out_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        run(tmp_path, *TINY, "--resume")
+    with pytest.raises(SystemExit):
+        mnist.main([*TINY, "--resume"])
+    assert "--resume needs --out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
+    (["--lr", "-1"], "--lr must be positive"),
+])
+def test_bad_arguments_are_explained(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        mnist.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_sgd_defaults():
+    args = mnist.parse_args(["--optimizer", "sgd", "--momentum", "0.9", "--out", "x"])
+    assert (args.lr, args.momentum) == (0.01, 0.9)
+    optimizer = mnist.make_optimizer(args.optimizer, args.lr, args.momentum)
+    assert optimizer.get_config() == {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False}
