@@ -48,7 +48,7 @@ import numpy as np
 import convnet
 from convnet import Sequential, layers, optimizers
 from convnet.callbacks import ModelCheckpoint
-from convnet.saving import atomic_path, load_checkpoint, save_model, write_json
+from convnet.saving import ModelFileError, atomic_path, load_checkpoint, save_model, write_json
 
 #: Arguments that must not change between a run and its ``--resume``.
 RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit")
@@ -199,7 +199,10 @@ def _resume(args, checkpoint_path):
     """Model, epochs done and history from the run's checkpoint, after checking the arguments match."""
     if not checkpoint_path.exists():
         raise SystemExit(f"error: --resume: no checkpoint at {checkpoint_path}")
-    ckpt = load_checkpoint(checkpoint_path)
+    try:
+        ckpt = load_checkpoint(checkpoint_path)
+    except ModelFileError as e:
+        raise SystemExit(f"error: --resume: {e}") from e
     saved = ckpt.metadata.get("args", {})
     changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}"
                for k in RESUME_ARGS if saved.get(k) != getattr(args, k)]

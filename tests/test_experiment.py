@@ -166,6 +166,9 @@ def test_resume_without_checkpoint_or_out_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         mnist.main([*TINY, "--resume"])
     assert "--resume needs --out" in capsys.readouterr().err
+    (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(SystemExit, match=r"checkpoint\.npz: cannot be read"):
+        run(tmp_path, *TINY, "--resume")
 
 
 @pytest.mark.parametrize("argv, message", [
