@@ -77,7 +77,7 @@ class ThreadSettings:
         import numba
         from threadpoolctl import threadpool_info
 
-        out = {"cores": self.cores, "numba": numba.get_num_threads()}
+        out = {"requested": self.cores, "numba": numba.get_num_threads()}
         try:
             out["numba_threading_layer"] = numba.threading_layer()
         except ValueError:                     # no parallel kernel has run yet

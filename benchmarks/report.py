@@ -150,6 +150,7 @@ def plot(report, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     libs = report["columns"]
     base = "tensorflow" if "tensorflow" in libs else "convnet"
@@ -165,13 +166,17 @@ def plot(report, path):
                 values.append(row["results"][lib]["median_s"] / row["results"][base]["median_s"])
         ax.barh(ys, values, height=height, color=colors.get(lib), label=TITLES[lib])
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([r["name"] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel(f"time relative to {TITLES[base]} (median; lower is faster)")
     machine = report["machine"]
-    ax.set_title(f"convnet vs {TITLES[base]}: {machine['cpu_model']}, {machine['cores']} cores, "
+    others = " / ".join(TITLES[lib] for lib in libs if lib != "convnet")
+    ax.set_title(f"convnet vs {others}: {machine['cpu_model']}, {machine['cores']} cores, "
                  f"{machine['date'][:10]}", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

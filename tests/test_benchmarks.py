@@ -230,7 +230,8 @@ def test_bad_arguments_are_refused(capsys):
 def test_quickest_run_without_tensorflow_writes_a_complete_json(tmp_path, capsys):
     from benchmarks.cli import main
 
-    code = main(["--quick", "--no-tf", "--data", "random", "--repeats", "2", "--steps", "2",
+    # one thread: on a shared machine, spinning BLAS/OpenMP threads can make a busy CI crawl
+    code = main(["--quick", "--no-tf", "--data", "random", "--repeats", "2", "--steps", "2", "--threads", "1",
                  "--images", "50", "--out", str(tmp_path)], log=lambda msg: None)
     assert code == 0
     table = capsys.readouterr().out
@@ -244,7 +245,8 @@ def test_quickest_run_without_tensorflow_writes_a_complete_json(tmp_path, capsys
     for key in ("date", "cpu_model", "cores", "os", "versions", "numpy_blas", "threads", "env_present"):
         assert key in machine, key
     assert set(machine["env_present"]) == {"OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"}
-    assert machine["threads"]["numba"] == machine["cores"]
+    assert machine["threads"]["numba"] == 1 and machine["threads"]["requested"] == 1
+    assert all(pool["num_threads"] == 1 for pool in machine["threads"]["threadpools"])
     assert machine["numpy_blas"]["internal_api"]
     assert report["settings"]["data_source"] == "random"
 
@@ -277,7 +279,7 @@ def test_failed_agreement_check_is_reported_and_not_timed(tmp_path, monkeypatch,
         return (lambda: fn() * 1.01) if self.numpy_path else fn
     monkeypatch.setattr(convnet_impl.Backend, "make_pool_forward", wrong_on_numpy_path)
     code = cli.main(["--quick", "--no-tf", "--no-plot", "--data", "random", "--repeats", "1", "--only", "pool",
-                     "--out", str(tmp_path)], log=lambda msg: None)
+                     "--threads", "1", "--out", str(tmp_path)], log=lambda msg: None)
     assert code == 1
     report = json.loads((tmp_path / "benchmark.json").read_text())
     assert report["all_checks_passed"] is False
