@@ -271,5 +271,10 @@ def test_same_seed_same_weights_different_seed_different():
         np.testing.assert_array_equal(wa, wb)
     for wa, wc in zip(a[::2], c[::2]):                            # kernels (biases are all zero)
         assert not np.array_equal(wa, wc)
-    kernels = a[::2]
-    assert not np.array_equal(kernels[0].ravel()[:16], kernels[1].ravel()[:16])   # layers get different streams
+
+
+def test_layers_of_one_model_draw_independent_weights():
+    """Two identical layers in one model must not start from the same random numbers."""
+    model = Sequential([layers.Dense(4), layers.Dense(4)], input_shape=(4,), seed=0)
+    first, second = model.layers[0].params["kernel"], model.layers[1].params["kernel"]
+    assert not np.allclose(first, second)

@@ -121,27 +121,41 @@ def test_set_weights_errors_leave_the_model_unchanged(make_seed_model):
 
 
 # ------------------------------------------------------------- forward / backward
+def gradients_of(model, x, y, input_grad):
+    """One forward/backward pass; returns dL/dx and copies of all parameter gradients."""
+    out = model.forward(x, training=False)
+    _, dout, pre = model.compute_loss(y, out)
+    dx = model.backward(dout, preactivation=pre, input_grad=input_grad)
+    return dx, {key: g.copy() for key, _, g in model.params_and_grads()}
+
+
 def test_backward_without_input_grad_gives_the_same_parameter_gradients(rng, make_seed_model):
     model = compiled(make_seed_model())
     x, y = rng.random((4, 28, 28, 1)).astype(np.float32), np.array([0, 3, 9, 3])
-
-    def gradients(input_grad):
-        out = model.forward(x, training=False)
-        _, dout, pre = model.compute_loss(y, out)
-        dx = model.backward(dout, preactivation=pre, input_grad=input_grad)
-        return dx, {key: g.copy() for key, _, g in model.params_and_grads()}
-
-    dx_full, full = gradients(True)
-    dx_skip, skipped = gradients(False)
-    assert dx_full.shape == x.shape
+    dx_skip, skipped = gradients_of(model, x, y, input_grad=False)     # first, on a fresh model
     assert dx_skip is None
     assert model.gradients["conv2d"] is None                       # nothing below the first conv
-    assert list(skipped) == SEED_WEIGHT_NAMES
+    dx_full, full = gradients_of(model, x, y, input_grad=True)
+    assert dx_full.shape == x.shape
+    assert list(skipped) == list(full) == SEED_WEIGHT_NAMES
     for key in full:
         np.testing.assert_array_equal(full[key], skipped[key])
     assert all(np.any(g != 0) for g in full.values())
-    dx_again, _ = gradients(True)                                  # and it can be switched back on
-    np.testing.assert_array_equal(dx_again, dx_full)
+
+
+def test_backward_without_input_grad_with_adjacent_trainable_layers(rng):
+    """Only the very first trainable layer may skip dL/dx; the ones above it must pass it down."""
+    model = compiled(Sequential([layers.Conv2D(3, 2), layers.Conv2D(2, 2, activation="relu"), layers.Flatten(),
+                                 layers.Dense(4), layers.Dense(3, activation="softmax")],
+                                input_shape=(5, 5, 1), seed=2))
+    x, y = rng.random((3, 5, 5, 1)).astype(np.float32), np.array([0, 2, 1])
+    dx_skip, skipped = gradients_of(model, x, y, input_grad=False)
+    assert dx_skip is None
+    assert model.gradients["conv2d_1"] is not None and model.gradients["dense_1"] is not None
+    _, full = gradients_of(model, x, y, input_grad=True)
+    for key in full:
+        np.testing.assert_array_equal(full[key], skipped[key])
+    assert all(np.any(g != 0) for g in full.values())
 
 
 def test_activations_and_gradients_expose_every_layer(rng, make_seed_model):
