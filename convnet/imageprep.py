@@ -9,7 +9,8 @@ black (0.0) background. A network trained on MNIST expects exactly that, so
 
 1. greyscale, scaled to [0, 1];
 2. invert if the background is light (judged by the median of the border
-   pixels), so ink becomes bright;
+   pixels), so ink becomes bright; big images then get a 3x3 median filter
+   against noise;
 3. subtract the background level and stretch the ink to [0, 1];
 4. crop to the bounding box of the pixels brighter than ``threshold``;
 5. resize (anti-aliased) so the longer side is 20 pixels;
@@ -23,7 +24,7 @@ import os
 
 import numpy as np
 
-__all__ = ["ImagePrepError", "mnist_style", "load_greyscale", "to_ink", "ink_bounding_box",
+__all__ = ["ImagePrepError", "mnist_style", "load_greyscale", "bright_ink", "denoise", "to_ink", "ink_bounding_box",
            "fit_into_box", "center_by_mass"]
 
 #: Size of the frame and of the box the digit is scaled to fit, as in MNIST.
@@ -117,6 +118,11 @@ def border_level(grey):
     return float(np.median(border))
 
 
+def bright_ink(grey):
+    """``grey`` with ink brighter than the paper: inverted if the border (the paper) is lighter than mid-grey."""
+    return 1.0 - grey if border_level(grey) > 0.5 else grey
+
+
 def to_ink(grey, min_contrast=0.1):
     """Bright-ink-on-black version of ``grey``: invert if needed, remove the background, stretch to [0, 1].
 
@@ -125,15 +131,26 @@ def to_ink(grey, min_contrast=0.1):
     Raises :class:`ImagePrepError` if nothing is at least ``min_contrast``
     brighter than the background (a blank page).
     """
+    grey = bright_ink(grey)
     bg = border_level(grey)
-    if bg > 0.5:
-        grey, bg = 1.0 - grey, 1.0 - bg
     ink = np.clip(grey - bg, 0, None)
     top = ink.max()
     if top < min_contrast:
         raise ImagePrepError(f"no ink found: nothing differs from the background by more than "
                              f"{min_contrast:.0%} of the brightness range (blank image?)")
     return ink / top
+
+
+def denoise(grey, size=3):
+    """3x3 median filter: removes isolated noisy pixels (sensor noise, JPEG speckle), keeps stroke edges.
+
+    Only worth it for images much larger than the 20x20 target, where a
+    stroke is many pixels wide; :func:`mnist_style` skips it for small ones.
+    """
+    from PIL import Image, ImageFilter
+
+    img = Image.fromarray(grey.astype(np.float32), mode="F")
+    return np.asarray(img.filter(ImageFilter.MedianFilter(size)), dtype=np.float64)
 
 
 def ink_bounding_box(ink, threshold=0.2):
@@ -196,7 +213,9 @@ def mnist_style(image, threshold=0.2, min_contrast=0.1):
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    grey = load_greyscale(image)
+    grey = bright_ink(load_greyscale(image))      # invert first, so both polarities give the same result
+    if min(grey.shape) >= 3 * BOX:
+        grey = denoise(grey)
     try:
         ink = to_ink(grey, min_contrast=min_contrast)
         top, bottom, left, right = ink_bounding_box(ink, threshold)

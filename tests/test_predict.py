@@ -73,6 +73,20 @@ def test_rerendered_digits_are_recognised_as_well_as_the_originals(trained_model
     assert acc_photo >= acc_original - 0.04, (acc_photo, acc_original)
 
 
+def test_grey_noisy_paper_is_handled(trained_model, mnist):
+    """Grey ink on grey paper with sensor-like noise (std 5% of the range): still recognised."""
+    _, (x_test, y_test) = mnist
+    rng = np.random.default_rng(1)
+    n = 150
+    photos = []
+    for d in x_test[:n]:
+        p = 0.15 + 0.7 * render_like_a_photo(d, rng) / 255.0          # ink at 0.15, paper at 0.85
+        photos.append(mnist_style(np.clip(p + rng.normal(0, 0.05, p.shape), 0, 1)))
+    acc_original = np.mean(trained_model.predict(preprocess(x_test[:n])).argmax(1) == y_test[:n])
+    acc_photo = np.mean(trained_model.predict(np.stack(photos)[..., None]).argmax(1) == y_test[:n])
+    assert acc_photo >= acc_original - 0.05, (acc_photo, acc_original)
+
+
 def test_without_preprocessing_the_photos_are_not_recognised(trained_model, mnist):
     """Control: naively shrinking the photo to 28x28 (no inversion, crop or centring) fails."""
     _, (x_test, y_test) = mnist
