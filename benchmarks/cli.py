@@ -23,8 +23,9 @@ from .timing import prepare_all, repeat_all
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 #: settings of a full run and of --quick: (repeats, long repeats, seconds per repeat, epoch steps, images)
-FULL = dict(repeats=15, long_repeats=3, min_repeat_s=0.2, steps=None, images=10_000)
-QUICK = dict(repeats=5, long_repeats=2, min_repeat_s=0.03, steps=100, images=2_000)
+#: and the untimed pause before each repeat (see timing.repeat_all)
+FULL = dict(repeats=15, long_repeats=3, min_repeat_s=0.2, settle_s=0.05, steps=None, images=10_000)
+QUICK = dict(repeats=5, long_repeats=2, min_repeat_s=0.03, settle_s=0.01, steps=100, images=2_000)
 
 
 def positive_int(text):
@@ -120,7 +121,7 @@ def load_backends(args, threads, notes, log):
     return backends
 
 
-def run_case(case, min_repeat_s, log):
+def run_case(case, min_repeat_s, settle_s, log):
     """Warm up, check agreement, then time; columns that disagree with convnet are not timed."""
     prepare_all(case.columns, min_repeat_s)
     ok = case.check()
@@ -128,7 +129,7 @@ def run_case(case, min_repeat_s, log):
         if not record["passed"]:
             log(f"  AGREEMENT CHECK FAILED for {lib} in {case.name!r}: {record}")
             del case.columns[lib]
-    repeat_all(case.columns, case.repeats)
+    repeat_all(case.columns, case.repeats, settle_s)
     return ok
 
 
@@ -156,7 +157,7 @@ def main(argv=None, log=None):
         all_ok = True
         for i, case in enumerate(all_cases, 1):
             log(f"[{i}/{len(all_cases)}] {case.name} ...")
-            all_ok &= run_case(case, settings["min_repeat_s"], log)
+            all_ok &= run_case(case, settings["min_repeat_s"], settings["settle_s"], log)
 
         from .machine import describe_machine
         result = {

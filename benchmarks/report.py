@@ -35,7 +35,8 @@ def format_seconds(s):
         return "-"
     for unit, factor in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if s >= factor:
-            return f"{s / factor:.3g} {unit}"
+            value = s / factor
+            return f"{value:.0f} {unit}" if value >= 100 else f"{value:.3g} {unit}"
     return f"{s * 1e9:.3g} ns"
 
 

@@ -97,11 +97,19 @@ def prepare_all(columns, min_repeat_s, warmup_calls=2):
         timed.prepare(min_repeat_s, warmup_calls)
 
 
-def repeat_all(columns, repeats):
-    """``repeats`` rounds, one repeat of every column per round; returns the summaries."""
+def repeat_all(columns, repeats, settle_s=0.0):
+    """``repeats`` rounds, one repeat of every column per round; returns the summaries.
+
+    Before each repeat the process sleeps ``settle_s`` (untimed): worker
+    threads that one library leaves spinning after its work (OpenMP, BLAS,
+    TensorFlow's pool) go to sleep, instead of taking cores from the next
+    library's repeat.
+    """
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     for _ in range(repeats):
         for timed in columns.values():
+            if settle_s:
+                time.sleep(settle_s)
             timed.repeat()
     return {name: timed.summary() for name, timed in columns.items()}
