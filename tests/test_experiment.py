@@ -3,18 +3,21 @@
 These train on small subsets so they stay quick; MNIST is fetched into the
 cache (``~/.cache/convnet/mnist``) on first use.
 """
+import contextlib
 import json
 import os
 import shlex
 
+import numba
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from convnet import Sequential
 from convnet.saving import load_checkpoint, load_model, save_model
 from experiments import mnist
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("serial")]    # one thread: see conftest.serial
 
 #: A tiny run: 8 batches of 32 per epoch, 2 epochs, 128 test images.
 TINY = ["--limit", "256", "--test-limit", "128", "--batch-size", "32", "--seed", "3", "--quiet", "--no-plots"]
@@ -47,11 +50,24 @@ def assert_same_run(dir_a, dir_b):
     assert ma["final"] == mb["final"]
 
 
+@contextlib.contextmanager
+def one_thread():
+    """numba and BLAS on one thread (like conftest's ``serial``, usable in a module fixture)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        numba.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The reference: 2 epochs without interruption."""
     out = tmp_path_factory.mktemp("straight") / "run"
-    assert run(out, *TINY, "--epochs", "2") == 0
+    with one_thread():
+        assert run(out, *TINY, "--epochs", "2") == 0
     return out
 
 

@@ -11,6 +11,8 @@ from convnet import Sequential, layers, optimizers
 from convnet.callbacks import Callback, ModelCheckpoint
 from convnet.saving import ModelFileError, load_checkpoint, load_model, load_weights, save_model
 
+pytestmark = pytest.mark.usefixtures("serial")       # many tiny training steps: one thread is faster
+
 
 def small_model(seed=0, units=16):
     """A seed-model-like CNN on 10x10 inputs: fast, but every layer kind and dropout is there."""
