@@ -188,10 +188,22 @@ class Conv2D(Layer):
 
     def call(self, x, training):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
-        cols = kernels.im2col(x, kh, kw, sh, sw, pt, pl, OH, OW)       # (N*OH*OW, kh*kw*C)
+        cols = kernels.im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW,
+                                   self._cols_buffer(x.shape[0] * OH * OW, x.dtype))  # (N*OH*OW, kh*kw*C)
         self.cols, self.x_shape = cols, x.shape
-        z = cols @ self.params["kernel"].reshape(-1, self.filters) + self.params["bias"]
+        z = cols @ self.params["kernel"].reshape(-1, self.filters)
+        kernels.add_bias(z, self.params["bias"])      # z += b in place: no second (N*OH*OW, F) array
         return z.reshape(x.shape[0], OH, OW, self.filters)
+
+    def _cols_buffer(self, rows, dtype):
+        """The im2col matrix of the last batch if it has the right size (reused: it is big), else a new one."""
+        kh, kw = self.kernel_size
+        shape = (rows, kh * kw * self.input_shape[2])
+        cols = getattr(self, "cols", None)
+        if cols is not None and cols.shape == shape and cols.dtype == dtype:
+            return cols
+        self.cols = None                              # let the old one go before allocating
+        return np.empty(shape, dtype=dtype)
 
     def backprop(self, dz):
         # z = cols @ K2 + b, so
@@ -288,10 +300,12 @@ class Dropout(Layer):
             return x
         if self.fixed_mask is not None:
             self.mask = self.fixed_mask.astype(x.dtype, copy=False)
-        else:
-            keep = self.rng.random(x.shape, dtype=np.float32) >= self.rate
-            self.mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self.mask
+            return x * self.mask
+        # keep an element when its uniform draw u >= rate, i.e. with probability 1 - rate;
+        # one fused pass builds mask = [u >= rate] / (1 - rate) and y = x * mask
+        u = self.rng.random(x.shape, dtype=np.float32)
+        y, self.mask = kernels.dropout_forward(x, u, np.float32(self.rate), 1.0 / (1.0 - self.rate))
+        return y
 
     def backprop(self, dz):
         # y = x * mask  =>  dL/dx = dL/dy * mask  (identity when not training)

@@ -7,6 +7,8 @@ expose that state for checkpoints.
 """
 import numpy as np
 
+from . import kernels
+
 
 class Optimizer:
     name = "optimizer"
@@ -119,6 +121,11 @@ class Adam(Optimizer):
         b1, b2 = f(self.beta_1), f(self.beta_2)
         m = self.slot("m", key, param)
         v = self.slot("v", key, param)
+        arrays = (param, grad, m, v)
+        if all(a.flags.c_contiguous and a.dtype == param.dtype for a in arrays):
+            # the same three lines as below, fused into one pass over memory (numba)
+            kernels.adam_update(param, grad, m, v, b1, b2, f(self._lr_t), f(self.epsilon))
+            return
         m *= b1
         m += (1 - b1) * grad
         v *= b2
