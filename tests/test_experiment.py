@@ -73,14 +73,14 @@ def straight(tmp_path_factory):
 
 def test_short_run_learns_and_writes_consistent_results(tmp_path, capsys):
     out = tmp_path / "runs" / "ci"
-    assert run(out, "--epochs", "1", "--limit", "6000", "--test-limit", "2000", "--quiet") == 0
+    assert run(out, "--epochs", "1", "--limit", "10000", "--test-limit", "2000", "--quiet") == 0
     printed = capsys.readouterr().out
     assert "final test  loss" in printed and "final train loss" in printed
 
     metrics = json.loads((out / "metrics.json").read_text())
     test = metrics["final"]["test"]
     assert test["accuracy"] > 0.90, metrics["final"]
-    assert metrics["data"] == {"train_examples": 6000, "test_examples": 2000}
+    assert metrics["data"] == {"train_examples": 10000, "test_examples": 2000}
     assert metrics["model"]["params"] == 150_858
     assert metrics["epochs_completed"] == 1 and len(metrics["history"]["loss"]) == 1
     assert metrics["seconds_per_epoch"] == metrics["history"]["seconds"]
