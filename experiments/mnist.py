@@ -28,7 +28,9 @@ path, so other tools can find the newest model (:func:`latest_run`).
 
 Training is resumable bit for bit: ``fit`` seeds epoch ``e``'s shuffling and
 dropout from ``(seed, e)``, and the checkpoint holds weights and optimizer
-state, so 1 epoch + ``--resume`` for a second equals 2 epochs straight.
+state, so 1 epoch + ``--resume`` for a second equals 2 epochs straight (on
+the same machine with the same thread count: BLAS may sum in another order
+with other threads, which changes the last bits).
 Ctrl-C stops the run, keeps the checkpoint of the last completed epoch and
 prints the command that resumes it (exit status 130).
 
@@ -37,6 +39,7 @@ batches with dropout on (what Keras prints, what the history holds) and a
 clean evaluation of the final model on the training set (dropout off).
 """
 import argparse
+import contextlib
 import platform
 import shlex
 import sys
@@ -96,10 +99,13 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help=f"continue from DIR/{CHECKPOINT} (needs --out)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--no-plots", action="store_true", help="write no PNG files (faster)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for numba and BLAS (default: their own defaults; 1 is often "
+                        "much faster on a busy machine)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="MNIST cache (default $CONVNET_DATA or ~/.cache/convnet/mnist)")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "limit", "test_limit"):
+    for name in ("epochs", "batch_size", "limit", "test_limit", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -158,6 +164,32 @@ def load_data(args, say):
 def main(argv=None):
     """Run the experiment; returns the exit status (0 done, 130 interrupted)."""
     args = parse_args(argv)
+    with _thread_limit(args.threads):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _thread_limit(threads):
+    """Run numba kernels and NumPy's BLAS on ``threads`` threads (None: leave them alone)."""
+    if threads is None:
+        yield
+        return
+    import numba
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise SystemExit("error: --threads needs the threadpoolctl package (pip install threadpoolctl)") from None
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _run(args):
+    """Build or resume the model, train with checkpoints, then evaluate and write the results."""
     say = (lambda *a, **k: None) if args.quiet else print
     out = args.out
     started = time.perf_counter()
@@ -233,7 +265,7 @@ def _cli_args(args):
             "--lr", repr(args.lr), "--seed", str(args.seed), "--out", str(args.out)]
     if args.optimizer == "sgd":
         argv += ["--momentum", repr(args.momentum)]
-    for name in ("limit", "test_limit", "data_dir"):
+    for name in ("limit", "test_limit", "data_dir", "threads"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-plots", args.no_plots)) if on]

@@ -203,3 +203,17 @@ def test_sgd_defaults():
     assert (args.lr, args.momentum) == (0.01, 0.9)
     optimizer = mnist.make_optimizer(args.optimizer, args.lr, args.momentum)
     assert optimizer.get_config() == {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False}
+
+
+def test_threads_option_limits_and_restores_numba_and_blas():
+    from threadpoolctl import threadpool_info
+    with threadpool_limits(limits=2):                   # undo the module's one-thread setting first
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        numba_before = numba.get_num_threads()
+        blas_before = [pool["num_threads"] for pool in threadpool_info()]
+        with mnist._thread_limit(1):
+            assert numba.get_num_threads() == 1
+            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+        assert numba.get_num_threads() == numba_before
+        assert [pool["num_threads"] for pool in threadpool_info()] == blas_before
+    assert mnist.parse_args(["--threads", "1", "--out", "x"]).threads == 1
