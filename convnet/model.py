@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from . import layers as layers_module
-from . import losses, optimizers
+from . import losses, optimizers, threads
 from .activations import SoftmaxFunction, LinearFunction
 
 
@@ -153,8 +153,9 @@ class Sequential:
     def forward(self, x, training=False):
         """Run the batch through every layer; each layer keeps its ``output``."""
         self._require_built()
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        with threads.limited():          # convnet's thread count (one by default), see convnet.threads
+            for layer in self.layers:
+                x = layer.forward(x, training=training)
         return x
 
     __call__ = forward
@@ -168,12 +169,13 @@ class Sequential:
         first layer with parameters (then it returns None).
         """
         first = next((i for i, l in enumerate(self.layers) if l.params), 0)
-        for i in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[i]
-            layer.need_input_grad = input_grad or i > first
-            dout = layer.backward(dout, preactivation=preactivation and i == len(self.layers) - 1)
-            if dout is None:
-                break
+        with threads.limited():
+            for i in range(len(self.layers) - 1, -1, -1):
+                layer = self.layers[i]
+                layer.need_input_grad = input_grad or i > first
+                dout = layer.backward(dout, preactivation=preactivation and i == len(self.layers) - 1)
+                if dout is None:
+                    break
         return dout
 
     @property
@@ -220,10 +222,11 @@ class Sequential:
 
     def train_step(self, x, y):
         """forward -> loss -> backward -> update on one batch; returns (loss, number correct)."""
-        out = self.forward(x, training=True)
-        loss, dout, pre = self.compute_loss(y, out)
-        self.backward(dout, preactivation=pre, input_grad=False)
-        self.optimizer.apply(self.params_and_grads())
+        with threads.limited():          # set the thread pools once for the whole step
+            out = self.forward(x, training=True)
+            loss, dout, pre = self.compute_loss(y, out)
+            self.backward(dout, preactivation=pre, input_grad=False)
+            self.optimizer.apply(self.params_and_grads())
         return loss, _n_correct(out, y)
 
     def _check_data(self, x, y=None, what="x"):
