@@ -22,7 +22,7 @@ each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
 """
 import numpy as np
 
-from . import activations, initializers, kernels
+from . import activations, initializers, kernels, threads
 from .utils import conv_output_size, normalize_padding, normalize_tuple, pad_amounts
 
 
@@ -191,7 +191,7 @@ class Conv2D(Layer):
         cols = kernels.im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW,
                                    self._cols_buffer(x.shape[0] * OH * OW, x.dtype))  # (N*OH*OW, kh*kw*C)
         self.cols, self.x_shape = cols, x.shape
-        z = cols @ self.params["kernel"].reshape(-1, self.filters)
+        z = threads.matmul(cols, self.params["kernel"].reshape(-1, self.filters))   # cols @ K2
         kernels.add_bias(z, self.params["bias"])      # z += b in place: no second (N*OH*OW, F) array
         return z.reshape(x.shape[0], OH, OW, self.filters)
 
@@ -214,12 +214,12 @@ class Conv2D(Layer):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
         dz2 = dz.reshape(-1, self.filters)
         K2 = self.params["kernel"].reshape(-1, self.filters)
-        self.grads["kernel"] = (self.cols.T @ dz2).reshape(self.params["kernel"].shape)
+        self.grads["kernel"] = threads.matmul(self.cols.T, dz2).reshape(self.params["kernel"].shape)
         self.grads["bias"] = dz2.sum(axis=0)
         if not self.need_input_grad:
             return None
         N, H, W, C = self.x_shape
-        return kernels.col2im(dz2 @ K2.T, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW)
+        return kernels.col2im(threads.matmul(dz2, K2.T), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,

@@ -1,33 +1,41 @@
 """How many threads convnet's kernels and matrix products use.
 
-Two thread pools serve a training step: numba's (the ``prange`` loops in
-:mod:`convnet.kernels`) and the BLAS library's behind numpy's ``@``. Both
-keep their idle workers spinning for a while after each parallel region,
-hoping for more work. At batch 32 every region is short (tens to hundreds
-of microseconds), so on a small machine the two pools mostly fight each
-other, and any other busy process, for the cores: on the 2-core
-development machine a seed-model step took ~280 ms with both pools at two
-threads and ~9 ms with one thread each (``docs/performance.md``).
+Two thread pools would normally serve a training step: numba's (the
+``prange`` loops in :mod:`convnet.kernels`) and the BLAS library's behind
+numpy's ``@``. Both keep their idle workers *spinning* for a while after
+each parallel region, hoping for more work. At batch 32 every region is
+short (tens to hundreds of microseconds), so on a small machine the two
+pools mostly fight each other, and any other busy process, for the cores:
+on the 2-core development machine a seed-model step took ~280 ms with both
+pools at two threads and ~9 ms with one thread each
+(``docs/performance.md``).
 
-So convnet runs its own work on **one thread by default**, and only there:
-:meth:`Sequential.train_step`, ``forward`` and ``backward`` enter
-:func:`limited`, which sets both pools to :func:`get_num_threads` threads
-and restores the previous settings on the way out. Code outside convnet
-keeps whatever threads it had.
+So inside :meth:`Sequential.train_step`, ``forward`` and ``backward``
+(which enter :func:`limited`), convnet holds numba and BLAS at **one
+thread** and parallelises only where it pays: the large matrix products of
+the convolutions (:func:`matmul`) are cut into row blocks shared between
+the calling thread and sleeping helper threads. A helper that cannot get a
+core only delays its block; it never burns a core waiting. The previous
+pool settings are restored on the way out, so code outside convnet keeps
+whatever threads it had.
 
-* ``set_num_threads(n)`` picks another count (e.g. 2 on an otherwise idle
-  machine with large batches; measure first);
-* ``set_num_threads(None)`` stops convnet from touching the pools at all;
+* ``set_num_threads(n)``: threads sharing a large product (default: 2 on
+  a machine with at least 2 cores, else 1); ``1`` is fully serial;
+* ``set_num_threads(None)``: convnet does not touch the pools at all
+  (numba and BLAS use their own settings; no splitting);
 * the environment variable ``CONVNET_NUM_THREADS`` sets the starting value
   (a number, or ``none``).
 """
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
+import numpy as np
+
 
 def _from_environment():
-    value = os.environ.get("CONVNET_NUM_THREADS", "1").strip().lower()
+    value = os.environ.get("CONVNET_NUM_THREADS", str(min(2, os.cpu_count() or 1))).strip().lower()
     if value in ("none", ""):
         return None
     try:
@@ -41,15 +49,24 @@ def _from_environment():
 
 _num_threads = _from_environment()
 _blas_pools = None          # threadpoolctl controllers of the BLAS libraries, found on first use
+_helpers = None             # ThreadPoolExecutor for matmul's extra row blocks, made on first use
+#: products smaller than this many flops (2*M*K*N) are not worth a hand-off to a helper thread
+MIN_SPLIT_FLOPS = 16e6
 _local = threading.local()  # per Python thread: nesting depth of `limited` (train_step -> forward -> ...)
 
 
 def set_num_threads(n):
-    """Threads for numba kernels and BLAS inside convnet's forward/backward/train_step (``None``: don't limit)."""
-    global _num_threads
+    """Threads sharing convnet's large matrix products (numba and BLAS: 1) inside train_step/forward/backward.
+
+    ``None``: convnet leaves numba's and BLAS's thread pools alone and does not split products.
+    """
+    global _num_threads, _helpers
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"set_num_threads: expected a positive int or None, got {n!r}")
+    if _helpers is not None and n != _num_threads:
+        _helpers.shutdown(wait=True)
+        _helpers = None
     _num_threads = n
 
 
@@ -70,8 +87,34 @@ def _blas():
     return _blas_pools
 
 
+def matmul(a, b):
+    """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is split by rows over the threads.
+
+    Row block ``r`` of the result is ``a[rows r] @ b``, so the blocks are
+    independent: the caller computes the first and each helper thread one
+    of the others, all with single-threaded BLAS (numpy releases the GIL
+    inside BLAS, so the blocks really run at the same time).
+    """
+    n = _num_threads
+    M, K = a.shape
+    F = b.shape[1]
+    if (n is None or n == 1 or getattr(_local, "depth", 0) == 0
+            or 2.0 * M * K * F < MIN_SPLIT_FLOPS or M < 64 * n):
+        return a @ b
+    global _helpers
+    if _helpers is None:
+        _helpers = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="convnet-matmul")
+    out = np.empty((M, F), dtype=np.result_type(a, b))
+    edges = [M * i // n for i in range(n + 1)]
+    futures = [_helpers.submit(np.matmul, a[lo:hi], b, out[lo:hi]) for lo, hi in zip(edges[1:-1], edges[2:])]
+    np.matmul(a[:edges[1]], b, out[:edges[1]])
+    for future in futures:
+        future.result()
+    return out
+
+
 class limited:
-    """Context manager: numba and BLAS run on :func:`get_num_threads` threads inside, as before outside.
+    """Context manager: numba and BLAS run on one thread inside (if convnet manages threads), as before outside.
 
     Cheap enough to enter on every batch (a few ctypes calls); nested uses
     cost nothing, only the outermost one changes and restores the pools.
@@ -81,13 +124,12 @@ class limited:
         depth = _local.depth = getattr(_local, "depth", 0) + 1
         self.active = depth == 1 and _num_threads is not None      # only the outermost one acts
         if self.active:
-            n = _num_threads
             self.numba_before = numba.get_num_threads()
-            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+            numba.set_num_threads(1)
             self.blas_before = []
             for pool in _blas():
                 self.blas_before.append((pool, pool.num_threads))
-                pool.set_num_threads(n)
+                pool.set_num_threads(1)
         return self
 
     def __exit__(self, *exc):
