@@ -14,8 +14,10 @@ then times ``Sequential.train_step`` two ways:
    the steps, per phase). The wrappers sit around the very methods
    ``train_step`` calls, so the profile follows the real code path.
 
-It also prints which BLAS kernel and how many BLAS / numba threads ran,
-because on a small machine thread contention can cost more than the maths.
+It also prints which BLAS kernel ran, the BLAS / numba thread pools as
+they are outside a step, and convnet's own setting (:mod:`convnet.threads`,
+which holds both pools at one thread inside a step), because on a small
+machine thread contention can cost more than the maths.
 """
 import argparse
 import os
@@ -84,7 +86,11 @@ def thread_report():
     except ValueError:
         layer = "(not started)"
     lines.append(f"numba {numba.__version__} threading_layer={layer} threads={numba.get_num_threads()}")
-    env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "NUMBA_", "MKL_"))}
+    from convnet import threads
+    lines.append(f"convnet.threads: {threads.get_num_threads()} thread(s) share the large conv products; "
+                 f"numba and BLAS held at 1 inside a step" if threads.get_num_threads() is not None
+                 else "convnet.threads: None (numba and BLAS pools left at the settings above)")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "NUMBA_", "MKL_", "CONVNET_"))}
     lines.append(f"environment: {env or 'no thread variables set'}")
     return lines
 
