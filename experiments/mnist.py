@@ -54,7 +54,7 @@ from convnet.callbacks import ModelCheckpoint
 from convnet.saving import ModelFileError, atomic_path, load_checkpoint, save_model, write_json
 
 #: Arguments that must not change between a run and its ``--resume``.
-RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit")
+RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit", "dropout")
 
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 CHECKPOINT = "checkpoint.npz"
@@ -92,6 +92,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: adam 1e-3, sgd 0.01)")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and dropout (default 0)")
+    p.add_argument("--dropout", type=_rates, default=[0.25, 0.25, 0.5], metavar="R1,R2,R3",
+                   help="the three dropout rates (default 0.25,0.25,0.5)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="train on the first N examples only")
     p.add_argument("--test-limit", type=int, default=None, metavar="N", help="test on the first N examples only")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -100,8 +102,8 @@ def parse_args(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--no-plots", action="store_true", help="write no PNG files (faster)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads for numba and BLAS (default: their own defaults; 1 is often "
-                        "much faster on a busy machine)")
+                   help="threads sharing convnet's large matrix products (default: "
+                        "convnet.threads' default, 2 on a machine with 2+ cores; 1 is fully serial)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="MNIST cache (default $CONVNET_DATA or ~/.cache/convnet/mnist)")
     args = p.parse_args(argv)
@@ -120,6 +122,17 @@ def parse_args(argv=None):
     if args.out is None:
         args.out = _new_run_dir(Path("runs"))
     return args
+
+
+def _rates(text):
+    """'0.25,0.25,0.5' -> [0.25, 0.25, 0.5] (three rates in [0, 1))."""
+    try:
+        rates = [float(r) for r in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three numbers like 0.25,0.25,0.5, got {text!r}") from None
+    if len(rates) != 3 or not all(0 <= r < 1 for r in rates):
+        raise argparse.ArgumentTypeError(f"expected three rates in [0, 1) like 0.25,0.25,0.5, got {text!r}")
+    return rates
 
 
 def _new_run_dir(runs):
@@ -170,22 +183,17 @@ def main(argv=None):
 
 @contextlib.contextmanager
 def _thread_limit(threads):
-    """Run numba kernels and NumPy's BLAS on ``threads`` threads (None: leave them alone)."""
+    """Let ``threads`` threads share convnet's large products (None: convnet's default)."""
     if threads is None:
         yield
         return
-    import numba
+    from convnet import threads as convnet_threads
+    previous = convnet_threads.get_num_threads()
+    convnet_threads.set_num_threads(threads)
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise SystemExit("error: --threads needs the threadpoolctl package (pip install threadpoolctl)") from None
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with threadpool_limits(limits=threads):
-            yield
+        yield
     finally:
-        numba.set_num_threads(previous)
+        convnet_threads.set_num_threads(previous)
 
 
 def _run(args):
@@ -202,7 +210,7 @@ def _run(args):
         if checkpoint_path.exists():
             raise SystemExit(f"error: {checkpoint_path} exists: add --resume to continue that run, "
                              f"or choose another --out")
-        model = build_model(args.seed)
+        model = build_model(args.seed, args.dropout)
         model.compile(make_optimizer(args.optimizer, args.lr, args.momentum),
                       "sparse_categorical_crossentropy", ["accuracy"])
         start_epoch, history = 0, {}
@@ -218,7 +226,7 @@ def _run(args):
     try:
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                   validation_data=(x_test, y_test), seed=args.seed, verbose=0 if args.quiet else 1,
-                  callbacks=[checkpoint], initial_epoch=start_epoch)
+                  callbacks=[checkpoint], initial_epoch=start_epoch, record_gradients=True)
         results = _finish(args, model, checkpoint.history, (x_train, y_train), (x_test, y_test), start_epoch,
                           time.perf_counter() - started)
     except KeyboardInterrupt:

@@ -205,15 +205,20 @@ def test_sgd_defaults():
     assert optimizer.get_config() == {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False}
 
 
-def test_threads_option_limits_and_restores_numba_and_blas():
-    from threadpoolctl import threadpool_info
-    with threadpool_limits(limits=2):                   # undo the module's one-thread setting first
-        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        numba_before = numba.get_num_threads()
-        blas_before = [pool["num_threads"] for pool in threadpool_info()]
-        with mnist._thread_limit(1):
-            assert numba.get_num_threads() == 1
-            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
-        assert numba.get_num_threads() == numba_before
-        assert [pool["num_threads"] for pool in threadpool_info()] == blas_before
+def test_threads_option_sets_and_restores_convnet_threads():
+    from convnet import threads
+    before = threads.get_num_threads()
+    with mnist._thread_limit(1):
+        assert threads.get_num_threads() == 1
+    assert threads.get_num_threads() == before
+    with mnist._thread_limit(None):
+        assert threads.get_num_threads() == before
     assert mnist.parse_args(["--threads", "1", "--out", "x"]).threads == 1
+
+
+def test_dropout_option_parses_three_rates_and_rejects_others():
+    assert mnist.parse_args(["--dropout", "0.2,0.2,0.3", "--out", "x"]).dropout == [0.2, 0.2, 0.3]
+    assert mnist.parse_args(["--out", "x"]).dropout == [0.25, 0.25, 0.5]
+    for bad in ("0.2,0.2", "a,b,c", "0.2,0.2,1.0"):
+        with pytest.raises(SystemExit):
+            mnist.parse_args(["--dropout", bad, "--out", "x"])
