@@ -1,13 +1,21 @@
 """Numba-compiled kernels: im2col / col2im, max-pooling, and small fused element-wise passes.
 
 This module holds only array plumbing, no layer logic. Every kernel works on
-channels-last (NHWC) arrays. The window kernels are parallelised over the
-batch axis with ``prange``: each thread owns whole images, so no two threads
-ever write to the same element (no races on shared accumulators). How many
-threads run is set in :mod:`convnet.threads` (one by default: at batch 32 a
-thread wake-up costs more than the work it would share). All kernels are
-compiled with ``cache=True`` so a second run loads the machine code from
-disk, once per dtype (float32 for training, float64 for gradient checks).
+channels-last (NHWC) arrays. All kernels are compiled with ``cache=True``
+(a second run loads the machine code from disk, once per dtype: float32 for
+training, float64 for gradient checks) and ``nogil=True``: they release
+Python's global interpreter lock, so two threads can run one kernel at the
+same time on different images.
+
+**Ranges of images.** Called with their documented arguments, the kernels
+allocate their result and process the whole batch. Each one also accepts,
+at the end, the output array(s) to write into and a range ``n0 <= n < n1``
+along the first (batch) axis (``n1 = -1``: to the end); then it writes only
+those images of the given outputs. Images never share an output element, so
+two threads running one kernel on two ranges of a batch cannot race, and
+every element is computed by the same loop whatever the split: the result
+is bit-for-bit that of one call over the whole batch.
+:func:`convnet.threads.over_images` does the splitting.
 
 Conventions shared by the window kernels:
 
@@ -29,17 +37,32 @@ The naive loop versions in :mod:`convnet.reference` compute the same things
 without any of these tricks and the tests compare the two.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+_jit = njit(cache=True, nogil=True)
+
+
+@_jit
+def _rows(a):
+    """A contiguous ``a`` seen as ``(a.shape[0], everything else)`` (a view when ``a`` is contiguous)."""
+    N = a.shape[0]
+    return np.ascontiguousarray(a).reshape(N, a.size // N if N > 0 else 0)
+
+
+@_jit
+def _stop(n1, N):
+    """End of an image range: ``n1``, or ``N`` when ``n1`` is negative (meaning "to the end")."""
+    return N if n1 < 0 else min(n1, N)
 
 
 # ------------------------------------------------------------------ im2col
-@njit(parallel=True, cache=True)
-def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
-    """:func:`im2col` writing into a given ``cols`` buffer (reused across batches)."""
+@_jit
+def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0=0, n1=-1):
+    """:func:`im2col` writing into a given ``cols`` buffer; only images ``n0 <= n < n1``' rows."""
     N, H, W, C = x.shape
     rowlen = kw * C                                  # one window row, contiguous in x
     xr = np.ascontiguousarray(x).reshape(N, H, W * C)
-    for n in prange(N):
+    for n in range(n0, _stop(n1, N)):
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
@@ -65,7 +88,7 @@ def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
     return cols
 
 
-@njit(cache=True)
+@_jit
 def im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
     """Unfold every ``kh x kw`` window of ``x`` into one row of a matrix.
 
@@ -76,21 +99,25 @@ def im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
     """
     N, H, W, C = x.shape
     cols = np.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
-    return im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols)
+    return im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, N)
 
 
-@njit(parallel=True, cache=True)
-def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
+@_jit
+def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx=None, n0=0, n1=-1):
     """Adjoint of :func:`im2col`: fold window rows back onto the image.
 
     Every entry of ``dcols`` is added to the input pixel it was copied from,
     so pixels shared by overlapping windows receive the sum of their
     gradients. Padding positions are dropped. Returns ``dx`` of shape
-    ``(N, H, W, C)``.
+    ``(N, H, W, C)`` (given ``dx`` and a range: images ``n0..n1`` of ``dx``
+    are overwritten, the others left alone).
     """
-    dx = np.zeros((N, H, W * C), dtype=dcols.dtype)
+    if dx is None:
+        dx = np.empty((N, H, W, C), dtype=dcols.dtype)
+    dxr = dx.reshape(N, H, W * C)
     rowlen = kw * C
-    for n in prange(N):          # one image per thread: no two threads share dx[n]
+    for n in range(n0, _stop(n1, N)):   # one image at a time: no two ranges share dx[n]
+        dxr[n, :, :] = 0
         for oh in range(OH):
             for ow in range(OW):
                 row = (n * OH + oh) * OW + ow
@@ -103,35 +130,39 @@ def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
                     if w0 >= 0 and w0 + kw <= W:
                         dst = w0 * C
                         for k in range(rowlen):
-                            dx[n, h, dst + k] += dcols[row, base + k]
+                            dxr[n, h, dst + k] += dcols[row, base + k]
                     else:
                         for j in range(kw):
                             w = w0 + j
                             if 0 <= w < W:
                                 for c in range(C):
-                                    dx[n, h, w * C + c] += dcols[row, base + j * C + c]
-    return dx.reshape(N, H, W, C)
+                                    dxr[n, h, w * C + c] += dcols[row, base + j * C + c]
+    return dx
 
 
 # ----------------------------------------------------------------- pooling
-@njit(parallel=True, cache=True)
-def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW):
+@_jit
+def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW, out=None, argmax=None, n0=0, n1=-1):
     """Max over each window, remembering where the max was.
 
     Returns ``(out, argmax)``: ``out`` of shape ``(N, OH, OW, C)`` and
     ``argmax`` (int32, same shape) holding the flat index ``h*W + w`` of the
     winning input pixel inside its image. Ties go to the first maximum in
-    scan order (row by row, left to right), as TensorFlow does. Padding
+    scan order (row by row, left to right), as TensorFlow does; a NaN wins
+    its window (the first NaN, if several), as with ``np.max``. Padding
     counts as -inf, so it never wins.
 
     Each window starts from its first real pixel; the other pixels are
-    visited in scan order with all channels at once (a strict ``>`` keeps
-    the first maximum per channel).
+    visited in scan order with all channels at once. A pixel replaces the
+    current best when it is larger (strict ``>`` keeps the first maximum) or
+    when it is NaN and the best is not NaN yet.
     """
     N, H, W, C = x.shape
-    out = np.empty((N, OH, OW, C), dtype=x.dtype)
-    argmax = np.empty((N, OH, OW, C), dtype=np.int32)
-    for n in prange(N):
+    if out is None:
+        out = np.empty((N, OH, OW, C), dtype=x.dtype)
+    if argmax is None:
+        argmax = np.empty((N, OH, OW, C), dtype=np.int32)
+    for n in range(n0, _stop(n1, N)):
         for oh in range(OH):
             h0 = oh * sh - pt
             i0, i1 = max(0, -h0), min(kh, H - h0)            # window rows inside the image
@@ -155,14 +186,15 @@ def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW):
                         idx = h * W + w
                         for c in range(C):
                             v = x[n, h, w, c]
-                            if v > out[n, oh, ow, c]:          # strict '>': first max wins ties
+                            best = out[n, oh, ow, c]
+                            if v > best or (v != v and best == best):   # larger, or the first NaN
                                 out[n, oh, ow, c] = v
                                 argmax[n, oh, ow, c] = idx
     return out, argmax
 
 
-@njit(parallel=True, cache=True)
-def maxpool_backward(dout, argmax, H, W):
+@_jit
+def maxpool_backward(dout, argmax, H, W, dx=None, n0=0, n1=-1):
     """Route each window's gradient to the input pixel that won the max.
 
     ``dx[n, h, w, c] = sum of dout[n, oh, ow, c]`` over the windows whose
@@ -170,71 +202,87 @@ def maxpool_backward(dout, argmax, H, W):
     may win several windows and then receives the sum.
     """
     N, OH, OW, C = dout.shape
-    dx = np.zeros((N, H * W, C), dtype=dout.dtype)
-    for n in prange(N):          # one image per thread: accumulation stays private
+    if dx is None:
+        dx = np.empty((N, H, W, C), dtype=dout.dtype)
+    dxr = dx.reshape(N, H * W, C)
+    for n in range(n0, _stop(n1, N)):   # one image at a time: accumulation stays private
+        dxr[n, :, :] = 0
         for oh in range(OH):
             for ow in range(OW):
                 for c in range(C):
                     idx = argmax[n, oh, ow, c]
                     if idx >= 0:
-                        dx[n, idx, c] += dout[n, oh, ow, c]
-    return dx.reshape(N, H, W, C)
+                        dxr[n, idx, c] += dout[n, oh, ow, c]
+    return dx
 
 
 # ------------------------------------------------------ element-wise passes
-@njit(cache=True)
-def add_bias(z, b):
+# These see their arrays as (rows, rest): a range n0 <= n < n1 is a range of rows.
+
+@_jit
+def add_bias(z, b, n0=0, n1=-1):
     """``z[r, f] += b[f]`` in place for a 2-D ``z`` (rows are output positions, columns filters)."""
     R, F = z.shape
-    for r in range(R):
+    for r in range(n0, _stop(n1, R)):
         for f in range(F):
             z[r, f] += b[f]
     return z
 
 
-@njit(cache=True)
-def relu_forward(z):
-    """``y = max(z, 0)`` in one pass (a new array; ``z`` is left as it was; NaN propagates)."""
-    flat = np.ascontiguousarray(z).reshape(-1)
-    y = np.empty_like(flat)
-    zero = flat.dtype.type(0)
-    for k in range(flat.size):
-        v = flat[k]
-        y[k] = zero if v <= 0 else v          # NaN stays NaN, as with np.maximum
-    return y.reshape(z.shape)
+@_jit
+def relu_forward(z, y=None, n0=0, n1=-1):
+    """``y = max(z, 0)`` in one pass (a new array unless ``y`` is given; ``z`` is left as it was).
+
+    NaN propagates, as with ``np.maximum``.
+    """
+    if y is None:
+        y = np.empty(z.shape, dtype=z.dtype)
+    N = z.shape[0]
+    zf, yf = _rows(z), _rows(y)
+    zero = zf.dtype.type(0)
+    for n in range(n0, _stop(n1, N)):
+        for k in range(zf.shape[1]):
+            v = zf[n, k]
+            yf[n, k] = zero if v <= 0 else v          # NaN <= 0 is False: NaN stays NaN
+    return y
 
 
-@njit(cache=True)
-def relu_backward(dout, y):
+@_jit
+def relu_backward(dout, y, dz=None, n0=0, n1=-1):
     """``dL/dz = dL/dy * [y > 0]`` from the ReLU's *output* ``y`` (``y > 0`` exactly where ``z > 0``)."""
-    d = np.ascontiguousarray(dout).reshape(-1)
-    yf = np.ascontiguousarray(y).reshape(-1)
-    dz = np.empty_like(d)
+    if dz is None:
+        dz = np.empty(dout.shape, dtype=dout.dtype)
+    N = dout.shape[0]
+    d, yf, dzf = _rows(dout), _rows(y), _rows(dz)
     zero = d.dtype.type(0)
-    for k in range(d.size):
-        dz[k] = d[k] if yf[k] > 0 else zero
-    return dz.reshape(dout.shape)
+    for n in range(n0, _stop(n1, N)):
+        for k in range(d.shape[1]):
+            dzf[n, k] = d[n, k] if yf[n, k] > 0 else zero
+    return dz
 
 
-@njit(cache=True)
-def dropout_forward(x, u, rate, scale):
+@_jit
+def dropout_forward(x, u, rate, scale, y=None, mask=None, n0=0, n1=-1):
     """Inverted dropout in one pass: ``mask = scale * [u >= rate]``, ``y = x * mask``.
 
     ``u`` holds one uniform [0, 1) number per element. Returns ``(y, mask)``.
     """
-    xf = np.ascontiguousarray(x).reshape(-1)
-    uf = np.ascontiguousarray(u).reshape(-1)
-    y = np.empty_like(xf)
-    mask = np.empty_like(xf)
+    if y is None:
+        y = np.empty(x.shape, dtype=x.dtype)
+    if mask is None:
+        mask = np.empty(x.shape, dtype=x.dtype)
+    N = x.shape[0]
+    xf, uf, yf, mf = _rows(x), _rows(u), _rows(y), _rows(mask)
     s, zero = xf.dtype.type(scale), xf.dtype.type(0)
-    for k in range(xf.size):
-        m = s if uf[k] >= rate else zero
-        mask[k] = m
-        y[k] = xf[k] * m
-    return y.reshape(x.shape), mask.reshape(x.shape)
+    for n in range(n0, _stop(n1, N)):
+        for k in range(xf.shape[1]):
+            m = s if uf[n, k] >= rate else zero
+            mf[n, k] = m
+            yf[n, k] = xf[n, k] * m
+    return y, mask
 
 
-@njit(cache=True, error_model="numpy")      # numpy error model: no zero-division check, so the loop vectorises
+@njit(cache=True, nogil=True, error_model="numpy")   # numpy error model: no zero-division check, so it vectorises
 def adam_update(param, grad, m, v, b1, b2, lr_t, eps):
     """One Adam step for one parameter array, in place, in a single pass.
 

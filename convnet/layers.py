@@ -14,7 +14,11 @@ Every layer has the same life cycle:
 So for any layer, the forward math is in its ``call`` and the backward math
 (with the derivative stated in a comment) in its ``backprop``, a few lines
 apart. Heavy loops live in :mod:`convnet.kernels` (numba), and a naive loop
-version of conv and pool lives in :mod:`convnet.reference`.
+version of conv and pool lives in :mod:`convnet.reference`. The layers run
+kernels through ``threads.over_images(kernel, N, *args)``, which is simply
+``kernel(*args)`` shared out over ranges of the batch's images (see
+:mod:`convnet.threads`), and large products through ``threads.matmul(a, b)``,
+which is ``a @ b``.
 
 After each call a layer keeps ``output`` (its last activation), and after
 each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
@@ -188,12 +192,14 @@ class Conv2D(Layer):
 
     def call(self, x, training):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
-        cols = kernels.im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW,
-                                   self._cols_buffer(x.shape[0] * OH * OW, x.dtype))  # (N*OH*OW, kh*kw*C)
+        x = np.ascontiguousarray(x)
+        N = x.shape[0]
+        cols = self._cols_buffer(N * OH * OW, x.dtype)                     # (N*OH*OW, kh*kw*C)
+        threads.over_images(kernels.im2col_into, N, x, kh, kw, sh, sw, pt, pl, OH, OW, cols)
         self.cols, self.x_shape = cols, x.shape
         z = threads.matmul(cols, self.params["kernel"].reshape(-1, self.filters))   # cols @ K2
-        kernels.add_bias(z, self.params["bias"])      # z += b in place: no second (N*OH*OW, F) array
-        return z.reshape(x.shape[0], OH, OW, self.filters)
+        threads.over_images(kernels.add_bias, len(z), z, self.params["bias"])     # z += b, in place
+        return z.reshape(N, OH, OW, self.filters)
 
     def _cols_buffer(self, rows, dtype):
         """The im2col matrix of the last batch if it has the right size (reused: it is big), else a new one."""
@@ -219,7 +225,10 @@ class Conv2D(Layer):
         if not self.need_input_grad:
             return None
         N, H, W, C = self.x_shape
-        return kernels.col2im(threads.matmul(dz2, K2.T), N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW)
+        dcols = threads.matmul(dz2, K2.T)
+        dx = np.empty(self.x_shape, dtype=dcols.dtype)
+        threads.over_images(kernels.col2im, N, dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx)
+        return dx
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -259,15 +268,19 @@ class MaxPool2D(Layer):
         (kh, kw), (sh, sw) = self.pool_size, self.strides
         pt = pad_amounts(H, kh, sh, self.padding)[0]
         pl = pad_amounts(W, kw, sw, self.padding)[0]
-        out, self.argmax = kernels.maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW)
+        N, C = x.shape[0], x.shape[3]
+        out, self.argmax = np.empty((N, OH, OW, C), x.dtype), np.empty((N, OH, OW, C), np.int32)
+        threads.over_images(kernels.maxpool_forward, N, x, kh, kw, sh, sw, pt, pl, OH, OW, out, self.argmax)
         return out
 
     def backprop(self, dz):
         # dy/dx is 1 for the (first) maximum of each window and 0 elsewhere,
         # so each window's gradient goes to the pixel recorded in argmax;
         # a pixel that wins several overlapping windows gets their sum.
-        H, W, _ = self.input_shape
-        return kernels.maxpool_backward(dz, self.argmax, H, W)
+        H, W, C = self.input_shape
+        dx = np.empty((len(dz), H, W, C), dtype=dz.dtype)
+        threads.over_images(kernels.maxpool_backward, len(dz), dz, self.argmax, H, W, dx)
+        return dx
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
@@ -304,7 +317,9 @@ class Dropout(Layer):
         # keep an element when its uniform draw u >= rate, i.e. with probability 1 - rate;
         # one fused pass builds mask = [u >= rate] / (1 - rate) and y = x * mask
         u = self.rng.random(x.shape, dtype=np.float32)
-        y, self.mask = kernels.dropout_forward(x, u, np.float32(self.rate), 1.0 / (1.0 - self.rate))
+        y, self.mask = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
+        threads.over_images(kernels.dropout_forward, len(x), x, u, np.float32(self.rate),
+                            1.0 / (1.0 - self.rate), y, self.mask)
         return y
 
     def backprop(self, dz):

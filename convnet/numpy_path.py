@@ -23,6 +23,9 @@ expressions that the numba versions fuse into single passes.
 
 All functions are channels-last (NHWC); the conventions (``kh, kw, sh, sw,
 pt, pl, OH, OW``) are those described at the top of :mod:`convnet.kernels`.
+Like the kernels, each also accepts its output array(s) and a range of
+images ``n0 <= n < n1`` at the end (what :func:`convnet.threads.over_images`
+passes): it then computes those images only, into the given outputs.
 """
 import contextlib
 import sys
@@ -45,8 +48,21 @@ def _pad_for_windows(x, kh, kw, sh, sw, pt, pl, OH, OW, value):
     return np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=value)
 
 
-def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols):
-    """:func:`im2col` writing into the given ``(N*OH*OW, kh*kw*C)`` buffer ``cols``; returns it."""
+def _images(n0, n1, N):
+    """The slice ``n0:n1`` of the batch axis (``n1 < 0``: to the end)."""
+    return slice(n0, N if n1 < 0 else min(n1, N))
+
+
+def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0=0, n1=-1):
+    """:func:`im2col` writing into the given ``(N*OH*OW, kh*kw*C)`` buffer ``cols``; returns it.
+
+    With a range, only the rows of images ``n0 <= n < n1`` are written.
+    """
+    part = _images(n0, n1, len(x))
+    if (part.start, part.stop) != (0, len(x)):
+        rows = OH * OW
+        im2col_into(x[part], kh, kw, sh, sw, pt, pl, OH, OW, cols[part.start * rows:part.stop * rows])
+        return cols
     N, H, W, C = x.shape
     xp = _pad_for_windows(x, kh, kw, sh, sw, pt, pl, OH, OW, 0)
     c6 = cols.reshape(N, OH, OW, kh, kw, C)            # a view: writing c6 writes cols
@@ -69,13 +85,19 @@ def im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
     return im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols)
 
 
-def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
+def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx=None, n0=0, n1=-1):
     """Adjoint of :func:`im2col`: add every window row back onto its pixels.
 
     ``dx[n, h, w, c]`` is the sum of the ``dcols`` entries that were copied
     from pixel ``(h, w, c)``; padding positions are dropped. Returns an
-    ``(N, H, W, C)`` array, the same as :func:`convnet.kernels.col2im`.
+    ``(N, H, W, C)`` array, the same as :func:`convnet.kernels.col2im`
+    (given ``dx`` and a range: images ``n0..n1`` of ``dx`` are overwritten).
     """
+    if dx is not None:
+        part, rows = _images(n0, n1, N), OH * OW
+        dx[part] = col2im(dcols[part.start * rows:part.stop * rows], part.stop - part.start, H, W, C,
+                          kh, kw, sh, sw, pt, pl, OH, OW)
+        return dx
     d6 = dcols.reshape(N, OH, OW, kh, kw, C)
     Hp = max(H + pt, (OH - 1) * sh + kh)
     Wp = max(W + pl, (OW - 1) * sw + kw)
@@ -88,14 +110,24 @@ def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW):
     return np.ascontiguousarray(dxp[:, pt:pt + H, pl:pl + W, :])
 
 
-def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW):
+def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW, out=None, argmax=None, n0=0, n1=-1):
     """Max over each window and the flat index ``h*W + w`` of its first maximum.
 
     Returns ``(out, argmax)`` like :func:`convnet.kernels.maxpool_forward`:
     ``out`` (N, OH, OW, C) in ``x``'s dtype and ``argmax`` (int32, same
     shape). ``np.argmax`` returns the first maximum in row-by-row scan order,
-    the tie rule of the kernel and of TensorFlow. Padding is ``-inf``.
+    the tie rule of the kernel and of TensorFlow, and treats NaN as the
+    maximum (the first NaN wins), as the kernel does. Padding is ``-inf``.
     """
+    if out is not None or argmax is not None:
+        part = _images(n0, n1, len(x))
+        o, a = maxpool_forward(x[part], kh, kw, sh, sw, pt, pl, OH, OW)
+        if out is None:
+            out = np.empty((len(x), OH, OW, x.shape[3]), x.dtype)
+        if argmax is None:
+            argmax = np.empty((len(x), OH, OW, x.shape[3]), np.int32)
+        out[part], argmax[part] = o, a
+        return out, argmax
     N, H, W, C = x.shape
     xp = _pad_for_windows(x, kh, kw, sh, sw, pt, pl, OH, OW, -np.inf)
     # windows[n, oh, ow, c] is the kh x kw window, flattened row by row
@@ -110,13 +142,17 @@ def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW):
     return out, (h * W + w).astype(np.int32)
 
 
-def maxpool_backward(dout, argmax, H, W):
+def maxpool_backward(dout, argmax, H, W, dx=None, n0=0, n1=-1):
     """Send each window's gradient to the pixel that won its max.
 
     ``dx[n, h, w, c]`` is the sum of ``dout[n, oh, ow, c]`` over the windows
     whose ``argmax`` is ``h*W + w`` (several, if windows overlap); zero
     elsewhere. Same result as :func:`convnet.kernels.maxpool_backward`.
     """
+    if dx is not None:
+        part = _images(n0, n1, len(dout))
+        dx[part] = maxpool_backward(dout[part], argmax[part], H, W)
+        return dx
     N, OH, OW, C = dout.shape
     n = np.arange(N).reshape(N, 1, 1, 1)
     c = np.arange(C).reshape(1, 1, 1, C)
@@ -130,26 +166,42 @@ def maxpool_backward(dout, argmax, H, W):
 # The kernels module also fuses a few element-wise passes into single loops;
 # here they are the plain NumPy expressions those loops replace.
 
-def add_bias(z, b):
-    """``z[r, f] += b[f]`` in place (broadcasting along the rows); returns ``z``."""
-    z += b
+def add_bias(z, b, n0=0, n1=-1):
+    """``z[r, f] += b[f]`` in place (broadcasting along the rows ``n0 <= r < n1``); returns ``z``."""
+    z[_images(n0, n1, len(z))] += b
     return z
 
 
-def relu_forward(z):
-    """``y = max(z, 0)`` as a new array."""
-    return np.maximum(z, z.dtype.type(0))
+def relu_forward(z, y=None, n0=0, n1=-1):
+    """``y = max(z, 0)`` as a new array (or into ``y``, rows ``n0..n1``)."""
+    if y is None:
+        return np.maximum(z, z.dtype.type(0))
+    part = _images(n0, n1, len(z))
+    np.maximum(z[part], z.dtype.type(0), out=y[part])
+    return y
 
 
-def relu_backward(dout, y):
-    """``dL/dz = dL/dy * [y > 0]``, from the ReLU's output ``y``."""
-    return np.where(y > 0, dout, dout.dtype.type(0))
+def relu_backward(dout, y, dz=None, n0=0, n1=-1):
+    """``dL/dz = dL/dy * [y > 0]``, from the ReLU's output ``y`` (into ``dz``, rows ``n0..n1``, if given)."""
+    if dz is None:
+        return np.where(y > 0, dout, dout.dtype.type(0))
+    part = _images(n0, n1, len(dout))
+    dz[part] = np.where(y[part] > 0, dout[part], dout.dtype.type(0))
+    return dz
 
 
-def dropout_forward(x, u, rate, scale):
-    """Inverted dropout: ``mask = scale * [u >= rate]``, ``y = x * mask``; returns ``(y, mask)``."""
-    mask = (u >= rate).astype(x.dtype) * x.dtype.type(scale)
-    return x * mask, mask
+def dropout_forward(x, u, rate, scale, y=None, mask=None, n0=0, n1=-1):
+    """Inverted dropout: ``mask = scale * [u >= rate]``, ``y = x * mask``; returns ``(y, mask)``.
+
+    Given ``y`` and ``mask``, rows ``n0..n1`` of them are written.
+    """
+    if y is None or mask is None:
+        mask = (u >= rate).astype(x.dtype) * x.dtype.type(scale)
+        return x * mask, mask
+    part = _images(n0, n1, len(x))
+    mask[part] = (u[part] >= rate).astype(x.dtype) * x.dtype.type(scale)
+    y[part] = x[part] * mask[part]
+    return y, mask
 
 
 def adam_update(param, grad, m, v, b1, b2, lr_t, eps):

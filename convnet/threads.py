@@ -1,72 +1,88 @@
-"""How many threads convnet's kernels and matrix products use.
+"""How many threads convnet's kernels and matrix products use, and how work is shared between them.
 
-Two thread pools would normally serve a training step: numba's (the
-``prange`` loops in :mod:`convnet.kernels`) and the BLAS library's behind
-numpy's ``@``. Both keep their idle workers *spinning* for a while after
-each parallel region, hoping for more work. At batch 32 every region is
-short (tens to hundreds of microseconds), so on a small machine the two
-pools mostly fight each other, and any other busy process, for the cores:
-on the 2-core development machine a seed-model step took ~280 ms with both
-pools at two threads and ~9 ms with one thread each
-(``docs/performance.md``).
+Two thread pools would normally serve a training step: numba's parallel
+loops and the BLAS library's behind numpy's ``@``. Both keep their idle
+workers *spinning* for a while after each parallel region, hoping for more
+work. At batch 32 every region is short (tens to hundreds of
+microseconds), so on a small machine the pools mostly fight each other, and
+any other busy process, for the cores: on the 2-core development machine a
+seed-model step took ~280 ms with both pools at two threads and ~9 ms with
+one thread each (``docs/performance.md``).
 
-So inside :meth:`Sequential.train_step`, ``forward`` and ``backward``
-(which enter :func:`limited`), convnet holds numba and BLAS at **one
-thread** and parallelises only where it pays: the large matrix products of
-the convolutions (:func:`matmul`) are cut into row blocks shared between
-the calling thread and sleeping helper threads. A helper that cannot get a
-core only delays its block; it never burns a core waiting. The previous
-pool settings are restored on the way out, so code outside convnet keeps
-whatever threads it had.
+So convnet shares the work itself, between the calling thread and a few
+*sleeping* helper threads (one on a 2-core machine):
 
-* ``set_num_threads(n)``: threads sharing a large product (default: 2 on
-  a machine with at least 2 cores, else 1); ``1`` is fully serial;
-* ``set_num_threads(None)``: convnet does not touch the pools at all
-  (numba and BLAS use their own settings; no splitting);
+* :func:`over_images` runs a numba kernel of :mod:`convnet.kernels` on
+  ranges of images (the kernels release the GIL, so the ranges really run
+  at the same time). Each image is computed by the same loop whatever the
+  split, so the result is bit-for-bit that of one serial call.
+* :func:`matmul` cuts a large matrix product into row blocks, each an
+  ordinary single-threaded BLAS product (numpy releases the GIL in BLAS).
+  Row ``r`` of ``a @ b`` only depends on row ``r`` of ``a``; the test suite
+  checks that the split result equals the unsplit one.
+
+Inside :meth:`Sequential.train_step`, ``forward`` and ``backward`` (which
+enter :func:`limited`) BLAS is held at **one thread**, and restored on the
+way out, so code outside convnet keeps whatever threads it had. A helper
+that cannot get a core only delays its block; it never burns a core
+waiting. Nothing here uses numba's own thread pool (no kernel has a
+``prange`` loop).
+
+* ``set_num_threads(n)``: threads sharing the work (default: 2 on a
+  machine with at least 2 cores, else 1); ``1`` is fully serial;
+* ``set_num_threads(None)``: convnet does not touch BLAS's pool and does
+  not split anything (kernels run on the calling thread, products with
+  BLAS's own threads);
 * the environment variable ``CONVNET_NUM_THREADS`` sets the starting value
-  (a number, or ``none``).
+  (a positive number, or ``none``).
 """
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 
 
-def _from_environment():
-    value = os.environ.get("CONVNET_NUM_THREADS", str(min(2, os.cpu_count() or 1))).strip().lower()
-    if value in ("none", ""):
+def _parse(value, source):
+    """A thread count from text: a positive integer, or ``none``/empty for None."""
+    text = str(value).strip().lower()
+    if text in ("none", ""):
         return None
     try:
-        n = int(value)
+        n = int(text)
     except ValueError:
-        raise ValueError(f"CONVNET_NUM_THREADS={value!r}: expected a positive integer or 'none'") from None
+        n = 0
     if n < 1:
-        raise ValueError(f"CONVNET_NUM_THREADS={value!r}: expected a positive integer or 'none'")
+        raise ValueError(f"{source}={value!r}: expected a positive integer or 'none'")
     return n
+
+
+def _from_environment():
+    return _parse(os.environ.get("CONVNET_NUM_THREADS", str(min(2, os.cpu_count() or 1))), "CONVNET_NUM_THREADS")
 
 
 _num_threads = _from_environment()
 _blas_pools = None          # threadpoolctl controllers of the BLAS libraries, found on first use
-_helpers = None             # ThreadPoolExecutor for matmul's extra row blocks, made on first use
+_helpers = []               # the running helper threads (started on first use)
+_split_lock = threading.Lock()   # one split at a time: helpers serve one caller thread at once
 #: products smaller than this many flops (2*M*K*N) are not worth a hand-off to a helper thread
 MIN_SPLIT_FLOPS = 16e6
+#: kernels whose largest array has fewer elements than this run on the calling thread alone
+MIN_SPLIT_ELEMENTS = 50_000
 _local = threading.local()  # per Python thread: nesting depth of `limited` (train_step -> forward -> ...)
 
 
 def set_num_threads(n):
-    """Threads sharing convnet's large matrix products (numba and BLAS: 1) inside train_step/forward/backward.
+    """Threads sharing convnet's kernels and large products (BLAS: 1 inside train_step/forward/backward).
 
-    ``None``: convnet leaves numba's and BLAS's thread pools alone and does not split products.
+    ``None``: convnet leaves BLAS's thread pool alone and does not split work.
     """
-    global _num_threads, _helpers
+    global _num_threads
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"set_num_threads: expected a positive int or None, got {n!r}")
-    if _helpers is not None and n != _num_threads:
-        _helpers.shutdown(wait=True)
-        _helpers = None
+    if n != _num_threads:
+        _stop_helpers()
     _num_threads = n
 
 
@@ -87,6 +103,114 @@ def _blas():
     return _blas_pools
 
 
+# ------------------------------------------------------------ helper threads
+class _Helper:
+    """One sleeping worker thread: takes ``(fn, args)`` from its inbox, posts the outcome to its outbox.
+
+    Both queues are ``queue.SimpleQueue`` (implemented in C): a blocked
+    ``get`` sleeps without holding the GIL, and a hand-off costs a few
+    microseconds, much less than ``concurrent.futures``' bookkeeping.
+    """
+
+    def __init__(self, index):
+        self.inbox, self.outbox = queue.SimpleQueue(), queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name=f"convnet-helper-{index}", daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            job = self.inbox.get()
+            if job is None:                       # told to stop
+                return
+            fn, args = job
+            try:
+                fn(*args)
+                self.outbox.put(None)
+            except BaseException as exc:          # handed to the caller, raised there
+                self.outbox.put(exc)
+
+    def stop(self):
+        self.inbox.put(None)
+
+
+def _stop_helpers():
+    global _helpers
+    for helper in _helpers:
+        helper.stop()
+    _helpers = []
+
+
+def _forget_helpers_after_fork():
+    """A forked child has none of its parent's threads: start new helpers when needed."""
+    global _helpers, _split_lock
+    _helpers = []
+    _split_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers_after_fork)
+
+
+def _run_blocks(fn, bounds):
+    """``fn(lo, hi)`` for each ``(lo, hi)`` of ``bounds``: the first on this thread, the others on helpers.
+
+    Waits for all of them; an exception in any block is raised here (after
+    every block has finished, so no helper still writes into the output).
+    """
+    global _helpers
+    while len(_helpers) < len(bounds) - 1:
+        _helpers.append(_Helper(len(_helpers)))
+    for helper, (lo, hi) in zip(_helpers, bounds[1:]):
+        helper.inbox.put((fn, (lo, hi)))
+    error = None
+    try:
+        fn(*bounds[0])
+    except BaseException as exc:
+        error = exc
+    for helper in _helpers[:len(bounds) - 1]:
+        outcome = helper.outbox.get()
+        if outcome is not None and error is None:
+            error = outcome
+    if error is not None:
+        raise error
+
+
+def _split(n_items, parts):
+    """``parts`` consecutive ``(lo, hi)`` ranges covering ``0..n_items`` as evenly as possible."""
+    edges = [n_items * i // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _parts(n_items):
+    """How many threads a split of ``n_items`` should use now (1: do not split)."""
+    n = _num_threads
+    if n is None or n == 1 or n_items < 2:
+        return 1
+    return min(n, n_items)
+
+
+# ---------------------------------------------------------------- public
+def over_images(kernel, n_images, *args):
+    """Run ``kernel(*args, n0, n1)`` over image ranges covering ``0..n_images``, shared between threads.
+
+    ``kernel`` is a kernel of :mod:`convnet.kernels` (or its NumPy twin)
+    and ``args`` its arguments *including the output arrays*: given a range,
+    a kernel writes the images ``n0 <= n < n1`` of those outputs and nothing
+    else (see the kernels module). Small jobs (the largest array argument
+    under :data:`MIN_SPLIT_ELEMENTS` elements) run in one call on this
+    thread. The results are in the output arrays; nothing is returned.
+    """
+    parts = _parts(n_images)
+    largest = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
+    if parts == 1 or largest < MIN_SPLIT_ELEMENTS or not _split_lock.acquire(blocking=False):
+        kernel(*args, 0, n_images)
+        return
+    try:
+        _run_blocks(lambda lo, hi: kernel(*args, lo, hi), _split(n_images, parts))
+    finally:
+        _split_lock.release()
+
+
 def matmul(a, b):
     """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is split by rows over the threads.
 
@@ -95,37 +219,31 @@ def matmul(a, b):
     of the others, all with single-threaded BLAS (numpy releases the GIL
     inside BLAS, so the blocks really run at the same time).
     """
-    n = _num_threads
     M, K = a.shape
     F = b.shape[1]
-    if (n is None or n == 1 or getattr(_local, "depth", 0) == 0
-            or 2.0 * M * K * F < MIN_SPLIT_FLOPS or M < 64 * n):
+    parts = _parts(M // 64)                      # at least 64 rows per block
+    if (parts == 1 or getattr(_local, "depth", 0) == 0 or 2.0 * M * K * F < MIN_SPLIT_FLOPS
+            or not _split_lock.acquire(blocking=False)):
         return a @ b
-    global _helpers
-    if _helpers is None:
-        _helpers = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="convnet-matmul")
-    out = np.empty((M, F), dtype=np.result_type(a, b))
-    edges = [M * i // n for i in range(n + 1)]
-    futures = [_helpers.submit(np.matmul, a[lo:hi], b, out[lo:hi]) for lo, hi in zip(edges[1:-1], edges[2:])]
-    np.matmul(a[:edges[1]], b, out[:edges[1]])
-    for future in futures:
-        future.result()
+    try:
+        out = np.empty((M, F), dtype=np.result_type(a, b))
+        _run_blocks(lambda lo, hi: np.matmul(a[lo:hi], b, out[lo:hi]), _split(M, parts))
+    finally:
+        _split_lock.release()
     return out
 
 
 class limited:
-    """Context manager: numba and BLAS run on one thread inside (if convnet manages threads), as before outside.
+    """Context manager: BLAS runs on one thread inside (if convnet manages threads), as before outside.
 
     Cheap enough to enter on every batch (a few ctypes calls); nested uses
-    cost nothing, only the outermost one changes and restores the pools.
+    cost nothing, only the outermost one changes and restores the pool.
     """
 
     def __enter__(self):
         depth = _local.depth = getattr(_local, "depth", 0) + 1
         self.active = depth == 1 and _num_threads is not None      # only the outermost one acts
         if self.active:
-            self.numba_before = numba.get_num_threads()
-            numba.set_num_threads(1)
             self.blas_before = []
             for pool in _blas():
                 self.blas_before.append((pool, pool.num_threads))
@@ -135,7 +253,6 @@ class limited:
     def __exit__(self, *exc):
         _local.depth -= 1
         if self.active:
-            numba.set_num_threads(self.numba_before)
             for pool, before in self.blas_before:
                 pool.set_num_threads(before)
         return False

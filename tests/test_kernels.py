@@ -258,8 +258,6 @@ def test_maxpool_forward_kernel_reports_first_max_index():
     np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 3], [0, 0]])
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: maxpool_forward skips a NaN unless it is the first value of "
-                                       "its window (v > best is False for NaN); the reference's max() returns NaN")
 def test_maxpool_window_with_nan_gives_nan_like_the_reference():
     x = np.array([[1, np.nan], [2, 0]], dtype=np.float32)[None, :, :, None]
     out, _ = kernels.maxpool_forward(x, 2, 2, 2, 2, 0, 0, 1, 1)

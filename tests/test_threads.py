@@ -1,0 +1,256 @@
+"""convnet.threads: the thread-count setting, work splitting, and that splitting never changes a result.
+
+Splitting work between threads must be invisible in the numbers: every
+kernel computes each image with the same loop whatever the split, and a row
+block of a matrix product is the same product on fewer rows. So a training
+step with 2 threads must give *bit-identical* weights to one with 1 thread,
+and every split kernel call must equal the serial call exactly.
+"""
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from convnet import kernels, numpy_path, threads
+from tests.conftest import seed_model
+
+
+@pytest.fixture
+def num_threads():
+    """Set convnet's thread count inside a test; the previous value comes back afterwards."""
+    before = threads.get_num_threads()
+    yield threads.set_num_threads
+    threads.set_num_threads(before)
+
+
+@pytest.fixture
+def always_split(monkeypatch):
+    """Split even small jobs, so that the tests' small arrays really go through the helper threads."""
+    monkeypatch.setattr(threads, "MIN_SPLIT_ELEMENTS", 0)
+    monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 0)
+
+
+# ----------------------------------------------------------------- the setting
+def test_set_and_get_num_threads(num_threads):
+    num_threads(3)
+    assert threads.get_num_threads() == 3
+    num_threads(1)
+    assert threads.get_num_threads() == 1
+    num_threads(None)
+    assert threads.get_num_threads() is None
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_set_num_threads_rejects_bad_values(num_threads, bad):
+    with pytest.raises(ValueError, match="positive int or None"):
+        num_threads(bad)
+
+
+@pytest.mark.parametrize("text, expected", [("1", 1), (" 4 ", 4), ("none", None), ("None", None), ("", None)])
+def test_environment_variable_is_parsed(monkeypatch, text, expected):
+    monkeypatch.setenv("CONVNET_NUM_THREADS", text)
+    assert threads._from_environment() == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "1.5"])
+def test_environment_variable_errors_name_the_variable_and_the_expectation(monkeypatch, text):
+    monkeypatch.setenv("CONVNET_NUM_THREADS", text)
+    with pytest.raises(ValueError, match=r"CONVNET_NUM_THREADS=.*expected a positive integer or 'none'"):
+        threads._from_environment()
+
+
+def test_default_is_at_most_two_threads(monkeypatch):
+    monkeypatch.delenv("CONVNET_NUM_THREADS", raising=False)
+    assert threads._from_environment() in (1, 2)
+
+
+# -------------------------------------------------------------------- matmul
+@pytest.mark.parametrize("M, K, F", [(5, 7, 3), (200, 64, 32), (2593, 512, 32), (512, 2592, 32)])
+def test_matmul_equals_the_plain_product(num_threads, M, K, F):
+    rng = np.random.default_rng(M)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, F)).astype(np.float32)
+    num_threads(2)
+    with threads.limited():
+        split = threads.matmul(a, b)
+    np.testing.assert_allclose(split, a @ b, rtol=1e-5, atol=1e-4)
+    with threads.limited():                       # the same split twice: exactly the same numbers
+        np.testing.assert_array_equal(threads.matmul(a, b), split)
+
+
+def test_matmul_split_rows_equal_the_serial_product_bit_for_bit(num_threads, always_split):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((1000, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 32)).astype(np.float32)
+    num_threads(1)
+    with threads.limited():
+        serial = threads.matmul(a, b)
+    num_threads(2)
+    with threads.limited():
+        split = threads.matmul(a, b)
+    np.testing.assert_array_equal(split, serial)
+
+
+def test_matmul_transposed_views_are_split_correctly(num_threads, always_split):
+    rng = np.random.default_rng(1)
+    cols = rng.standard_normal((2000, 256)).astype(np.float32)
+    dz = rng.standard_normal((2000, 32)).astype(np.float32)
+    num_threads(2)
+    with threads.limited():
+        dw = threads.matmul(cols.T, dz)               # (256, 32): the conv kernel gradient's shape
+    np.testing.assert_allclose(dw, cols.T @ dz, rtol=1e-4, atol=1e-3)
+
+
+# --------------------------------------------------------------- over_images
+def _kernel_calls(rng):
+    """(kernel, n, args-with-outputs, outputs) for every kernel the layers split over images."""
+    N, H, W, C, F = 5, 9, 9, 3, 4
+    kh = kw = 3
+    x = rng.standard_normal((N, H, W, C)).astype(np.float32)
+    OH = OW = 7
+    window = (kh, kw, 1, 1, 0, 0, OH, OW)
+    cols = np.full((N * OH * OW, kh * kw * C), np.nan, np.float32)
+    dcols = rng.standard_normal(cols.shape).astype(np.float32)
+    dx = np.full(x.shape, np.nan, np.float32)
+    P = 4
+    pool_out, argmax = np.full((N, P, P, C), np.nan, np.float32), np.full((N, P, P, C), -7, np.int32)
+    pool_geometry = (2, 2, 2, 2, 0, 0, P, P)
+    dpool = rng.standard_normal((N, P, P, C)).astype(np.float32)
+    _, true_argmax = kernels.maxpool_forward(x, *pool_geometry)
+    dx_pool = np.full(x.shape, np.nan, np.float32)
+    z = rng.standard_normal((N * 6, F)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    y = np.full(x.shape, np.nan, np.float32)
+    dz = np.full(x.shape, np.nan, np.float32)
+    relu_y = np.maximum(x, 0)
+    u = rng.random(x.shape, dtype=np.float32)
+    drop_y, mask = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
+    return [
+        ("im2col_into", N, (x, *window, cols), (cols,)),
+        ("col2im", N, (dcols, N, H, W, C, *window, dx), (dx,)),
+        ("maxpool_forward", N, (x, *pool_geometry, pool_out, argmax), (pool_out, argmax)),
+        ("maxpool_backward", N, (dpool, true_argmax, H, W, dx_pool), (dx_pool,)),
+        ("add_bias", len(z), (z, b), (z,)),
+        ("relu_forward", N, (x, y), (y,)),
+        ("relu_backward", N, (x, relu_y, dz), (dz,)),
+        ("dropout_forward", N, (x, u, np.float32(0.3), 1 / 0.7, drop_y, mask), (drop_y, mask)),
+    ]
+
+
+@pytest.mark.parametrize("module", [kernels, numpy_path], ids=["numba", "numpy"])
+def test_over_images_gives_exactly_the_serial_result(num_threads, always_split, module):
+    results = {}
+    for threads_used in (1, 2):
+        num_threads(threads_used)
+        for name, n, args, outputs in _kernel_calls(np.random.default_rng(3)):
+            threads.over_images(getattr(module, name), n, *args)
+            results.setdefault(name, []).append([o.copy() for o in outputs])
+    for name, (serial, split) in results.items():
+        for a, b in zip(serial, split):
+            assert not np.isnan(a).any(), f"{name}: an output element was never written"
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("module", [kernels, numpy_path], ids=["numba", "numpy"])
+def test_range_kernels_write_only_their_images(module):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 6, 6, 2)).astype(np.float32)
+    window = (2, 2, 2, 2, 0, 0, 3, 3)
+    out = np.full((4, 3, 3, 2), -5.0, np.float32)
+    argmax = np.full((4, 3, 3, 2), -5, np.int32)
+    module.maxpool_forward(x, *window, out, argmax, 1, 3)
+    full_out, full_argmax = kernels.maxpool_forward(x, *window)
+    np.testing.assert_array_equal(out[1:3], full_out[1:3])
+    np.testing.assert_array_equal(argmax[1:3], full_argmax[1:3])
+    assert (out[[0, 3]] == -5).all() and (argmax[[0, 3]] == -5).all()
+    cols = np.full((4 * 25, 2 * 2 * 2), -5.0, np.float32)
+    module.im2col_into(x, 2, 2, 1, 1, 0, 0, 5, 5, cols, 2, -1)          # -1: to the end
+    np.testing.assert_array_equal(cols[50:], kernels.im2col(x, 2, 2, 1, 1, 0, 0, 5, 5)[50:])
+    assert (cols[:50] == -5).all()
+
+
+def test_over_images_raises_a_helper_threads_error(num_threads, always_split):
+    calls = []
+
+    def kernel(values, n0, n1):
+        calls.append((n0, n1))
+        if n0 > 0:
+            raise ArithmeticError(f"bad block {n0}:{n1}")
+    num_threads(2)
+    with pytest.raises(ArithmeticError, match="bad block 2:4"):
+        threads.over_images(kernel, 4, np.zeros(4))
+    assert sorted(calls) == [(0, 2), (2, 4)]
+    threads.over_images(lambda v, a, b: calls.append((a, b)), 4, np.zeros(4))    # the helpers still work
+    assert sorted(calls[2:]) == [(0, 2), (2, 4)]
+
+
+def test_small_jobs_and_one_thread_are_not_split(num_threads):
+    calls = []
+    num_threads(2)
+    threads.over_images(lambda v, a, b: calls.append((a, b)), 8, np.zeros(10))   # under MIN_SPLIT_ELEMENTS
+    num_threads(1)
+    threads.over_images(lambda v, a, b: calls.append((a, b)), 8, np.zeros(10 ** 6))
+    num_threads(None)
+    threads.over_images(lambda v, a, b: calls.append((a, b)), 8, np.zeros(10 ** 6))
+    assert calls == [(0, 8)] * 3
+
+
+# ------------------------------------------------------------------- limited
+def _blas_threads():
+    return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_limited_holds_blas_at_one_thread_and_restores_it(num_threads):
+    from threadpoolctl import threadpool_limits
+
+    num_threads(2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        with threads.limited():
+            assert all(n == 1 for n in _blas_threads())
+            with threads.limited():                       # nested: still one, and no early restore
+                pass
+            assert all(n == 1 for n in _blas_threads())
+        assert _blas_threads() == before
+
+
+def test_limited_with_none_leaves_the_pools_alone(num_threads):
+    from threadpoolctl import threadpool_limits
+
+    num_threads(None)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        with threads.limited():
+            assert _blas_threads() == before
+
+
+def test_limited_restores_after_an_exception(num_threads):
+    from threadpoolctl import threadpool_limits
+
+    num_threads(2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = _blas_threads()
+        with pytest.raises(KeyError):
+            with threads.limited():
+                raise KeyError("x")
+        assert _blas_threads() == before
+        with threads.limited():                           # the nesting depth was unwound too
+            assert all(n == 1 for n in _blas_threads())
+
+
+# ---------------------------------------------------------------- determinism
+def _trained_weights(n_threads, steps=3):
+    threads.set_num_threads(n_threads)
+    model = seed_model(seed=0)
+    model.compile("adam")
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        model.train_step(rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32))
+    return model.get_weights(), model.predict(rng.random((70, 28, 28, 1), dtype=np.float32))
+
+
+def test_training_steps_are_bit_identical_with_one_and_two_threads(num_threads):
+    w1, p1 = _trained_weights(1)
+    w2, p2 = _trained_weights(2)
+    for a, b in zip(w1, w2):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(p1, p2)
