@@ -5,7 +5,8 @@ The analytic gradient from ``backward`` is compared with
     df/dx_i  ~  (f(x + h e_i) - f(x - h e_i)) / (2 h)
 
 and the relative error ``max_i |a_i - n_i| / max(|a_i| + |n_i|, 1e-8)``
-(the CS231n definition). In float64 with h = 1e-5 a correct backward gives
+(the CS231n definition; :func:`norm_relative_error` is the whole-array
+version, robust to entries whose gradient is almost zero). In float64 with h = 1e-5 a correct backward gives
 about 1e-8 or less; a wrong one gives something near 1.
 
 To check a single layer, the scalar is ``f = sum(layer.forward(x) * R)``
@@ -22,6 +23,20 @@ def relative_error(analytic, numeric):
     if a.size == 0:
         return 0.0
     return float(np.max(np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), 1e-8)))
+
+
+def norm_relative_error(analytic, numeric):
+    """``||a - n|| / max(||a|| + ||n||, 1e-12)``: one number for a whole set of entries.
+
+    Unlike :func:`relative_error` it is not dominated by entries whose true
+    gradient is so small (say 1e-9, common in a trained network) that the
+    finite difference's round-off noise (~1e-11 in float64) is a large
+    fraction of it.
+    """
+    a, n = np.ravel(np.asarray(analytic, dtype=np.float64)), np.ravel(np.asarray(numeric, dtype=np.float64))
+    if a.shape != n.shape:
+        raise ValueError(f"gradient shapes differ: {a.shape} vs {n.shape}")
+    return float(np.linalg.norm(a - n) / max(np.linalg.norm(a) + np.linalg.norm(n), 1e-12))
 
 
 def numerical_gradient(f, x, h=1e-5, indices=None):

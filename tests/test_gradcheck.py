@@ -363,3 +363,15 @@ def test_fused_loss_gradient_not_averaged_is_caught(rng, monkeypatch):
     monkeypatch.setattr(model.loss, "forward_logits", wrong)
     errors = gradcheck.check_model(model, rng.standard_normal((3, 5)), np.array([0, 3, 1]), max_entries=None)
     assert_some_large(errors, ["input", "dense/kernel", "dense/bias"])
+
+
+def test_norm_relative_error_ignores_roundoff_on_tiny_entries_but_not_real_errors():
+    from convnet.gradcheck import norm_relative_error, relative_error
+    analytic = np.array([1e-3, -2e-3, 3e-9])
+    noisy = analytic + np.array([1e-12, -1e-12, 3e-9])        # noise the size of the tiny entry
+    assert relative_error(analytic, noisy) > 0.2                # the element-wise view is fooled
+    assert norm_relative_error(analytic, noisy) < 1e-6
+    wrong = analytic * np.array([1.1, 1.0, 1.0])                # a 10% error in a real entry
+    assert norm_relative_error(analytic, wrong) > 1e-2
+    with pytest.raises(ValueError, match="shapes differ"):
+        norm_relative_error(np.zeros(3), np.zeros(4))
