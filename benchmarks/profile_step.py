@@ -16,8 +16,10 @@ then times ``Sequential.train_step`` two ways:
 
 It also prints which BLAS kernel ran, the BLAS / numba thread pools as
 they are outside a step, and convnet's own setting (:mod:`convnet.threads`,
-which holds both pools at one thread inside a step), because on a small
-machine thread contention can cost more than the maths.
+which shares the kernels and the large products between its own threads
+and holds BLAS at one thread inside a step), because on a small machine
+thread contention can cost more than the maths. ``--threads N`` sets
+convnet's thread count for the run (``none``: leave the pools alone).
 """
 import argparse
 import os
@@ -87,9 +89,10 @@ def thread_report():
         layer = "(not started)"
     lines.append(f"numba {numba.__version__} threading_layer={layer} threads={numba.get_num_threads()}")
     from convnet import threads
-    lines.append(f"convnet.threads: {threads.get_num_threads()} thread(s) share the large conv products; "
-                 f"numba and BLAS held at 1 inside a step" if threads.get_num_threads() is not None
-                 else "convnet.threads: None (numba and BLAS pools left at the settings above)")
+    lines.append(f"convnet.threads: {threads.get_num_threads()} thread(s) share the kernels (by images) and the "
+                 f"large conv products (by rows); BLAS held at 1 inside a step; numba's pool unused"
+                 if threads.get_num_threads() is not None
+                 else "convnet.threads: None (kernels on the calling thread, BLAS pool left as above)")
     env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "NUMBA_", "MKL_", "CONVNET_"))}
     lines.append(f"environment: {env or 'no thread variables set'}")
     return lines
@@ -160,7 +163,13 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200, help="timed steps (after warm-up)")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--threads", default=None,
+                        help="convnet.threads.set_num_threads for the run: a positive number or 'none' "
+                             "(default: the current setting, CONVNET_NUM_THREADS or 2)")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        from convnet import threads
+        threads.set_num_threads(threads._parse(args.threads, "--threads"))
 
     model = seed_model()
     if args.dtype == "float64":

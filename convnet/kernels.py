@@ -283,17 +283,18 @@ def dropout_forward(x, u, rate, scale, y=None, mask=None, n0=0, n1=-1):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")   # numpy error model: no zero-division check, so it vectorises
-def adam_update(param, grad, m, v, b1, b2, lr_t, eps):
+def adam_update(param, grad, m, v, b1, b2, lr_t, eps, n0=0, n1=-1):
     """One Adam step for one parameter array, in place, in a single pass.
 
     ``m = b1 m + (1 - b1) g``;  ``v = b2 v + (1 - b2) g^2``;
     ``param -= lr_t m / (sqrt(v) + eps)``  (``lr_t`` carries the bias correction).
+    The arrays are seen flat; a range ``n0 <= k < n1`` updates those elements only.
     """
     p, g = param.reshape(-1), grad.reshape(-1)
     mf, vf = m.reshape(-1), v.reshape(-1)
     one = p.dtype.type(1)
     c1, c2 = one - b1, one - b2
-    for k in range(p.size):
+    for k in range(n0, _stop(n1, p.size)):
         gk = g[k]
         mk = b1 * mf[k] + c1 * gk
         vk = b2 * vf[k] + c2 * gk * gk

@@ -112,8 +112,9 @@ class Layer:
     def forward(self, x, training=False):
         """Output of the layer for the batch ``x`` (shape ``(N, *input_shape)``)."""
         x = self._check_input(x)
-        self.preactivation = self.call(x, training)            # z, before the activation
-        self.output = self.activation.forward(self.preactivation)
+        with threads.limited():                                # BLAS on one thread (convnet.threads)
+            self.preactivation = self.call(x, training)        # z, before the activation
+            self.output = self.activation.forward(self.preactivation)
         return self.output
 
     __call__ = forward
@@ -126,8 +127,9 @@ class Layer:
         softmax + cross-entropy gradient).
         """
         self.grad_output = dout = self._check_grad(dout)
-        dz = dout if preactivation else self.activation.backward(dout)
-        self.grad_input = self.backprop(dz)
+        with threads.limited():                                # BLAS on one thread (convnet.threads)
+            dz = dout if preactivation else self.activation.backward(dout)
+            self.grad_input = self.backprop(dz)
         return self.grad_input
 
     def call(self, x, training):
@@ -193,12 +195,18 @@ class Conv2D(Layer):
     def call(self, x, training):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
         x = np.ascontiguousarray(x)
-        N = x.shape[0]
-        cols = self._cols_buffer(N * OH * OW, x.dtype)                     # (N*OH*OW, kh*kw*C)
-        threads.over_images(kernels.im2col_into, N, x, kh, kw, sh, sw, pt, pl, OH, OW, cols)
+        N, rows = x.shape[0], OH * OW                   # rows of cols (and of z) per image
+        cols = self._cols_buffer(N * rows, x.dtype)      # (N*OH*OW, kh*kw*C)
+        K2, b = self.params["kernel"].reshape(-1, self.filters), self.params["bias"]
+        z = np.empty((N * rows, self.filters), dtype=x.dtype)
+
+        def images(n0, n1):                             # images n0..n1 (each thread runs a share)
+            r0, r1 = n0 * rows, n1 * rows
+            kernels.im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0, n1)
+            np.matmul(cols[r0:r1], K2, out=z[r0:r1])   # z = cols @ K2
+            kernels.add_bias(z, b, r0, r1)             #     + b
+        threads.in_parallel(images, N, cols.size)
         self.cols, self.x_shape = cols, x.shape
-        z = threads.matmul(cols, self.params["kernel"].reshape(-1, self.filters))   # cols @ K2
-        threads.over_images(kernels.add_bias, len(z), z, self.params["bias"])     # z += b, in place
         return z.reshape(N, OH, OW, self.filters)
 
     def _cols_buffer(self, rows, dtype):
@@ -225,9 +233,15 @@ class Conv2D(Layer):
         if not self.need_input_grad:
             return None
         N, H, W, C = self.x_shape
-        dcols = threads.matmul(dz2, K2.T)
-        dx = np.empty(self.x_shape, dtype=dcols.dtype)
-        threads.over_images(kernels.col2im, N, dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx)
+        rows = OH * OW
+        dcols = np.empty(self.cols.shape, dtype=dz2.dtype)
+        dx = np.empty(self.x_shape, dtype=dz2.dtype)
+
+        def images(n0, n1):                             # images n0..n1 (each thread runs a share)
+            r0, r1 = n0 * rows, n1 * rows
+            np.matmul(dz2[r0:r1], K2.T, out=dcols[r0:r1])                       # dL/dcols
+            kernels.col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx, n0, n1)   # dL/dx
+        threads.in_parallel(images, N, dcols.size)
         return dx
 
     def get_config(self):

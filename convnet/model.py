@@ -15,6 +15,10 @@ from . import layers as layers_module
 from . import losses, optimizers, threads
 from .activations import SoftmaxFunction, LinearFunction
 
+#: ``predict``/``evaluate`` run at most this many images through the layers at once, whatever
+#: their ``batch_size``: a small chunk keeps the im2col matrices in cache (and memory low)
+INFERENCE_CHUNK = 64
+
 
 class History:
     """What ``fit`` returns: ``history`` maps a metric name to its per-epoch values."""
@@ -332,11 +336,20 @@ class Sequential:
         self.history = history
         return history
 
+    def _chunks(self, n, batch_size):
+        """``(start, stop)`` of the inference chunks: ``batch_size``, but at most :data:`INFERENCE_CHUNK`."""
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        step = min(int(batch_size), INFERENCE_CHUNK)
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+
     def predict(self, x, batch_size=256, verbose=0):
-        """Outputs for ``x`` computed in chunks of ``batch_size`` (dropout off)."""
+        """Outputs for ``x`` computed in chunks (dropout off); see :data:`INFERENCE_CHUNK`."""
         x = self._check_data(x)
-        outs = [self.forward(x[i:i + batch_size].astype(self.layers[0].dtype, copy=False), training=False)
-                for i in range(0, len(x), batch_size)]
+        dtype = self.layers[0].dtype
+        with threads.limited():
+            outs = [self.forward(x[i:j].astype(dtype, copy=False), training=False)
+                    for i, j in self._chunks(len(x), batch_size)]
         self._release()
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.layers[-1].dtype)
 
@@ -347,12 +360,13 @@ class Sequential:
         x = self._check_data(x, y)
         y = np.asarray(y)
         loss_sum, correct = 0.0, 0
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-            out = self.forward(xb.astype(self.layers[0].dtype, copy=False), training=False)
-            loss, _, _ = self.compute_loss(yb, out)
-            loss_sum += loss * len(xb)
-            correct += _n_correct(out, yb)
+        with threads.limited():
+            for i, j in self._chunks(len(x), batch_size):
+                xb, yb = x[i:j], y[i:j]
+                out = self.forward(xb.astype(self.layers[0].dtype, copy=False), training=False)
+                loss, _, _ = self.compute_loss(yb, out)
+                loss_sum += loss * len(xb)
+                correct += _n_correct(out, yb)
         self._release()
         n = max(len(x), 1)
         result = [loss_sum / n] + ([correct / n] if self.metrics else [])

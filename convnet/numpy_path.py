@@ -204,9 +204,14 @@ def dropout_forward(x, u, rate, scale, y=None, mask=None, n0=0, n1=-1):
     return y, mask
 
 
-def adam_update(param, grad, m, v, b1, b2, lr_t, eps):
+def adam_update(param, grad, m, v, b1, b2, lr_t, eps, n0=0, n1=-1):
     """One Adam step, in place: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
-    ``param -= lr_t m / (sqrt(v) + eps)``."""
+    ``param -= lr_t m / (sqrt(v) + eps)``; with a range, only the flat elements ``n0..n1``."""
+    if (n0, n1) not in ((0, -1), (0, param.size)):
+        part = _images(n0, n1, param.size)
+        flat = [a.reshape(-1)[part] for a in (param, grad, m, v)]    # views: updated in place
+        adam_update(*flat, b1, b2, lr_t, eps)
+        return
     one = param.dtype.type(1)
     m *= b1
     m += (one - b1) * grad

@@ -7,7 +7,7 @@ expose that state for checkpoints.
 """
 import numpy as np
 
-from . import kernels
+from . import kernels, threads
 
 
 class Optimizer:
@@ -123,8 +123,10 @@ class Adam(Optimizer):
         v = self.slot("v", key, param)
         arrays = (param, grad, m, v)
         if all(a.flags.c_contiguous and a.dtype == param.dtype for a in arrays):
-            # the same three lines as below, fused into one pass over memory (numba)
-            kernels.adam_update(param, grad, m, v, b1, b2, f(self._lr_t), f(self.epsilon))
+            # the same three lines as below, fused into one pass over memory (numba),
+            # elements shared out between convnet's threads
+            threads.over_images(kernels.adam_update, param.size, param, grad, m, v, b1, b2,
+                                f(self._lr_t), f(self.epsilon))
             return
         m *= b1
         m += (1 - b1) * grad

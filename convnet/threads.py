@@ -16,6 +16,9 @@ So convnet shares the work itself, between the calling thread and a few
   ranges of images (the kernels release the GIL, so the ranges really run
   at the same time). Each image is computed by the same loop whatever the
   split, so the result is bit-for-bit that of one serial call.
+  :func:`in_parallel` does the same for a Python function of a range, e.g.
+  a convolution's "im2col, product, bias" for some images, so that each
+  thread runs the whole sequence on its own images with one hand-off.
 * :func:`matmul` cuts a large matrix product into row blocks, each an
   ordinary single-threaded BLAS product (numpy releases the GIL in BLAS).
   Row ``r`` of ``a @ b`` only depends on row ``r`` of ``a``; the test suite
@@ -190,25 +193,39 @@ def _parts(n_items):
 
 
 # ---------------------------------------------------------------- public
+def in_parallel(fn, n_items, size):
+    """Call ``fn(n0, n1)`` on consecutive ranges covering ``0..n_items``, one range per thread.
+
+    ``fn`` must touch only the items ``n0 <= n < n1`` of its outputs (so
+    the ranges can run at the same time) and should spend its time in code
+    that releases the GIL (the numba kernels, BLAS). ``size`` is a measure
+    of the work (elements of the largest array involved): under
+    :data:`MIN_SPLIT_ELEMENTS`, or with one thread, or while another Python
+    thread is using the helpers, it is a single call ``fn(0, n_items)``.
+    """
+    parts = _parts(n_items)
+    if parts == 1 or size < MIN_SPLIT_ELEMENTS or not _split_lock.acquire(blocking=False):
+        fn(0, n_items)
+        return
+    try:
+        _run_blocks(fn, _split(n_items, parts))
+    finally:
+        _split_lock.release()
+
+
 def over_images(kernel, n_images, *args):
     """Run ``kernel(*args, n0, n1)`` over image ranges covering ``0..n_images``, shared between threads.
 
     ``kernel`` is a kernel of :mod:`convnet.kernels` (or its NumPy twin)
     and ``args`` its arguments *including the output arrays*: given a range,
     a kernel writes the images ``n0 <= n < n1`` of those outputs and nothing
-    else (see the kernels module). Small jobs (the largest array argument
-    under :data:`MIN_SPLIT_ELEMENTS` elements) run in one call on this
-    thread. The results are in the output arrays; nothing is returned.
+    else (see the kernels module; for ``add_bias`` the range is one of rows,
+    for ``adam_update`` one of flat elements). Small jobs (the largest array
+    argument under :data:`MIN_SPLIT_ELEMENTS` elements) run in one call on
+    this thread. The results are in the output arrays; nothing is returned.
     """
-    parts = _parts(n_images)
     largest = max((a.size for a in args if isinstance(a, np.ndarray)), default=0)
-    if parts == 1 or largest < MIN_SPLIT_ELEMENTS or not _split_lock.acquire(blocking=False):
-        kernel(*args, 0, n_images)
-        return
-    try:
-        _run_blocks(lambda lo, hi: kernel(*args, lo, hi), _split(n_images, parts))
-    finally:
-        _split_lock.release()
+    in_parallel(lambda n0, n1: kernel(*args, n0, n1), n_images, largest)
 
 
 def matmul(a, b):

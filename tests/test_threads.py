@@ -124,6 +124,9 @@ def _kernel_calls(rng):
     relu_y = np.maximum(x, 0)
     u = rng.random(x.shape, dtype=np.float32)
     drop_y, mask = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
+    param, grad = rng.standard_normal((7, 11)).astype(np.float32), rng.standard_normal((7, 11)).astype(np.float32)
+    m, v = 0.1 * grad, 0.01 * grad ** 2
+    adam_constants = tuple(np.float32(c) for c in (0.9, 0.999, 1e-3, 1e-7))
     return [
         ("im2col_into", N, (x, *window, cols), (cols,)),
         ("col2im", N, (dcols, N, H, W, C, *window, dx), (dx,)),
@@ -133,6 +136,7 @@ def _kernel_calls(rng):
         ("relu_forward", N, (x, y), (y,)),
         ("relu_backward", N, (x, relu_y, dz), (dz,)),
         ("dropout_forward", N, (x, u, np.float32(0.3), 1 / 0.7, drop_y, mask), (drop_y, mask)),
+        ("adam_update", param.size, (param, grad, m, v, *adam_constants), (param, m, v)),
     ]
 
 
