@@ -5,12 +5,26 @@ reproducible. The helpers here build inputs that keep gradient checks valid
 (no ReLU kinks or max-pool ties within reach of the finite-difference step)
 and the seed model of the project.
 """
+import contextlib
+
 import numba
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
 from convnet import Sequential, layers
+
+
+@contextlib.contextmanager
+def one_thread():
+    """numba and BLAS on one thread inside the block (see :func:`serial`)."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 @pytest.fixture
@@ -24,13 +38,8 @@ def serial():
     on the thread count; the kernel tests (test_kernels.py) keep the default
     threads so that races between threads would still show up there.
     """
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        numba.set_num_threads(previous)
+    with one_thread():
+        yield
 
 
 @pytest.fixture

@@ -3,16 +3,14 @@
 These train on small subsets so they stay quick; MNIST is fetched into the
 cache (``~/.cache/convnet/mnist``) on first use.
 """
-import contextlib
 import json
 import os
 import shlex
 
-import numba
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
+from conftest import one_thread
 from convnet import Sequential
 from convnet.saving import load_checkpoint, load_model, save_model
 from experiments import mnist
@@ -49,17 +47,6 @@ def assert_same_run(dir_a, dir_b):
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (dir_a, dir_b))
     assert ma["final"] == mb["final"]
 
-
-@contextlib.contextmanager
-def one_thread():
-    """numba and BLAS on one thread (like conftest's ``serial``, usable in a module fixture)."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1):
-            yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
