@@ -384,13 +384,13 @@ class Dense(Layer):
 
     def call(self, x, training):
         self.x = x
-        return x @ self.params["kernel"] + self.params["bias"]
+        return threads.matmul(x, self.params["kernel"]) + self.params["bias"]      # x @ W + b
 
     def backprop(self, dz):
         # z = x W + b  =>  dL/dW = x^T dz,  dL/db = sum_n dz,  dL/dx = dz W^T
-        self.grads["kernel"] = self.x.T @ dz
+        self.grads["kernel"] = threads.matmul(self.x.T, dz)
         self.grads["bias"] = dz.sum(axis=0)
-        return dz @ self.params["kernel"].T if self.need_input_grad else None
+        return threads.matmul(dz, self.params["kernel"].T) if self.need_input_grad else None
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}

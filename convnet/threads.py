@@ -229,22 +229,30 @@ def over_images(kernel, n_images, *args):
 
 
 def matmul(a, b):
-    """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is split by rows over the threads.
+    """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is split over the threads.
 
-    Row block ``r`` of the result is ``a[rows r] @ b``, so the blocks are
-    independent: the caller computes the first and each helper thread one
-    of the others, all with single-threaded BLAS (numpy releases the GIL
-    inside BLAS, so the blocks really run at the same time).
+    Row block ``r`` of the result is ``a[rows r] @ b`` and column block
+    ``c`` is ``a @ b[:, columns c]``, so the blocks are independent: the
+    caller computes the first and each helper thread one of the others, all
+    with single-threaded BLAS (numpy releases the GIL inside BLAS, so the
+    blocks really run at the same time). Products with many rows are split
+    by rows, those with few rows (a dense layer's forward, a small
+    convolution's kernel gradient) by columns; at least 64 rows or 16
+    columns per block.
     """
     M, K = a.shape
     F = b.shape[1]
-    parts = _parts(M // 64)                      # at least 64 rows per block
+    by_rows = M >= F * 4                         # rows unless the result is short and wide
+    parts = _parts(M // 64 if by_rows else F // 16)
     if (parts == 1 or getattr(_local, "depth", 0) == 0 or 2.0 * M * K * F < MIN_SPLIT_FLOPS
             or not _split_lock.acquire(blocking=False)):
         return a @ b
     try:
         out = np.empty((M, F), dtype=np.result_type(a, b))
-        _run_blocks(lambda lo, hi: np.matmul(a[lo:hi], b, out[lo:hi]), _split(M, parts))
+        if by_rows:
+            _run_blocks(lambda lo, hi: np.matmul(a[lo:hi], b, out[lo:hi]), _split(M, parts))
+        else:
+            _run_blocks(lambda lo, hi: np.matmul(a, b[:, lo:hi], out[:, lo:hi]), _split(F, parts))
     finally:
         _split_lock.release()
     return out

@@ -258,3 +258,19 @@ def test_training_steps_are_bit_identical_with_one_and_two_threads(num_threads):
     for a, b in zip(w1, w2):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(p1, p2)
+
+
+@pytest.mark.parametrize("M, K, F", [(16, 20000, 32), (32, 1152, 256), (32, 256, 1152), (1152, 32, 256)])
+def test_matmul_split_by_rows_or_columns_equals_the_serial_product_bit_for_bit(num_threads, always_split, M, K, F):
+    # the seed model's conv1 kernel gradient and the dense layer's three products
+    rng = np.random.default_rng(M + F)
+    a = rng.standard_normal((K, M)).astype(np.float32).T if M == 16 else rng.standard_normal((M, K)).astype(np.float32)
+    b = rng.standard_normal((K, F)).astype(np.float32)
+    num_threads(1)
+    with threads.limited():
+        serial = threads.matmul(a, b)
+    num_threads(2)
+    with threads.limited():
+        split = threads.matmul(a, b)
+    np.testing.assert_allclose(serial, a @ b, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(split, serial)
