@@ -229,7 +229,7 @@ class Conv2D(Layer):
         dz2 = dz.reshape(-1, self.filters)
         K2 = self.params["kernel"].reshape(-1, self.filters)
         self.grads["kernel"] = threads.matmul(self.cols.T, dz2).reshape(self.params["kernel"].shape)
-        self.grads["bias"] = dz2.sum(axis=0)
+        self.grads["bias"] = kernels.sum_rows(dz2)      # dz2.sum(axis=0), in one fast pass
         if not self.need_input_grad:
             return None
         N, H, W, C = self.x_shape

@@ -172,6 +172,11 @@ def add_bias(z, b, n0=0, n1=-1):
     return z
 
 
+def sum_rows(z):
+    """``z.sum(axis=0)`` accumulated in float64, returned in ``z``'s dtype (a bias gradient)."""
+    return z.sum(axis=0, dtype=np.float64).astype(z.dtype)
+
+
 def relu_forward(z, y=None, n0=0, n1=-1):
     """``y = max(z, 0)`` as a new array (or into ``y``, rows ``n0..n1``)."""
     if y is None:
@@ -228,6 +233,7 @@ NUMPY_KERNELS = {
     "maxpool_forward": maxpool_forward,
     "maxpool_backward": maxpool_backward,
     "add_bias": add_bias,
+    "sum_rows": sum_rows,
     "relu_forward": relu_forward,
     "relu_backward": relu_backward,
     "dropout_forward": dropout_forward,
