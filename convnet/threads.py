@@ -26,9 +26,10 @@ So convnet shares the work itself, between the calling thread and a few
 
 Inside :meth:`Sequential.train_step`, ``forward`` and ``backward`` (which
 enter :func:`limited`) BLAS is held at **one thread**, and restored on the
-way out, so code outside convnet keeps whatever threads it had. A helper
-that cannot get a core only delays its block; it never burns a core
-waiting. Nothing here uses numba's own thread pool (no kernel has a
+way out, so code outside convnet keeps whatever threads it had. A waiting
+thread polls for about half a millisecond, yielding its core to any other
+process between polls, and then sleeps: a helper that cannot get a core
+only delays its block; it never holds a core waiting. Nothing here uses numba's own thread pool (no kernel has a
 ``prange`` loop).
 
 * ``set_num_threads(n)``: threads sharing the work (default: 2 on a
@@ -39,11 +40,13 @@ waiting. Nothing here uses numba's own thread pool (no kernel has a
 * the environment variable ``CONVNET_NUM_THREADS`` sets the starting value
   (a positive number, or ``none``).
 """
+import ctypes
 import os
 import queue
 import threading
 
 import numpy as np
+from numba import njit
 
 
 def _parse(value, source):
@@ -107,22 +110,77 @@ def _blas():
 
 
 # ------------------------------------------------------------ helper threads
-class _Helper:
-    """One sleeping worker thread: takes ``(fn, args)`` from its inbox, posts the outcome to its outbox.
+#: how many times a waiting thread polls (about 0.5 us each, yielding the core in between)
+#: before it goes to sleep: ~0.5 ms, longer than the gap between two hand-offs inside a step
+SPIN_ROUNDS = 1000
 
-    Both queues are ``queue.SimpleQueue`` (implemented in C): a blocked
-    ``get`` sleeps without holding the GIL, and a hand-off costs a few
-    microseconds, much less than ``concurrent.futures``' bookkeeping.
+
+def _libc_sched_yield():
+    """``sched_yield`` from the C library, or None where there is none (then waiting threads only sleep)."""
+    try:
+        fn = ctypes.CDLL(None).sched_yield
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.restype, fn.argtypes = ctypes.c_int, ()
+    return fn
+
+
+_sched_yield = _libc_sched_yield()
+
+if _sched_yield is not None:
+    @njit(nogil=True)                     # not cached: it calls a C function by address
+    def _poll(flag, rounds):
+        """Wait without the GIL until ``flag[0] == 1``, for at most ``rounds`` polls; True if it came.
+
+        ``sched_yield`` between polls lets any other runnable process have
+        the core, and (an opaque C call) makes the compiler re-read ``flag``.
+        """
+        for _ in range(rounds):
+            if flag[0] == 1:
+                return True
+            _sched_yield()
+        return flag[0] == 1
+
+    @njit(nogil=True)
+    def _raise_and_poll(done, posted, rounds):
+        """``done[0] = 1`` (after the GIL is released), then :func:`_poll` for ``posted``."""
+        done[0] = 1
+        return _poll(posted, rounds)
+else:
+    def _poll(flag, rounds):
+        return False
+
+    def _raise_and_poll(done, posted, rounds):
+        done[0] = 1
+        return False
+
+
+class _Helper:
+    """One worker thread: takes ``(fn, args)`` from its inbox, posts the outcome to its outbox.
+
+    Both queues are ``queue.SimpleQueue`` (implemented in C); they alone
+    carry the jobs and outcomes. Waking a *sleeping* thread costs tens of
+    microseconds on a virtual machine, as much as a small kernel, so both
+    sides first *poll* a flag for a short while (:data:`SPIN_ROUNDS`,
+    without the GIL, yielding the core between polls) and only then block
+    on the queue: ``posted`` says "a job is in the inbox", ``done`` says
+    "the outcome is in the outbox and I have let go of the GIL". The flags
+    are only hints: a stale one costs a wasted poll, never a wrong result,
+    because the queue ``get`` is what waits for the real item.
     """
 
     def __init__(self, index):
         self.inbox, self.outbox = queue.SimpleQueue(), queue.SimpleQueue()
+        self.posted = np.zeros(1, np.int64)
+        self.done = np.zeros(1, np.int64)
         self.thread = threading.Thread(target=self._serve, name=f"convnet-helper-{index}", daemon=True)
         self.thread.start()
 
     def _serve(self):
         while True:
-            job = self.inbox.get()
+            _raise_and_poll(self.done, self.posted, SPIN_ROUNDS)   # the next job usually comes soon
+            job = self.inbox.get()                                 # sleeps if it has not
+            self.posted[0] = 0
             if job is None:                       # told to stop
                 return
             fn, args = job
@@ -132,8 +190,18 @@ class _Helper:
             except BaseException as exc:          # handed to the caller, raised there
                 self.outbox.put(exc)
 
+    def post(self, fn, args):
+        self.done[0] = 0
+        self.inbox.put((fn, args))
+        self.posted[0] = 1
+
+    def outcome(self):
+        _poll(self.done, SPIN_ROUNDS)
+        return self.outbox.get()
+
     def stop(self):
         self.inbox.put(None)
+        self.posted[0] = 1
 
 
 def _stop_helpers():
@@ -164,14 +232,14 @@ def _run_blocks(fn, bounds):
     while len(_helpers) < len(bounds) - 1:
         _helpers.append(_Helper(len(_helpers)))
     for helper, (lo, hi) in zip(_helpers, bounds[1:]):
-        helper.inbox.put((fn, (lo, hi)))
+        helper.post(fn, (lo, hi))
     error = None
     try:
         fn(*bounds[0])
     except BaseException as exc:
         error = exc
     for helper in _helpers[:len(bounds) - 1]:
-        outcome = helper.outbox.get()
+        outcome = helper.outcome()
         if outcome is not None and error is None:
             error = outcome
     if error is not None:
