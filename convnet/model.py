@@ -17,7 +17,7 @@ from .activations import SoftmaxFunction, LinearFunction
 
 #: ``predict``/``evaluate`` run at most this many images through the layers at once, whatever
 #: their ``batch_size``: a small chunk keeps the im2col matrices in cache (and memory low)
-INFERENCE_CHUNK = 64
+INFERENCE_CHUNK = 32
 
 
 class History:
