@@ -173,8 +173,8 @@ def add_bias(z, b, n0=0, n1=-1):
 
 
 def sum_rows(z):
-    """``z.sum(axis=0)`` accumulated in float64, returned in ``z``'s dtype (a bias gradient)."""
-    return z.sum(axis=0, dtype=np.float64).astype(z.dtype)
+    """``z.sum(axis=0)`` (a bias gradient)."""
+    return z.sum(axis=0)
 
 
 def relu_forward(z, y=None, n0=0, n1=-1):
