@@ -228,8 +228,9 @@ class Conv2D(Layer):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
         dz2 = dz.reshape(-1, self.filters)
         K2 = self.params["kernel"].reshape(-1, self.filters)
-        self.grads["kernel"] = threads.matmul(self.cols.T, dz2).reshape(self.params["kernel"].shape)
-        self.grads["bias"] = kernels.sum_rows(dz2)      # dz2.sum(axis=0), in one fast pass
+        dK2, self.grads["bias"] = threads.matmul(       # cols^T @ dz, and meanwhile (maybe on
+            self.cols.T, dz2, meanwhile=lambda: kernels.sum_rows(dz2))   # another thread) dz2.sum(axis=0)
+        self.grads["kernel"] = dK2.reshape(self.params["kernel"].shape)
         if not self.need_input_grad:
             return None
         N, H, W, C = self.x_shape

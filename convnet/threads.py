@@ -296,7 +296,24 @@ def over_images(kernel, n_images, *args):
     in_parallel(lambda n0, n1: kernel(*args, n0, n1), n_images, largest)
 
 
-def matmul(a, b):
+#: a product is split by columns only when its inner dimension is at most this long: every
+#: column block reads all of ``a``, and with a long inner dimension (conv1's kernel gradient,
+#: K = 20,000) two half-products took longer than the whole one (373 vs 287 us)
+MAX_COLUMN_SPLIT_INNER = 4096
+
+
+def _matmul_parts(M, K, F):
+    """How a product ``(M, K) @ (K, F)`` is shared out: ``(parts, by_rows)``; ``parts == 1``: not at all."""
+    by_rows = M >= F * 4                         # rows unless the result is short and wide
+    if not by_rows and K > MAX_COLUMN_SPLIT_INNER:
+        return 1, False
+    parts = _parts(M // 64 if by_rows else F // 16)
+    if parts == 1 or getattr(_local, "depth", 0) == 0 or 2.0 * M * K * F < MIN_SPLIT_FLOPS:
+        return 1, by_rows
+    return parts, by_rows
+
+
+def matmul(a, b, meanwhile=None):
     """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is split over the threads.
 
     Row block ``r`` of the result is ``a[rows r] @ b`` and column block
@@ -304,17 +321,23 @@ def matmul(a, b):
     caller computes the first and each helper thread one of the others, all
     with single-threaded BLAS (numpy releases the GIL inside BLAS, so the
     blocks really run at the same time). Products with many rows are split
-    by rows, those with few rows (a dense layer's forward, a small
-    convolution's kernel gradient) by columns; at least 64 rows or 16
-    columns per block.
+    by rows, those with few rows (a dense layer's forward) by columns; at
+    least 64 rows or 16 columns per block, and no column split when the
+    inner dimension is long (:data:`MAX_COLUMN_SPLIT_INNER`).
+
+    ``meanwhile``: a function of no arguments, independent of the product
+    (e.g. a bias gradient). Then ``(a @ b, meanwhile())`` is returned, and
+    when the product is *not* split, ``meanwhile`` runs on a helper thread
+    while the caller computes the product. Either way every value is the
+    same as computing the two one after the other.
     """
     M, K = a.shape
     F = b.shape[1]
-    by_rows = M >= F * 4                         # rows unless the result is short and wide
-    parts = _parts(M // 64 if by_rows else F // 16)
-    if (parts == 1 or getattr(_local, "depth", 0) == 0 or 2.0 * M * K * F < MIN_SPLIT_FLOPS
-            or not _split_lock.acquire(blocking=False)):
-        return a @ b
+    parts, by_rows = _matmul_parts(M, K, F)
+    if parts == 1 or not _split_lock.acquire(blocking=False):
+        if meanwhile is None:
+            return a @ b
+        return _side_by_side(lambda: a @ b, meanwhile)
     try:
         out = np.empty((M, F), dtype=np.result_type(a, b))
         if by_rows:
@@ -323,7 +346,22 @@ def matmul(a, b):
             _run_blocks(lambda lo, hi: np.matmul(a, b[:, lo:hi], out[:, lo:hi]), _split(F, parts))
     finally:
         _split_lock.release()
-    return out
+    return out if meanwhile is None else (out, meanwhile())
+
+
+def _side_by_side(first, second):
+    """``(first(), second())``, the second on a helper thread when one is free (inside :func:`limited`)."""
+    results = [None, None]
+
+    def job(lo, hi):                             # job 0 on this thread, job 1 on a helper
+        for k in range(lo, hi):
+            results[k] = first() if k == 0 else second()
+    if getattr(_local, "depth", 0) == 0:
+        job(0, 1)
+        job(1, 2)
+    else:
+        in_parallel(job, 2, MIN_SPLIT_ELEMENTS)   # in order on this thread if no helper is free
+    return results[0], results[1]
 
 
 class limited:

@@ -6,6 +6,8 @@ block of a matrix product is the same product on fewer rows. So a training
 step with 2 threads must give *bit-identical* weights to one with 1 thread,
 and every split kernel call must equal the serial call exactly.
 """
+import threading
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
@@ -290,3 +292,52 @@ def test_sum_rows_kernel_equals_numpy_and_its_numpy_twin():
     z64 = rng.standard_normal((500, 32))
     assert kernels.sum_rows(z64).dtype == np.float64
     np.testing.assert_allclose(kernels.sum_rows(z64), z64.sum(axis=0), rtol=1e-12)
+
+
+# ------------------------------------------------------- round 3: matmul's meanwhile
+def test_a_long_inner_dimension_is_not_split_by_columns(num_threads):
+    # conv1's kernel gradient (16, 20000) @ (20000, 32): each column half re-reads all of a,
+    # measured slower than the whole product; a dense layer's short inner dimension still splits
+    num_threads(2)
+    with threads.limited():
+        assert threads._matmul_parts(16, 20000, 32) == (1, False)
+        assert threads._matmul_parts(128, 800, 256) == (2, False)
+        assert threads._matmul_parts(512, 2592, 32) == (2, True)
+    assert threads._matmul_parts(512, 2592, 32)[0] == 1        # outside limited(): never split
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("M, K, F", [(16, 20000, 32), (512, 2592, 32)])
+def test_matmul_meanwhile_gives_both_results_exactly(num_threads, n, M, K, F):
+    rng = np.random.default_rng(M)
+    a = rng.standard_normal((K, M)).astype(np.float32).T          # a transposed view, as cols.T
+    b = rng.standard_normal((K, F)).astype(np.float32)
+    num_threads(1)
+    with threads.limited():
+        plain = threads.matmul(a, b)
+    num_threads(n)
+    ran_on = []
+
+    def bias_gradient():
+        ran_on.append(threading.current_thread().name)
+        return kernels.sum_rows(b)
+    with threads.limited():
+        product, total = threads.matmul(a, b, meanwhile=bias_gradient)
+    np.testing.assert_array_equal(product, plain)
+    np.testing.assert_array_equal(total, b.sum(axis=0))
+    assert len(ran_on) == 1
+    # beside an unsplit product, with 2 threads, the other job goes to a helper thread
+    on_helper = ran_on[0].startswith("convnet-helper")
+    assert on_helper == (n == 2 and M == 16)
+
+
+def test_matmul_meanwhile_raises_the_helpers_error(num_threads):
+    num_threads(2)
+    a, b = np.ones((16, 20000), np.float32), np.ones((20000, 32), np.float32)
+
+    def broken():
+        raise RuntimeError("bias gradient failed")
+    with threads.limited(), pytest.raises(RuntimeError, match="bias gradient failed"):
+        threads.matmul(a, b, meanwhile=broken)
+    with threads.limited():                               # and the helpers still work afterwards
+        np.testing.assert_array_equal(threads.matmul(a, b, meanwhile=lambda: 1)[0], a @ b)
