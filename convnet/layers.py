@@ -331,7 +331,7 @@ class Dropout(Layer):
             return x * self.mask
         # keep an element when its uniform draw u >= rate, i.e. with probability 1 - rate;
         # one fused pass builds mask = [u >= rate] / (1 - rate) and y = x * mask
-        u = self.rng.random(x.shape, dtype=np.float32)
+        u = threads.random_float32(self.rng, x.shape)     # self.rng.random(x.shape, dtype=float32)
         y, self.mask = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
         threads.over_images(kernels.dropout_forward, len(x), x, u, np.float32(self.rate),
                             1.0 / (1.0 - self.rate), y, self.mask)
