@@ -15,7 +15,8 @@ import contextlib
 
 import numpy as np
 
-from convnet import Sequential, layers, optimizers
+from convnet import layers, optimizers
+from convnet.architectures import mnist_cnn
 from convnet.numpy_path import use_numpy_kernels
 
 BATCH_SIZE = 32
@@ -24,12 +25,7 @@ PREDICT_BATCH = 1000
 
 def seed_model(seed=0):
     """The seed model (150,858 parameters), compiled with Adam and sparse cross-entropy."""
-    model = Sequential([
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
-        layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ], input_shape=(28, 28, 1), seed=seed)
+    model = mnist_cnn(seed)
     model.compile(optimizer=optimizers.Adam(learning_rate=1e-3, epsilon=1e-7),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model

@@ -49,7 +49,8 @@ from pathlib import Path
 import numpy as np
 
 import convnet
-from convnet import Sequential, layers, optimizers
+from convnet import optimizers
+from convnet.architectures import mnist_cnn
 from convnet.callbacks import ModelCheckpoint
 from convnet.saving import ModelFileError, atomic_path, load_checkpoint, save_model, write_json
 
@@ -67,14 +68,8 @@ PLOTS = ["data_labels.png", "data_samples.png", "history.png", "confusion_matrix
 
 # ------------------------------------------------------------------ model
 def build_model(seed=0, dropout=(0.25, 0.25, 0.5)):
-    """The seed CNN (150,858 parameters), weights drawn from ``seed``."""
-    d1, d2, d3 = dropout
-    return Sequential([
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(d1),
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(d2),
-        layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(d3),
-        layers.Dense(10, activation="softmax"),
-    ], input_shape=(28, 28, 1), seed=seed)
+    """The seed CNN (150,858 parameters), weights drawn from ``seed``: :func:`convnet.architectures.mnist_cnn`."""
+    return mnist_cnn(seed, dropout)
 
 
 def make_optimizer(name, lr, momentum):

@@ -13,6 +13,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from convnet import Sequential, layers
+from convnet.architectures import mnist_cnn
 
 
 @contextlib.contextmanager
@@ -62,12 +63,7 @@ def spaced_values(shape, rng, spacing=0.05, dtype=np.float64):
 
 def seed_model(seed=0):
     """The project's seed model (150,858 parameters)."""
-    return Sequential([
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
-        layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ], input_shape=(28, 28, 1), seed=seed)
+    return mnist_cnn(seed)
 
 
 def small_convnet(seed=0, dropout=True):
