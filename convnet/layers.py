@@ -202,7 +202,7 @@ class Conv2D(Layer):
 
         def images(n0, n1):                             # images n0..n1 (each thread runs a share)
             r0, r1 = n0 * rows, n1 * rows
-            kernels.im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0, n1)
+            kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0, n1)   # cols
             np.matmul(cols[r0:r1], K2, out=z[r0:r1])   # z = cols @ K2
             kernels.add_bias(z, b, r0, r1)             #     + b
         threads.in_parallel(images, N, cols.size)

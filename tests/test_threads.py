@@ -377,3 +377,53 @@ def test_random_float32_really_uses_the_helper_for_a_large_draw(num_threads, mon
     with threads.limited():
         threads.random_float32(np.random.default_rng(0), (32, 12, 12, 32))
     assert calls == [[(0, 1), (1, 2)]]
+
+
+# ---------------------------------------- round 3: im2col by one strided copy
+@pytest.mark.parametrize("shape, window", [
+    ((6, 12, 12, 32), (4, 4, 1, 1, 0, 0, 9, 9)),       # the seed model's conv2: the strided copy
+    ((5, 13, 11, 16), (3, 2, 2, 3, 0, 0, 6, 4)),        # strides, windows not reaching the far edge
+    ((4, 9, 9, 8), (3, 3, 1, 1, 1, 1, 9, 9)),           # 'same' padding: the compiled loop
+    ((3, 28, 28, 1), (4, 4, 1, 1, 0, 0, 25, 25)),       # conv1's short rows: the compiled loop
+])
+def test_im2col_rows_equals_im2col_for_every_range(shape, window):
+    x = np.random.default_rng(sum(shape)).standard_normal(shape).astype(np.float32)
+    expected = kernels.im2col(x, *window)
+    N, rows = shape[0], window[6] * window[7]
+    cols = np.full_like(expected, 7.0)
+    assert kernels.im2col_rows(x, *window, cols, 0, N) is cols
+    np.testing.assert_array_equal(cols, expected)
+    cols = np.full_like(expected, 7.0)
+    kernels.im2col_rows(x, *window, cols, 1, N - 1)          # only those images' rows are written
+    np.testing.assert_array_equal(cols[rows:(N - 1) * rows], expected[rows:(N - 1) * rows])
+    assert (cols[:rows] == 7).all() and (cols[(N - 1) * rows:] == 7).all()
+
+
+def test_im2col_rows_takes_the_strided_copy_only_for_long_rows_inside_the_image(monkeypatch):
+    loops = []
+    real = kernels.im2col_into
+    monkeypatch.setattr(kernels, "im2col_into", lambda *a: loops.append(a[0].shape) or real(*a))
+    monkeypatch.setattr(kernels, "_compiled_im2col_into", kernels.im2col_into)   # "compiled" = current
+    for shape, window in [((2, 12, 12, 32), (4, 4, 1, 1, 0, 0, 9, 9)), ((2, 28, 28, 1), (4, 4, 1, 1, 0, 0, 25, 25)),
+                          ((2, 9, 9, 32), (3, 3, 1, 1, 1, 1, 9, 9))]:
+        x = np.ones(shape, np.float32)
+        kernels.im2col_rows(x, *window, np.empty((2 * window[6] * window[7], window[0] * window[1] * shape[3]),
+                                                 np.float32))
+    assert loops == [(2, 28, 28, 1), (2, 9, 9, 32)]
+
+
+def test_im2col_rows_runs_the_numpy_twin_on_the_numpy_path():
+    x = np.random.default_rng(1).standard_normal((2, 12, 12, 32)).astype(np.float32)
+    window = (4, 4, 1, 1, 0, 0, 9, 9)
+    cols = np.empty((2 * 81, 512), np.float32)
+    calls = []
+    with numpy_path.use_numpy_kernels():
+        twin = kernels.im2col_into
+        assert twin is numpy_path.im2col_into
+        kernels.im2col_into = lambda *a: calls.append(1) or twin(*a)
+        try:
+            kernels.im2col_rows(x, *window, cols, 0, 2)
+        finally:
+            kernels.im2col_into = twin
+    assert calls == [1]
+    np.testing.assert_array_equal(cols, kernels.im2col(x, *window))
