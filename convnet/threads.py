@@ -22,7 +22,12 @@ So convnet shares the work itself, between the calling thread and a few
 * :func:`matmul` cuts a large matrix product into row blocks, each an
   ordinary single-threaded BLAS product (numpy releases the GIL in BLAS).
   Row ``r`` of ``a @ b`` only depends on row ``r`` of ``a``; the test suite
-  checks that the split result equals the unsplit one.
+  checks that the split result equals the unsplit one. When a product is
+  not split, ``matmul(a, b, meanwhile=fn)`` runs an independent job (a
+  bias gradient) on a helper beside it.
+* :func:`random_float32` draws a large batch of uniforms (dropout's) on two
+  threads from two positions of the same random stream: the same numbers,
+  and the generator left where one serial draw would leave it.
 
 Inside :meth:`Sequential.train_step`, ``forward`` and ``backward`` (which
 enter :func:`limited`) BLAS is held at **one thread**, and restored on the
