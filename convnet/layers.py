@@ -144,6 +144,30 @@ class Layer:
         return f"{type(self).__name__}(name={self.name!r}, output_shape={self.output_shape})"
 
 
+def _window_output_size(layer, input_shape, window, strides, what):
+    """(OH, OW) of a ``window`` sliding over an (H, W, C) input, as Keras computes it; errors name the layer."""
+    if len(input_shape) != 3:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): expected input shape "
+                         f"(height, width, channels), got {input_shape}")
+    (kh, kw), (sh, sw) = window, strides
+    OH = conv_output_size(input_shape[0], kh, sh, layer.padding)
+    OW = conv_output_size(input_shape[1], kw, sw, layer.padding)
+    if OH < 1 or OW < 1:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): input {input_shape} is smaller than "
+                         f"the {kh}x{kw} {what}")
+    return OH, OW
+
+
+def _window_geometry(layer, window):
+    """``kh, kw, sh, sw, pt, pl, OH, OW``: what the kernels need to slide ``window`` over a built layer's input."""
+    H, W, _ = layer.input_shape
+    OH, OW, _ = layer.output_shape
+    (kh, kw), (sh, sw) = window, layer.strides
+    pt = pad_amounts(H, kh, sh, layer.padding)[0]
+    pl = pad_amounts(W, kw, sw, layer.padding)[0]
+    return kh, kw, sh, sw, pt, pl, OH, OW
+
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every DL framework).
 
@@ -167,15 +191,7 @@ class Conv2D(Layer):
         self.bias_initializer = initializers.get(bias_initializer)
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"layer {self.name!r} (Conv2D): expected input shape (height, width, channels), "
-                             f"got {input_shape}")
-        H, W, _ = input_shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        OH, OW = conv_output_size(H, kh, sh, self.padding), conv_output_size(W, kw, sw, self.padding)
-        if OH < 1 or OW < 1:
-            raise ValueError(f"layer {self.name!r} (Conv2D): input {input_shape} is smaller than the "
-                             f"{kh}x{kw} kernel with padding='valid'")
+        OH, OW = _window_output_size(self, input_shape, self.kernel_size, self.strides, "kernel with padding='valid'")
         return (OH, OW, self.filters)
 
     def create_params(self, rng):
@@ -185,12 +201,7 @@ class Conv2D(Layer):
                        "bias": self.bias_initializer((self.filters,), rng, self.dtype)}
 
     def _geometry(self):
-        H, W, _ = self.input_shape
-        OH, OW, _ = self.output_shape
-        (kh, kw), (sh, sw) = self.kernel_size, self.strides
-        pt = pad_amounts(H, kh, sh, self.padding)[0]
-        pl = pad_amounts(W, kw, sw, self.padding)[0]
-        return kh, kw, sh, sw, pt, pl, OH, OW
+        return _window_geometry(self, self.kernel_size)
 
     def call(self, x, training):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
@@ -266,23 +277,11 @@ class MaxPool2D(Layer):
         self.padding = normalize_padding(padding)
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"layer {self.name!r} (MaxPool2D): expected input shape (height, width, channels), "
-                             f"got {input_shape}")
-        H, W, C = input_shape
-        (kh, kw), (sh, sw) = self.pool_size, self.strides
-        OH, OW = conv_output_size(H, kh, sh, self.padding), conv_output_size(W, kw, sw, self.padding)
-        if OH < 1 or OW < 1:
-            raise ValueError(f"layer {self.name!r} (MaxPool2D): input {input_shape} is smaller than the "
-                             f"{kh}x{kw} pool window")
-        return (OH, OW, C)
+        OH, OW = _window_output_size(self, input_shape, self.pool_size, self.strides, "pool window")
+        return (OH, OW, input_shape[2])
 
     def call(self, x, training):
-        H, W, _ = self.input_shape
-        OH, OW, _ = self.output_shape
-        (kh, kw), (sh, sw) = self.pool_size, self.strides
-        pt = pad_amounts(H, kh, sh, self.padding)[0]
-        pl = pad_amounts(W, kw, sw, self.padding)[0]
+        kh, kw, sh, sw, pt, pl, OH, OW = _window_geometry(self, self.pool_size)
         N, C = x.shape[0], x.shape[3]
         out, self.argmax = np.empty((N, OH, OW, C), x.dtype), np.empty((N, OH, OW, C), np.int32)
         threads.over_images(kernels.maxpool_forward, N, x, kh, kw, sh, sw, pt, pl, OH, OW, out, self.argmax)
