@@ -233,7 +233,6 @@ def _run_blocks(fn, bounds):
     Waits for all of them; an exception in any block is raised here (after
     every block has finished, so no helper still writes into the output).
     """
-    global _helpers
     while len(_helpers) < len(bounds) - 1:
         _helpers.append(_Helper(len(_helpers)))
     for helper, (lo, hi) in zip(_helpers, bounds[1:]):
