@@ -317,22 +317,52 @@ def relu_backward(dout, y, dz=None, n0=0, n1=-1):
     return dz
 
 
-@_jit
-def dropout_forward(x, u, rate, scale, y=None, mask=None, n0=0, n1=-1):
-    """Inverted dropout in one pass: ``mask = scale * [u >= rate]``, ``y = x * mask``.
+# Dropout's random bits come from a *counter-based* generator: element e of a
+# call with key k draws splitmix64(k + (e + 1) * GOLDEN), i.e. the e-th output
+# of the SplitMix64 generator started at k. No array of uniforms is drawn
+# first, and each element's bits depend only on (k, e), so any split of the
+# batch between threads gives the same mask.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
+#: a drop decision uses the top 24 bits of the element's 64 (a float32 uniform has 24)
+DROPOUT_BITS = 24
+_SHIFT_TOP = np.uint64(64 - DROPOUT_BITS)
 
-    ``u`` holds one uniform [0, 1) number per element. Returns ``(y, mask)``.
+
+@_jit
+def _splitmix64(z):
+    """SplitMix64's output function (a bijective mix of the 64 bits of ``z``)."""
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@_jit
+def dropout_forward(x, key, threshold, scale, y=None, mask=None, n0=0, n1=-1):
+    """Inverted dropout in one pass, drawing its own random bits.
+
+    Element ``e`` (flat index over the whole batch) gets
+    ``r = top 24 bits of splitmix64(key + (e + 1) * GOLDEN)``, uniform on
+    ``0 .. 2**24 - 1``, and is kept when ``r >= threshold``:
+    ``mask = scale * [r >= threshold]``, ``y = x * mask``. With
+    ``threshold = round(rate * 2**24)`` an element is dropped with
+    probability ``rate`` (to 7 digits). Returns ``(y, mask)``.
     """
     if y is None:
         y = np.empty(x.shape, dtype=x.dtype)
     if mask is None:
         mask = np.empty(x.shape, dtype=x.dtype)
     N = x.shape[0]
-    xf, uf, yf, mf = _rows(x), _rows(u), _rows(y), _rows(mask)
+    xf, yf, mf = _rows(x), _rows(y), _rows(mask)
+    L = xf.shape[1]
     s, zero = xf.dtype.type(scale), xf.dtype.type(0)
+    t = np.uint64(threshold)
     for n in range(n0, _stop(n1, N)):
-        for k in range(xf.shape[1]):
-            m = s if uf[n, k] >= rate else zero
+        start = np.uint64(key) + np.uint64(n * L) * _GOLDEN       # counter of element (n, 0), minus one step
+        for k in range(L):
+            r = _splitmix64(start + np.uint64(k + 1) * _GOLDEN) >> _SHIFT_TOP
+            m = s if r >= t else zero
             mf[n, k] = m
             yf[n, k] = xf[n, k] * m
     return y, mask

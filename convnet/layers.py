@@ -328,11 +328,14 @@ class Dropout(Layer):
         if self.fixed_mask is not None:
             self.mask = self.fixed_mask.astype(x.dtype, copy=False)
             return x * self.mask
-        # keep an element when its uniform draw u >= rate, i.e. with probability 1 - rate;
-        # one fused pass builds mask = [u >= rate] / (1 - rate) and y = x * mask
-        u = threads.random_float32(self.rng, x.shape)     # self.rng.random(x.shape, dtype=float32)
+        # keep an element when its 24 random bits r (uniform on 0..2^24-1) are >= rate * 2^24,
+        # i.e. with probability 1 - rate; one fused pass draws r, builds mask = [kept] / (1 - rate)
+        # and y = x * mask. The bits are element e's output of a counter-based generator whose
+        # key is drawn from self.rng (see kernels.dropout_forward).
+        key = self.rng.integers(0, 2 ** 64, dtype=np.uint64)
+        threshold = np.uint64(round(self.rate * 2 ** kernels.DROPOUT_BITS))
         y, self.mask = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-        threads.over_images(kernels.dropout_forward, len(x), x, u, np.float32(self.rate),
+        threads.over_images(kernels.dropout_forward, len(x), x, key, threshold,
                             1.0 / (1.0 - self.rate), y, self.mask)
         return y
 

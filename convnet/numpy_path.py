@@ -195,17 +195,33 @@ def relu_backward(dout, y, dz=None, n0=0, n1=-1):
     return dz
 
 
-def dropout_forward(x, u, rate, scale, y=None, mask=None, n0=0, n1=-1):
-    """Inverted dropout: ``mask = scale * [u >= rate]``, ``y = x * mask``; returns ``(y, mask)``.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 
-    Given ``y`` and ``mask``, rows ``n0..n1`` of them are written.
+
+def _splitmix64(z):
+    """SplitMix64's output function on a uint64 array (wrapping arithmetic, as in the kernel)."""
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_forward(x, key, threshold, scale, y=None, mask=None, n0=0, n1=-1):
+    """Inverted dropout: element ``e`` is kept when the top 24 bits of
+    ``splitmix64(key + (e + 1) * GOLDEN)`` are ``>= threshold``; ``mask = scale * kept``,
+    ``y = x * mask``; returns ``(y, mask)``. Given ``y`` and ``mask``, rows ``n0..n1`` are written.
     """
+    N = len(x)
+    lo, hi = (0, N) if y is None or mask is None else _images(n0, n1, N).indices(N)[:2]
+    per_image = x[0].size if N else 0
+    e = np.arange(lo * per_image, hi * per_image, dtype=np.uint64)
+    r = _splitmix64(np.uint64(key) + (e + np.uint64(1)) * _GOLDEN) >> np.uint64(64 - 24)   # top 24 bits
+    kept = (r >= np.uint64(threshold)).reshape((hi - lo,) + x.shape[1:])
+    m = kept.astype(x.dtype) * x.dtype.type(scale)
     if y is None or mask is None:
-        mask = (u >= rate).astype(x.dtype) * x.dtype.type(scale)
-        return x * mask, mask
-    part = _images(n0, n1, len(x))
-    mask[part] = (u[part] >= rate).astype(x.dtype) * x.dtype.type(scale)
-    y[part] = x[part] * mask[part]
+        return x * m, m
+    mask[lo:hi] = m
+    y[lo:hi] = x[lo:hi] * m
     return y, mask
 
 

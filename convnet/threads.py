@@ -25,9 +25,6 @@ So convnet shares the work itself, between the calling thread and a few
   checks that the split result equals the unsplit one. When a product is
   not split, ``matmul(a, b, meanwhile=fn)`` runs an independent job (a
   bias gradient) on a helper beside it.
-* :func:`random_float32` draws a large batch of uniforms (dropout's) on two
-  threads from two positions of the same random stream: the same numbers,
-  and the generator left where one serial draw would leave it.
 
 Inside :meth:`Sequential.train_step`, ``forward`` and ``backward`` (which
 enter :func:`limited`) BLAS is held at **one thread**, and restored on the
@@ -366,48 +363,6 @@ def _side_by_side(first, second):
     else:
         in_parallel(job, 2, MIN_SPLIT_ELEMENTS)   # in order on this thread if no helper is free
     return results[0], results[1]
-
-
-def random_float32(rng, shape):
-    """``rng.random(shape, dtype=np.float32)``: the same numbers, and ``rng`` left in the same state.
-
-    Drawing uniforms is serial work (0.26 ms for conv1's dropout mask at
-    batch 32). For numpy's default generator (PCG64) a large draw is cut in
-    two: the caller draws the first part with ``rng`` itself, a helper the
-    rest with a copy of its bit generator *advanced* past the first part,
-    and ``rng`` then takes the copy's final state. A float32 uses 32 of a
-    64-bit output (two per output, the other half kept for the next one),
-    so with an even first part of ``h`` numbers the copy starts ``h / 2``
-    outputs on and every number lands where the serial draw puts it
-    (tested). Any other generator, a half-used output, a small draw or one
-    thread: the plain serial call.
-    """
-    bits = rng.bit_generator
-    size = int(np.prod(shape))
-    first = (size // 2) & ~1                     # an even count: whole 64-bit outputs
-    if (type(bits) is not np.random.PCG64 or _parts(2) == 1 or size < MIN_SPLIT_ELEMENTS
-            or getattr(_local, "depth", 0) == 0):
-        return rng.random(shape, dtype=np.float32)
-    state = bits.state
-    if state["has_uint32"]:                      # half an output pending: keep it simple
-        return rng.random(shape, dtype=np.float32)
-    rest = getattr(_local, "spare_generator", None)
-    if rest is None:                             # made once per thread: seeding a new one is slow
-        rest = _local.spare_generator = np.random.Generator(np.random.PCG64(0))
-    rest_bits = rest.bit_generator
-    rest_bits.state = state
-    rest_bits.advance(first // 2)                # skip the outputs the first part uses
-    u = np.empty(size, dtype=np.float32)
-
-    def part(lo, hi):                            # part 0 on this thread, part 1 on a helper
-        for k in range(lo, hi):
-            if k == 0:
-                rng.random(out=u[:first], dtype=np.float32)
-            else:
-                rest.random(out=u[first:], dtype=np.float32)
-    in_parallel(part, 2, size)
-    bits.state = rest_bits.state                 # where the serial draw would have left rng
-    return u.reshape(shape)
 
 
 class limited:

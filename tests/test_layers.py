@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from convnet import Sequential, initializers, layers
+from convnet import Sequential, initializers, kernels, layers, numpy_path
 
 
 def built(layer, input_shape, seed=0):
@@ -197,6 +197,36 @@ def test_dropout_in_training_keeps_about_one_minus_rate_and_rescales(rate):
     dx = layer.backward(dout)
     np.testing.assert_array_equal(dx != 0, kept)                # same mask backward
     np.testing.assert_allclose(dx[kept], 2 / (1 - rate), rtol=1e-6)
+
+
+def _splitmix64_python(key, e):
+    """Element e's 64 bits, computed with Python integers (mod 2**64) straight from SplitMix64's definition."""
+    z = (key + (e + 1) * 0x9E3779B97F4A7C15) % 2 ** 64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2 ** 64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2 ** 64
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("kernel", [kernels.dropout_forward, numpy_path.dropout_forward], ids=["numba", "numpy"])
+def test_dropout_kernel_keeps_exactly_the_elements_its_generator_says(kernel):
+    key, rate = 2 ** 64 - 5, 0.3                                  # a key near the top: the counter wraps
+    threshold = round(rate * 2 ** 24)
+    x = np.arange(1, 3 * 4 * 5 + 1, dtype=np.float32).reshape(3, 4, 5)
+    y, mask = kernel(x, np.uint64(key), np.uint64(threshold), 1 / (1 - rate))
+    kept = np.array([_splitmix64_python(key, e) >> 40 >= threshold for e in range(x.size)]).reshape(x.shape)
+    assert 0 < kept.sum() < x.size
+    np.testing.assert_array_equal(mask, np.where(kept, np.float32(1 / (1 - rate)), 0))
+    np.testing.assert_array_equal(y, x * mask)
+
+
+def test_dropout_masks_look_independent():
+    # neighbouring elements, neighbouring images and consecutive batches must not share decisions
+    layer = built(layers.Dropout(0.5, seed=2), (64, 64))
+    x = np.ones((16, 64, 64), np.float32)
+    a, b = (layer.forward(x, training=True) != 0 for _ in range(2))
+    for u, v in [(a[:, :, 1:], a[:, :, :-1]), (a[:, 1:], a[:, :-1]), (a[1:], a[:-1]), (a, b)]:
+        agree = (u == v).mean()
+        assert abs(agree - 0.5) < 0.01, agree                  # 0.5 for independent fair coins
 
 
 def test_dropout_masks_depend_only_on_the_seed(rng):

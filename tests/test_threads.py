@@ -124,7 +124,6 @@ def _kernel_calls(rng):
     y = np.full(x.shape, np.nan, np.float32)
     dz = np.full(x.shape, np.nan, np.float32)
     relu_y = np.maximum(x, 0)
-    u = rng.random(x.shape, dtype=np.float32)
     drop_y, mask = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
     param, grad = rng.standard_normal((7, 11)).astype(np.float32), rng.standard_normal((7, 11)).astype(np.float32)
     m, v = 0.1 * grad, 0.01 * grad ** 2
@@ -137,7 +136,8 @@ def _kernel_calls(rng):
         ("add_bias", len(z), (z, b), (z,)),
         ("relu_forward", N, (x, y), (y,)),
         ("relu_backward", N, (x, relu_y, dz), (dz,)),
-        ("dropout_forward", N, (x, u, np.float32(0.3), 1 / 0.7, drop_y, mask), (drop_y, mask)),
+        ("dropout_forward", N, (x, np.uint64(2 ** 63 + 12345), np.uint64(0.3 * 2 ** 24), 1 / 0.7, drop_y, mask),
+         (drop_y, mask)),
         ("adam_update", param.size, (param, grad, m, v, *adam_constants), (param, m, v)),
     ]
 
@@ -341,42 +341,6 @@ def test_matmul_meanwhile_raises_the_helpers_error(num_threads):
         threads.matmul(a, b, meanwhile=broken)
     with threads.limited():                               # and the helpers still work afterwards
         np.testing.assert_array_equal(threads.matmul(a, b, meanwhile=lambda: 1)[0], a @ b)
-
-
-# ------------------------------------------------- round 3: uniforms drawn on two threads
-@pytest.mark.parametrize("n", [1, 2])
-@pytest.mark.parametrize("shape", [(32, 12, 12, 32), (7, 101, 73), (3, 5)])
-def test_random_float32_draws_the_serial_numbers_and_leaves_the_same_state(num_threads, always_split, n, shape):
-    # the dropout masks (and with them every recorded training run) depend on this stream
-    num_threads(n)
-    serial, shared = np.random.default_rng([3, 1, 4]), np.random.default_rng([3, 1, 4])
-    with threads.limited():
-        for _ in range(3):                          # the state after a draw is right too
-            np.testing.assert_array_equal(threads.random_float32(shared, shape),
-                                          serial.random(shape, dtype=np.float32))
-        assert shared.bit_generator.state == serial.bit_generator.state
-        np.testing.assert_array_equal(shared.random(5), serial.random(5))
-
-
-def test_random_float32_with_half_an_output_pending_or_another_generator(num_threads, always_split):
-    num_threads(2)
-    for make in (lambda: np.random.default_rng(5), lambda: np.random.Generator(np.random.Philox(5))):
-        serial, shared = make(), make()
-        serial.random(3, dtype=np.float32), shared.random(3, dtype=np.float32)   # odd: half an output kept
-        with threads.limited():
-            np.testing.assert_array_equal(threads.random_float32(shared, (64, 1000)),
-                                          serial.random((64, 1000), dtype=np.float32))
-        np.testing.assert_array_equal(shared.random(9, dtype=np.float32), serial.random(9, dtype=np.float32))
-
-
-def test_random_float32_really_uses_the_helper_for_a_large_draw(num_threads, monkeypatch):
-    num_threads(2)
-    calls = []
-    real = threads._run_blocks
-    monkeypatch.setattr(threads, "_run_blocks", lambda fn, bounds: (calls.append(bounds), real(fn, bounds)))
-    with threads.limited():
-        threads.random_float32(np.random.default_rng(0), (32, 12, 12, 32))
-    assert calls == [[(0, 1), (1, 2)]]
 
 
 # ---------------------------------------- round 3: im2col by one strided copy
