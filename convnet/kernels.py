@@ -33,14 +33,22 @@ image as ``(H, W*C)`` and move whole window rows with one unit-stride loop
 innermost everywhere else for the same reason. Only windows that touch the
 padding take the slower element-by-element path.
 
+**Unsigned indices.** Inner loops index with ``np.uint64`` values (``_u``):
+numba lets a signed index be negative (counting from the end), and the check
+for that on every access stopped LLVM from vectorising the loops (it emitted
+gather instructions instead). An unsigned index cannot be negative. For
+conv2 of the seed model this took im2col from 600 to ~90 us and col2im from
+570 to ~120 us on one thread, with the same values (the same copies and the
+same additions in the same order).
+
 The naive loop versions in :mod:`convnet.reference` compute the same things
 without any of these tricks and the tests compare the two.
 """
 import numpy as np
 from numba import njit
-from numpy.lib.stride_tricks import as_strided
 
 _jit = njit(cache=True, nogil=True)
+_u = np.uint64      # an index that cannot be negative (see "Unsigned indices" above)
 
 
 @_jit
@@ -61,31 +69,31 @@ def _stop(n1, N):
 def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0=0, n1=-1):
     """:func:`im2col` writing into a given ``cols`` buffer; only images ``n0 <= n < n1``' rows."""
     N, H, W, C = x.shape
-    rowlen = kw * C                                  # one window row, contiguous in x
+    rowlen = _u(kw * C)                              # one window row, contiguous in x
     xr = np.ascontiguousarray(x).reshape(N, H, W * C)
     for n in range(n0, _stop(n1, N)):
         for oh in range(OH):
             for ow in range(OW):
-                row = (n * OH + oh) * OW + ow
+                row = cols[(n * OH + oh) * OW + ow]        # this window's row of cols
                 w0 = ow * sw - pl
                 for i in range(kh):
                     h = oh * sh - pt + i
-                    base = i * rowlen
+                    base = _u(i) * rowlen
                     if h < 0 or h >= H:                      # whole window row in the padding
                         for k in range(rowlen):
-                            cols[row, base + k] = 0
+                            row[base + k] = 0
                     elif w0 >= 0 and w0 + kw <= W:           # whole window row inside: one copy
-                        src = w0 * C
+                        src, start = xr[n, h], _u(w0 * C)
                         for k in range(rowlen):
-                            cols[row, base + k] = xr[n, h, src + k]
+                            row[base + k] = src[start + k]
                     else:                                    # partly in the padding
                         for j in range(kw):
                             w = w0 + j
                             for c in range(C):
                                 if 0 <= w < W:
-                                    cols[row, base + j * C + c] = xr[n, h, w * C + c]
+                                    row[base + _u(j * C + c)] = xr[n, h, w * C + c]
                                 else:
-                                    cols[row, base + j * C + c] = 0
+                                    row[base + _u(j * C + c)] = 0
     return cols
 
 
@@ -103,41 +111,6 @@ def im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
     return im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, N)
 
 
-#: window rows shorter than this many numbers are copied by the compiled loop (see im2col_rows)
-MIN_STRIDED_ROW = 32
-
-
-def im2col_rows(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0=0, n1=-1):
-    """:func:`im2col_into` for images ``n0 <= n < n1``, by one strided NumPy copy when it can.
-
-    When no window touches the padding, the windows are a *view* of ``x``:
-    window ``(n, oh, ow)``, row ``i`` is the ``kw*C`` consecutive numbers
-    starting at pixel ``(oh*sh + i, ow*sw)``, so ``as_strided`` presents all
-    of them as an array of shape ``(images, OH, OW, kh, kw*C)``, exactly the
-    layout of those images' rows of ``cols``, and one ``np.copyto`` (which
-    releases the GIL) fills them. The values are the same copies the
-    compiled loop makes; the copy is just faster for long window rows
-    (conv2 of the seed model, 32 images, ``kw*C = 128``: 147 vs 600 us on
-    one thread; its whole forward on 2 threads 796 -> 580 us). Otherwise
-    (padding, window rows shorter than :data:`MIN_STRIDED_ROW` numbers,
-    such as conv1's 4, where the copy's per-row overhead loses; a
-    non-contiguous array; the NumPy path of :mod:`convnet.numpy_path` in
-    use) it calls :func:`im2col_into`.
-    """
-    N, H, W, C = x.shape
-    n1 = N if n1 < 0 else min(n1, N)
-    inside = pt == 0 and pl == 0 and (OH - 1) * sh + kh <= H and (OW - 1) * sw + kw <= W
-    if (not inside or kw * C < MIN_STRIDED_ROW or im2col_into is not _compiled_im2col_into or n0 >= n1
-            or not x.flags.c_contiguous or not cols.flags.c_contiguous):
-        return im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0, n1)
-    s_n, s_h, s_w, s_c = x.strides
-    windows = as_strided(x[n0:n1], shape=(n1 - n0, OH, OW, kh, kw * C),
-                         strides=(s_n, sh * s_h, sw * s_w, s_h, s_c), writeable=False)
-    np.copyto(cols[n0 * OH * OW:n1 * OH * OW].reshape(windows.shape), windows)
-    return cols
-
-
-_compiled_im2col_into = im2col_into
 
 
 @_jit
@@ -153,28 +126,28 @@ def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx=None, n0=0, n1=
     if dx is None:
         dx = np.empty((N, H, W, C), dtype=dcols.dtype)
     dxr = dx.reshape(N, H, W * C)
-    rowlen = kw * C
+    rowlen = _u(kw * C)
     for n in range(n0, _stop(n1, N)):   # one image at a time: no two ranges share dx[n]
         dxr[n, :, :] = 0
         for oh in range(OH):
             for ow in range(OW):
-                row = (n * OH + oh) * OW + ow
+                row = dcols[(n * OH + oh) * OW + ow]       # this window's row of dcols
                 w0 = ow * sw - pl
                 for i in range(kh):
                     h = oh * sh - pt + i
                     if h < 0 or h >= H:
                         continue
-                    base = i * rowlen
+                    base, dst = _u(i) * rowlen, dxr[n, h]
                     if w0 >= 0 and w0 + kw <= W:
-                        dst = w0 * C
+                        start = _u(w0 * C)
                         for k in range(rowlen):
-                            dxr[n, h, dst + k] += dcols[row, base + k]
+                            dst[start + k] += row[base + k]
                     else:
                         for j in range(kw):
                             w = w0 + j
                             if 0 <= w < W:
                                 for c in range(C):
-                                    dxr[n, h, w * C + c] += dcols[row, base + j * C + c]
+                                    dst[_u(w * C + c)] += row[base + _u(j * C + c)]
     return dx
 
 
@@ -207,27 +180,27 @@ def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW, out=None, argmax=None, n0
             for ow in range(OW):
                 w0 = ow * sw - pl
                 j0, j1 = max(0, -w0), min(kw, W - w0)
+                o, a = out[n, oh, ow], argmax[n, oh, ow]     # this window's C outputs
                 if i0 >= i1 or j0 >= j1:                     # window entirely in the padding
-                    for c in range(C):
-                        out[n, oh, ow, c] = -np.inf
-                        argmax[n, oh, ow, c] = -1
+                    for c in range(_u(C)):
+                        o[c] = -np.inf
+                        a[c] = -1
                     continue
-                first = (h0 + i0) * W + (w0 + j0)
-                for c in range(C):
-                    out[n, oh, ow, c] = x[n, h0 + i0, w0 + j0, c]
-                    argmax[n, oh, ow, c] = first
+                first, p = (h0 + i0) * W + (w0 + j0), x[n, h0 + i0, w0 + j0]
+                for c in range(_u(C)):
+                    o[c] = p[c]
+                    a[c] = first
                 for i in range(i0, i1):
                     for j in range(j0, j1):
                         if i == i0 and j == j0:
                             continue
                         h, w = h0 + i, w0 + j
-                        idx = h * W + w
-                        for c in range(C):
-                            v = x[n, h, w, c]
-                            best = out[n, oh, ow, c]
+                        idx, p = h * W + w, x[n, h, w]
+                        for c in range(_u(C)):
+                            v, best = p[c], o[c]
                             if v > best or (v != v and best == best):   # larger, or the first NaN
-                                out[n, oh, ow, c] = v
-                                argmax[n, oh, ow, c] = idx
+                                o[c] = v
+                                a[c] = idx
     return out, argmax
 
 
@@ -247,10 +220,11 @@ def maxpool_backward(dout, argmax, H, W, dx=None, n0=0, n1=-1):
         dxr[n, :, :] = 0
         for oh in range(OH):
             for ow in range(OW):
-                for c in range(C):
-                    idx = argmax[n, oh, ow, c]
+                d, a = dout[n, oh, ow], argmax[n, oh, ow]
+                for c in range(_u(C)):
+                    idx = a[c]
                     if idx >= 0:
-                        dxr[n, idx, c] += dout[n, oh, ow, c]
+                        dxr[n, idx, c] += d[c]
     return dx
 
 
@@ -262,8 +236,9 @@ def add_bias(z, b, n0=0, n1=-1):
     """``z[r, f] += b[f]`` in place for a 2-D ``z`` (rows are output positions, columns filters)."""
     R, F = z.shape
     for r in range(n0, _stop(n1, R)):
-        for f in range(F):
-            z[r, f] += b[f]
+        row = z[r]
+        for f in range(_u(F)):
+            row[f] += b[f]
     return z
 
 
@@ -280,8 +255,9 @@ def sum_rows(z):
     R, F = z.shape
     acc = np.zeros(F, dtype=z.dtype)
     for r in range(R):
-        for f in range(F):
-            acc[f] += z[r, f]
+        row = z[r]
+        for f in range(_u(F)):
+            acc[f] += row[f]
     return acc
 
 
@@ -297,9 +273,10 @@ def relu_forward(z, y=None, n0=0, n1=-1):
     zf, yf = _rows(z), _rows(y)
     zero = zf.dtype.type(0)
     for n in range(n0, _stop(n1, N)):
-        for k in range(zf.shape[1]):
-            v = zf[n, k]
-            yf[n, k] = zero if v <= 0 else v          # NaN <= 0 is False: NaN stays NaN
+        zn, yn = zf[n], yf[n]
+        for k in range(_u(zf.shape[1])):
+            v = zn[k]
+            yn[k] = zero if v <= 0 else v             # NaN <= 0 is False: NaN stays NaN
     return y
 
 
@@ -312,8 +289,9 @@ def relu_backward(dout, y, dz=None, n0=0, n1=-1):
     d, yf, dzf = _rows(dout), _rows(y), _rows(dz)
     zero = d.dtype.type(0)
     for n in range(n0, _stop(n1, N)):
-        for k in range(d.shape[1]):
-            dzf[n, k] = d[n, k] if yf[n, k] > 0 else zero
+        dn, yn, dzn = d[n], yf[n], dzf[n]
+        for k in range(_u(d.shape[1])):
+            dzn[k] = dn[k] if yn[k] > 0 else zero
     return dz
 
 
@@ -359,12 +337,13 @@ def dropout_forward(x, key, threshold, scale, y=None, mask=None, n0=0, n1=-1):
     s, zero = xf.dtype.type(scale), xf.dtype.type(0)
     t = np.uint64(threshold)
     for n in range(n0, _stop(n1, N)):
-        start = np.uint64(key) + np.uint64(n * L) * _GOLDEN       # counter of element (n, 0), minus one step
-        for k in range(L):
-            r = _splitmix64(start + np.uint64(k + 1) * _GOLDEN) >> _SHIFT_TOP
+        start = _u(key) + _u(n * L) * _GOLDEN       # counter of element (n, 0), minus one step
+        xn, yn, mn = xf[n], yf[n], mf[n]
+        for k in range(_u(L)):
+            r = _splitmix64(start + (k + _u(1)) * _GOLDEN) >> _SHIFT_TOP
             m = s if r >= t else zero
-            mf[n, k] = m
-            yf[n, k] = xf[n, k] * m
+            mn[k] = m
+            yn[k] = xn[k] * m
     return y, mask
 
 
@@ -381,7 +360,7 @@ def adam_update(param, grad, m, v, b1, b2, lr_t, eps, n0=0, n1=-1):
     mf, vf = m.reshape(-1)[n0:stop], v.reshape(-1)[n0:stop]
     one = p.dtype.type(1)
     c1, c2 = one - b1, one - b2
-    for k in range(p.size):             # from 0 over the views: the loop vectorises
+    for k in range(_u(p.size)):         # from 0 over the views: the loop vectorises
         gk = g[k]
         mk = b1 * mf[k] + c1 * gk
         vk = b2 * vf[k] + c2 * gk * gk

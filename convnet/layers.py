@@ -213,7 +213,7 @@ class Conv2D(Layer):
 
         def images(n0, n1):                             # images n0..n1 (each thread runs a share)
             r0, r1 = n0 * rows, n1 * rows
-            kernels.im2col_rows(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0, n1)   # cols
+            kernels.im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0, n1)   # cols
             np.matmul(cols[r0:r1], K2, out=z[r0:r1])   # z = cols @ K2
             kernels.add_bias(z, b, r0, r1)             #     + b
         threads.in_parallel(images, N, cols.size)
@@ -236,24 +236,34 @@ class Conv2D(Layer):
         #   dL/db    = sum of dz over batch, rows and columns
         #   dL/dcols = dz @ K2^T, and col2im adds each window row back onto
         #              the pixels it was copied from: that is dL/dx.
+        # The two sums over the batch are taken per fixed block of images and the
+        # blocks' partial sums then added in order (threads.reduction_blocks), so a
+        # thread can do all the work of its own images in one go, and the result
+        # does not depend on how many threads share it.
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
-        dz2 = dz.reshape(-1, self.filters)
-        K2 = self.params["kernel"].reshape(-1, self.filters)
-        dK2, self.grads["bias"] = threads.matmul(       # cols^T @ dz, and meanwhile (maybe on
-            self.cols.T, dz2, meanwhile=lambda: kernels.sum_rows(dz2))   # another thread) dz2.sum(axis=0)
-        self.grads["kernel"] = dK2.reshape(self.params["kernel"].shape)
-        if not self.need_input_grad:
-            return None
         N, H, W, C = self.x_shape
         rows = OH * OW
-        dcols = np.empty(self.cols.shape, dtype=dz2.dtype)
-        dx = np.empty(self.x_shape, dtype=dz2.dtype)
+        dz2 = dz.reshape(-1, self.filters)
+        K2 = self.params["kernel"].reshape(-1, self.filters)
+        blocks = threads.reduction_blocks(N)
+        dK2_parts = np.empty((len(blocks),) + K2.shape, dtype=dz2.dtype)
+        db_parts = np.empty((len(blocks), self.filters), dtype=dz2.dtype)
+        need_dx = self.need_input_grad
+        dcols = np.empty(self.cols.shape, dtype=dz2.dtype) if need_dx else None
+        dx = np.empty(self.x_shape, dtype=dz2.dtype) if need_dx else None
 
-        def images(n0, n1):                             # images n0..n1 (each thread runs a share)
-            r0, r1 = n0 * rows, n1 * rows
-            np.matmul(dz2[r0:r1], K2.T, out=dcols[r0:r1])                       # dL/dcols
-            kernels.col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx, n0, n1)   # dL/dx
-        threads.in_parallel(images, N, dcols.size)
+        def work(j0, j1):                               # blocks j0..j1 (each thread runs a share)
+            for j in range(j0, j1):
+                n0, n1 = blocks[j]
+                r0, r1 = n0 * rows, n1 * rows
+                np.matmul(self.cols[r0:r1].T, dz2[r0:r1], out=dK2_parts[j])      # block's cols^T @ dz
+                db_parts[j] = kernels.sum_rows(dz2[r0:r1])                         # block's sum of dz
+                if need_dx:
+                    np.matmul(dz2[r0:r1], K2.T, out=dcols[r0:r1])                  # dL/dcols
+                    kernels.col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx, n0, n1)  # dL/dx
+        threads.in_parallel(work, len(blocks), self.cols.size)
+        self.grads["kernel"] = threads.add_in_order(dK2_parts).reshape(self.params["kernel"].shape)
+        self.grads["bias"] = threads.add_in_order(db_parts)
         return dx
 
     def get_config(self):

@@ -282,6 +282,31 @@ def in_parallel(fn, n_items, size):
         _split_lock.release()
 
 
+#: sums over a batch (a convolution's kernel and bias gradients) are taken as partial sums over
+#: this many fixed blocks of images, added in block order (see :func:`reduction_blocks`)
+REDUCTION_BLOCKS = 2
+
+
+def reduction_blocks(n_items):
+    """A fixed split of ``0..n_items`` into :data:`REDUCTION_BLOCKS` ranges, for sums over a batch.
+
+    A sum over the images, taken as one partial sum per block and then the
+    partial sums added in block order (:func:`add_in_order`), gets the same
+    rounding however many threads computed the blocks: each thread takes
+    whole blocks (``in_parallel(fn, len(blocks), size)``), and the split
+    depends only on ``n_items``.
+    """
+    return _split(n_items, max(1, min(REDUCTION_BLOCKS, n_items)))
+
+
+def add_in_order(parts):
+    """``parts[0] + parts[1] + ...`` (along the first axis), always in that order."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
+
+
 def over_images(kernel, n_images, *args):
     """Run ``kernel(*args, n0, n1)`` over image ranges covering ``0..n_images``, shared between threads.
 
