@@ -114,20 +114,26 @@ class Adam(Optimizer):
     def apply(self, params_and_grads):
         t = self.iterations + 1
         self._lr_t = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
-        super().apply(params_and_grads)
+        self.iterations = t
+        fused = {}                        # dtype -> [(param, grad, m, v)] for the fused kernel
+        for key, param, grad in params_and_grads:
+            m, v = self.slot("m", key, param), self.slot("v", key, param)
+            if all(a.flags.c_contiguous and a.dtype == param.dtype for a in (grad, m, v, param)):
+                fused.setdefault(param.dtype, []).append((param, grad, m, v))
+            else:
+                self.update(key, param, grad)
+        for dtype, groups in fused.items():
+            # the same three lines as in update(), fused into one pass over memory
+            # (numba), all parameters' elements shared out between convnet's threads at once
+            f = dtype.type
+            threads.over_elements(kernels.adam_update, groups, f(self.beta_1), f(self.beta_2),
+                                  f(self._lr_t), f(self.epsilon))
 
     def update(self, key, param, grad):
         f = param.dtype.type
         b1, b2 = f(self.beta_1), f(self.beta_2)
         m = self.slot("m", key, param)
         v = self.slot("v", key, param)
-        arrays = (param, grad, m, v)
-        if all(a.flags.c_contiguous and a.dtype == param.dtype for a in arrays):
-            # the same three lines as below, fused into one pass over memory (numba),
-            # elements shared out between convnet's threads
-            threads.over_images(kernels.adam_update, param.size, param, grad, m, v, b1, b2,
-                                f(self._lr_t), f(self.epsilon))
-            return
         m *= b1
         m += (1 - b1) * grad
         v *= b2

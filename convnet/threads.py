@@ -22,9 +22,7 @@ So convnet shares the work itself, between the calling thread and a few
 * :func:`matmul` cuts a large matrix product into row blocks, each an
   ordinary single-threaded BLAS product (numpy releases the GIL in BLAS).
   Row ``r`` of ``a @ b`` only depends on row ``r`` of ``a``; the test suite
-  checks that the split result equals the unsplit one. When a product is
-  not split, ``matmul(a, b, meanwhile=fn)`` runs an independent job (a
-  bias gradient) on a helper beside it.
+  checks that the split result equals the unsplit one.
 
 Inside :meth:`Sequential.train_step`, ``forward`` and ``backward`` (which
 enter :func:`limited`) BLAS is held at **one thread**, and restored on the
@@ -322,6 +320,29 @@ def over_images(kernel, n_images, *args):
     in_parallel(lambda n0, n1: kernel(*args, n0, n1), n_images, largest)
 
 
+def over_elements(kernel, arrays, *args):
+    """``kernel(*arrays[i], *args)`` for every group of arrays, all shared out in one split.
+
+    ``arrays`` is a list of groups of same-sized arrays (e.g. a parameter,
+    its gradient and its optimizer slots) and ``kernel`` one that accepts a
+    range of *flat elements* ``n0 <= k < n1`` (``adam_update``). The groups
+    are laid end to end and the total cut into one range per thread, so the
+    threads get equal numbers of elements however the sizes differ, with a
+    single hand-off; each element is computed exactly as by the unsplit call.
+    """
+    starts, total = [], 0
+    for group in arrays:
+        starts.append(total)
+        total += group[0].size
+
+    def elements(e0, e1):
+        for group, start in zip(arrays, starts):
+            lo, hi = max(e0 - start, 0), min(e1 - start, group[0].size)
+            if lo < hi:
+                kernel(*group, *args, lo, hi)
+    in_parallel(elements, total, total)
+
+
 #: a product is split by columns only when its inner dimension is at most this long: every
 #: column block reads all of ``a``, and with a long inner dimension (conv1's kernel gradient,
 #: K = 20,000) two half-products took longer than the whole one (373 vs 287 us)
@@ -339,7 +360,7 @@ def _matmul_parts(M, K, F):
     return parts, by_rows
 
 
-def matmul(a, b, meanwhile=None):
+def matmul(a, b):
     """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is split over the threads.
 
     Row block ``r`` of the result is ``a[rows r] @ b`` and column block
@@ -350,20 +371,12 @@ def matmul(a, b, meanwhile=None):
     by rows, those with few rows (a dense layer's forward) by columns; at
     least 64 rows or 16 columns per block, and no column split when the
     inner dimension is long (:data:`MAX_COLUMN_SPLIT_INNER`).
-
-    ``meanwhile``: a function of no arguments, independent of the product
-    (e.g. a bias gradient). Then ``(a @ b, meanwhile())`` is returned, and
-    when the product is *not* split, ``meanwhile`` runs on a helper thread
-    while the caller computes the product. Either way every value is the
-    same as computing the two one after the other.
     """
     M, K = a.shape
     F = b.shape[1]
     parts, by_rows = _matmul_parts(M, K, F)
     if parts == 1 or not _split_lock.acquire(blocking=False):
-        if meanwhile is None:
-            return a @ b
-        return _side_by_side(lambda: a @ b, meanwhile)
+        return a @ b
     try:
         out = np.empty((M, F), dtype=np.result_type(a, b))
         if by_rows:
@@ -372,22 +385,7 @@ def matmul(a, b, meanwhile=None):
             _run_blocks(lambda lo, hi: np.matmul(a, b[:, lo:hi], out[:, lo:hi]), _split(F, parts))
     finally:
         _split_lock.release()
-    return out if meanwhile is None else (out, meanwhile())
-
-
-def _side_by_side(first, second):
-    """``(first(), second())``, the second on a helper thread when one is free (inside :func:`limited`)."""
-    results = [None, None]
-
-    def job(lo, hi):                             # job 0 on this thread, job 1 on a helper
-        for k in range(lo, hi):
-            results[k] = first() if k == 0 else second()
-    if getattr(_local, "depth", 0) == 0:
-        job(0, 1)
-        job(1, 2)
-    else:
-        in_parallel(job, 2, MIN_SPLIT_ELEMENTS)   # in order on this thread if no helper is free
-    return results[0], results[1]
+    return out
 
 
 class limited:

@@ -294,50 +294,56 @@ def test_sum_rows_kernel_equals_numpy_and_its_numpy_twin():
     np.testing.assert_allclose(kernels.sum_rows(z64), z64.sum(axis=0), rtol=1e-12)
 
 
-# ------------------------------------------------------- round 3: matmul's meanwhile
-def test_a_long_inner_dimension_is_not_split_by_columns(num_threads):
-    # conv1's kernel gradient (16, 20000) @ (20000, 32): each column half re-reads all of a,
-    # measured slower than the whole product; a dense layer's short inner dimension still splits
-    num_threads(2)
-    with threads.limited():
-        assert threads._matmul_parts(16, 20000, 32) == (1, False)
-        assert threads._matmul_parts(128, 800, 256) == (2, False)
-        assert threads._matmul_parts(512, 2592, 32) == (2, True)
-    assert threads._matmul_parts(512, 2592, 32)[0] == 1        # outside limited(): never split
-
-
-@pytest.mark.parametrize("n", [1, 2])
-@pytest.mark.parametrize("M, K, F", [(16, 20000, 32), (512, 2592, 32)])
-def test_matmul_meanwhile_gives_both_results_exactly(num_threads, n, M, K, F):
-    rng = np.random.default_rng(M)
-    a = rng.standard_normal((K, M)).astype(np.float32).T          # a transposed view, as cols.T
-    b = rng.standard_normal((K, F)).astype(np.float32)
-    num_threads(1)
-    with threads.limited():
-        plain = threads.matmul(a, b)
+# ------------------------------------------- reductions and the fused optimizer step
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_over_elements_updates_every_group_exactly_as_one_call_each(num_threads, always_split, n):
     num_threads(n)
-    ran_on = []
+    shapes = [(4, 4, 1, 32), (32,), (3, 3, 32, 16), (16,), (7,)]      # the split falls inside a group
+    def state():
+        r = np.random.default_rng(9)
+        return [[r.standard_normal(s).astype(np.float32) for _ in range(4)] for s in shapes]
+    serial, shared = state(), state()
+    constants = tuple(np.float32(c) for c in (0.9, 0.999, 1e-3, 1e-7))
+    for group in serial:
+        kernels.adam_update(*group, *constants)
+    calls = []
+    def kernel(*a):
+        calls.append(a[-2:])
+        kernels.adam_update(*a)
+    threads.over_elements(kernel, shared, *constants)
+    for a, b in zip(serial, shared):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    total = sum(int(np.prod(s)) for s in shapes)
+    assert sum(hi - lo for lo, hi in calls) == total            # every element once
+    if n == 1:
+        assert len(calls) == len(shapes)                         # one call per group, whole
+    else:
+        assert len(calls) > len(shapes)                          # a group was cut between threads
 
-    def bias_gradient():
-        ran_on.append(threading.current_thread().name)
-        return kernels.sum_rows(b)
-    with threads.limited():
-        product, total = threads.matmul(a, b, meanwhile=bias_gradient)
-    np.testing.assert_array_equal(product, plain)
-    np.testing.assert_array_equal(total, b.sum(axis=0))
-    assert len(ran_on) == 1
-    # beside an unsplit product, with 2 threads, the other job goes to a helper thread
-    on_helper = ran_on[0].startswith("convnet-helper")
-    assert on_helper == (n == 2 and M == 16)
+
+@pytest.mark.parametrize("n_items, expected", [(32, [(0, 16), (16, 32)]), (5, [(0, 2), (2, 5)]), (1, [(0, 1)])])
+def test_reduction_blocks_depend_only_on_the_batch(num_threads, n_items, expected):
+    for n in (1, 2, 4):
+        num_threads(n)
+        assert threads.reduction_blocks(n_items) == expected
 
 
-def test_matmul_meanwhile_raises_the_helpers_error(num_threads):
-    num_threads(2)
-    a, b = np.ones((16, 20000), np.float32), np.ones((20000, 32), np.float32)
-
-    def broken():
-        raise RuntimeError("bias gradient failed")
-    with threads.limited(), pytest.raises(RuntimeError, match="bias gradient failed"):
-        threads.matmul(a, b, meanwhile=broken)
-    with threads.limited():                               # and the helpers still work afterwards
-        np.testing.assert_array_equal(threads.matmul(a, b, meanwhile=lambda: 1)[0], a @ b)
+def test_conv_gradients_are_bit_identical_for_any_thread_count(num_threads, always_split):
+    from convnet import layers
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((6, 12, 12, 8)).astype(np.float32)
+    dout = rng.standard_normal((6, 9, 9, 5)).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        num_threads(n)
+        layer = layers.Conv2D(5, 4)
+        layer.build(x.shape[1:], np.random.default_rng(0))
+        layer.forward(x, training=True)
+        dx = layer.backward(dout)
+        results.append((dx, layer.grads["kernel"], layer.grads["bias"]))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+    cols = kernels.im2col(x.astype(np.float64), 4, 4, 1, 1, 0, 0, 9, 9)
+    np.testing.assert_allclose(results[0][1].reshape(-1, 5), cols.T @ dout.reshape(-1, 5), rtol=1e-4, atol=1e-4)
