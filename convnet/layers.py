@@ -203,32 +203,36 @@ class Conv2D(Layer):
     def _geometry(self):
         return _window_geometry(self, self.kernel_size)
 
+    #: the im2col matrix is built a few images at a time, at most this many bytes per block,
+    #: so that each block is still in the core's cache when the product reads it
+    COLS_BLOCK_BYTES = 768 * 1024
+
+    def _cols_blocks(self, n0, n1, dtype):
+        """Image ranges of at most ``COLS_BLOCK_BYTES`` of ``cols`` covering ``n0..n1``, and a scratch buffer."""
+        kh, kw = self.kernel_size
+        OH, OW, _ = self.output_shape
+        K, rows = kh * kw * self.input_shape[2], OH * OW
+        per_block = max(1, self.COLS_BLOCK_BYTES // (rows * K * np.dtype(dtype).itemsize))
+        starts = range(n0, n1, per_block)
+        return [(b0, min(b0 + per_block, n1)) for b0 in starts], np.empty((per_block * rows, K), dtype)
+
     def call(self, x, training):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
         x = np.ascontiguousarray(x)
         N, rows = x.shape[0], OH * OW                   # rows of cols (and of z) per image
-        cols = self._cols_buffer(N * rows, x.dtype)      # (N*OH*OW, kh*kw*C)
         K2, b = self.params["kernel"].reshape(-1, self.filters), self.params["bias"]
         z = np.empty((N * rows, self.filters), dtype=x.dtype)
 
         def images(n0, n1):                             # images n0..n1 (each thread runs a share)
-            r0, r1 = n0 * rows, n1 * rows
-            kernels.im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0, n1)   # cols
-            np.matmul(cols[r0:r1], K2, out=z[r0:r1])   # z = cols @ K2
-            kernels.add_bias(z, b, r0, r1)             #     + b
-        threads.in_parallel(images, N, cols.size)
-        self.cols, self.x_shape = cols, x.shape
+            blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
+            for b0, b1 in blocks:                       # a few images at a time:
+                cols = scratch[:(b1 - b0) * rows]
+                kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols)   # their rows of cols
+                np.matmul(cols, K2, out=z[b0 * rows:b1 * rows])                      # z = cols @ K2
+                kernels.add_bias(z, b, b0 * rows, b1 * rows)                         #     + b
+        threads.in_parallel(images, N, z.size * K2.shape[0])
+        self.x = x                                      # backward rebuilds cols from it
         return z.reshape(N, OH, OW, self.filters)
-
-    def _cols_buffer(self, rows, dtype):
-        """The im2col matrix of the last batch if it has the right size (reused: it is big), else a new one."""
-        kh, kw = self.kernel_size
-        shape = (rows, kh * kw * self.input_shape[2])
-        cols = getattr(self, "cols", None)
-        if cols is not None and cols.shape == shape and cols.dtype == dtype:
-            return cols
-        self.cols = None                              # let the old one go before allocating
-        return np.empty(shape, dtype=dtype)
 
     def backprop(self, dz):
         # z = cols @ K2 + b, so
@@ -236,32 +240,37 @@ class Conv2D(Layer):
         #   dL/db    = sum of dz over batch, rows and columns
         #   dL/dcols = dz @ K2^T, and col2im adds each window row back onto
         #              the pixels it was copied from: that is dL/dx.
-        # The two sums over the batch are taken per fixed block of images and the
-        # blocks' partial sums then added in order (threads.reduction_blocks), so a
-        # thread can do all the work of its own images in one go, and the result
-        # does not depend on how many threads share it.
+        # cols is rebuilt a few images at a time (as in call; cheaper than keeping the whole
+        # matrix, which would come back from memory). The sums over the batch are taken per
+        # fixed block of images (threads.reduction_blocks, and within it in the fixed order of
+        # the cols blocks) and then added in order, so a thread does all the work of its own
+        # images in one go and the result does not depend on how many threads share it.
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
-        N, H, W, C = self.x_shape
+        x = self.x
+        N, H, W, C = x.shape
         rows = OH * OW
         dz2 = dz.reshape(-1, self.filters)
         K2 = self.params["kernel"].reshape(-1, self.filters)
         blocks = threads.reduction_blocks(N)
         dK2_parts = np.empty((len(blocks),) + K2.shape, dtype=dz2.dtype)
         db_parts = np.empty((len(blocks), self.filters), dtype=dz2.dtype)
-        need_dx = self.need_input_grad
-        dcols = np.empty(self.cols.shape, dtype=dz2.dtype) if need_dx else None
-        dx = np.empty(self.x_shape, dtype=dz2.dtype) if need_dx else None
+        dx = np.empty(x.shape, dtype=dz2.dtype) if self.need_input_grad else None
 
         def work(j0, j1):                               # blocks j0..j1 (each thread runs a share)
+            product = np.empty_like(K2)
             for j in range(j0, j1):
                 n0, n1 = blocks[j]
-                r0, r1 = n0 * rows, n1 * rows
-                np.matmul(self.cols[r0:r1].T, dz2[r0:r1], out=dK2_parts[j])      # block's cols^T @ dz
-                db_parts[j] = kernels.sum_rows(dz2[r0:r1])                         # block's sum of dz
-                if need_dx:
-                    np.matmul(dz2[r0:r1], K2.T, out=dcols[r0:r1])                  # dL/dcols
-                    kernels.col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx, n0, n1)  # dL/dx
-        threads.in_parallel(work, len(blocks), self.cols.size)
+                db_parts[j] = kernels.sum_rows(dz2[n0 * rows:n1 * rows])          # block's sum of dz
+                dK2_parts[j] = 0
+                cols_blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
+                for b0, b1 in cols_blocks:
+                    cols, dzb = scratch[:(b1 - b0) * rows], dz2[b0 * rows:b1 * rows]
+                    kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols)
+                    dK2_parts[j] += np.matmul(cols.T, dzb, out=product)           # cols^T @ dz
+                    if dx is not None:
+                        dcols = np.matmul(dzb, K2.T, out=cols)                    # dL/dcols (reusing cols)
+                        kernels.col2im(dcols, b1 - b0, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx[b0:b1])
+        threads.in_parallel(work, len(blocks), dz2.size * K2.shape[0])
         self.grads["kernel"] = threads.add_in_order(dK2_parts).reshape(self.params["kernel"].shape)
         self.grads["bias"] = threads.add_in_order(db_parts)
         return dx

@@ -375,10 +375,10 @@ class Sequential:
         return result
 
     def _release(self):
-        """Drop big per-batch caches (im2col matrices) after inference."""
+        """Drop per-batch caches (the inputs layers keep for backward) after inference."""
         for layer in self.layers:
-            if hasattr(layer, "cols"):
-                layer.cols = None
+            if hasattr(layer, "x"):
+                layer.x = None
 
     # --------------------------------------------------------- persistence
     def save(self, path, include_optimizer=True):
