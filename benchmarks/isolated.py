@@ -1,0 +1,622 @@
+"""``python -m benchmarks.isolated``: convnet's and Keras's epoch and inference, each in its own process.
+
+``python -m benchmarks`` runs every library in one process, one after the
+other. For the model rows that is not a fair comparison: once TensorFlow is
+loaded and has run, its thread pools and convnet's (numba, BLAS) get in each
+other's way, and convnet's training step is measurably slower than in a
+process of its own; Keras's epoch time, too, varies a lot from run to run.
+This command measures each library in a **fresh subprocess** instead:
+
+1. the parent (which never imports TensorFlow) writes the seed model's
+   initial weights (``convnet_impl.seed_model(0).get_weights()``, Keras
+   order) to an ``.npz`` file in a temporary folder;
+2. for each repeat it starts one worker per library,
+   ``python -m benchmarks.isolated --worker LIB --weights FILE ...``, in an
+   order that alternates from repeat to repeat (keras, convnet; then
+   convnet, keras; ...), so that a drift in the machine's load hits both;
+3. a worker sets its threads as ``python -m benchmarks`` does, loads MNIST,
+   builds the model with those weights, warms up (a short ``fit`` and a
+   ``predict``), then times one epoch of ``fit`` (batch 32, shuffled) and a
+   ``predict`` over the test images, measures the test accuracy after that
+   epoch, its peak RSS and its start-up time, and prints one JSON object as
+   the last line of its standard output;
+4. the parent prints per-library medians (with min-max), the **paired
+   ratios** convnet/keras (each convnet run over the keras run of the same
+   repeat) and their median, the headline "epoch ratio", and writes
+   ``isolated.json`` to ``--out``.
+
+Set ``BENCHMARKS_ISOLATED_HIDE_TF=1`` to make the keras worker behave as if
+TensorFlow were not installed (the keras column is then left out with a
+note, exactly as on a machine without TensorFlow).
+"""
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_STARTED_WALL = time.time()              # when this module began to run (worker start-up phases)
+_STARTED = time.perf_counter()
+
+LIBRARIES = ("convnet", "keras")
+DEFAULT_ORDER = ("keras", "convnet")     # repeat 1's order; repeat 2 reverses it, and so on
+EPOCH_STEPS = 1875                        # 60,000 images / batch 32
+TEST_IMAGES = 10_000
+BATCH = 32
+DEFAULT_REPEATS = 5
+QUICK = dict(repeats=2, steps=100, images=2_000)
+DEFAULT_WARMUP_BATCHES = 10
+WARMUP_BATCHES_RANGE = (2, 64)
+WARMUP_PREDICT = 1000
+DEFAULT_TIMEOUT_S = 1800.0
+SETTLE_S = 0.05                           # untimed pause before each timed call
+TARGET_EPOCH_RATIO = 0.75                 # the issue's target: convnet's epoch <= 0.75 x Keras's
+HIDE_TF_ENV = "BENCHMARKS_ISOLATED_HIDE_TF"
+UNAVAILABLE_EXIT = 3                      # a worker's exit status when its library cannot be imported
+STDERR_TAIL_LINES = 25
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------ arguments
+def _bounded_int(low, high=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
+        return value
+    return parse
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive, finite number of seconds, got {text!r}")
+    return value
+
+
+def libs_arg(text):
+    """``"convnet,keras"`` -> ``["convnet", "keras"]`` (order kept, duplicates refused)."""
+    libs = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in libs if name not in LIBRARIES]
+    if unknown or not libs:
+        raise argparse.ArgumentTypeError(f"unknown librar{'ies' if len(unknown) > 1 else 'y'} "
+                                         f"{unknown or [text]}; expected a comma-separated list of "
+                                         f"{','.join(LIBRARIES)}")
+    if len(set(libs)) != len(libs):
+        raise argparse.ArgumentTypeError(f"a library is named twice in {text!r}")
+    return libs
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.isolated",
+        description="Time one epoch of fit (batch 32) and predict of the seed model in convnet and in Keras, "
+                    "each library in its own fresh process, alternating, and report the paired ratios "
+                    "convnet/keras.")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{QUICK['repeats']} repeats, the epoch timed on {QUICK['steps']} batches and "
+                        f"inference on {QUICK['images']:,} images, both scaled up")
+    p.add_argument("--repeats", type=_bounded_int(1), metavar="N",
+                   help=f"worker runs per library (default {DEFAULT_REPEATS}; --quick {QUICK['repeats']})")
+    p.add_argument("--steps", type=_bounded_int(1, EPOCH_STEPS), metavar="S",
+                   help=f"time fit on the first S*32 training images and scale to an epoch of {EPOCH_STEPS} "
+                        f"batches (default {EPOCH_STEPS}: the whole epoch; --quick {QUICK['steps']})")
+    p.add_argument("--images", type=_bounded_int(1, TEST_IMAGES), metavar="I",
+                   help=f"time predict on the first I test images and scale to {TEST_IMAGES:,} "
+                        f"(default {TEST_IMAGES:,}; --quick {QUICK['images']:,})")
+    p.add_argument("--libs", type=libs_arg, default=list(DEFAULT_ORDER), metavar="LIBS",
+                   help="comma-separated libraries, in repeat 1's order (default keras,convnet)")
+    p.add_argument("--threads", type=_bounded_int(1), metavar="N",
+                   help="threads for every library (default: the cores this process may use)")
+    p.add_argument("--warmup-batches", type=_bounded_int(*WARMUP_BATCHES_RANGE), metavar="N",
+                   default=DEFAULT_WARMUP_BATCHES,
+                   help=f"batches of the warm-up fit before the timed epoch (default {DEFAULT_WARMUP_BATCHES})")
+    p.add_argument("--data", choices=("mnist", "random"), default="mnist",
+                   help="MNIST (default; random data of its shape, with a note, if it cannot be loaded) or "
+                        "random data (accuracy is then meaningless)")
+    p.add_argument("--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help=f"give up on a worker after this long (default {DEFAULT_TIMEOUT_S:.0f} s)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
+                   help="where to write isolated.json (default benchmarks/results/)")
+    worker = p.add_argument_group("worker mode (started by the parent; not needed by hand)")
+    worker.add_argument("--worker", choices=LIBRARIES, metavar="LIB",
+                        help="measure LIB in this process and print one JSON line")
+    worker.add_argument("--weights", type=Path, metavar="FILE", help="the .npz of initial weights (worker only)")
+    worker.add_argument("--launched-at", type=float, metavar="EPOCH_SECONDS",
+                        help="time.time() when the parent started this worker (worker only)")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        if args.weights is None:
+            parser.error("--worker needs --weights FILE")
+        if args.quick or args.repeats is not None:
+            parser.error("--quick and --repeats are for the parent, not for --worker")
+    elif args.weights is not None or args.launched_at is not None:
+        parser.error("--weights and --launched-at are only for --worker")
+    settings = dict(QUICK) if args.quick else dict(repeats=DEFAULT_REPEATS, steps=EPOCH_STEPS, images=TEST_IMAGES)
+    for key in ("repeats", "steps", "images"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    args.repeats, args.steps, args.images = settings["repeats"], settings["steps"], settings["images"]
+    return args
+
+
+# --------------------------------------------------------- pure computations
+def run_order(libs, repeat):
+    """The order of repeat ``repeat`` (1-based): ``libs`` on odd repeats, reversed on even ones."""
+    libs = list(libs)
+    return libs if repeat % 2 == 1 else libs[::-1]
+
+
+def spread(values):
+    """Median, min, max and every value of a list of numbers (None when the list is empty)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": list(values)}
+
+
+def paired_ratios(results, key, top="convnet", bottom="keras"):
+    """``top``'s ``key`` over ``bottom``'s, repeat by repeat, for the repeats where both ran.
+
+    ``results`` maps a library to ``{repeat: worker record}``. Returns
+    ``{"per_repeat": [{"repeat", "ratio", top, bottom}], "median", "min", "max"}``
+    or None when no repeat has both.
+    """
+    per_repeat = []
+    for repeat in sorted(set(results.get(top, {})) & set(results.get(bottom, {}))):
+        a, b = results[top][repeat].get(key), results[bottom][repeat].get(key)
+        if a is None or not b:
+            continue
+        per_repeat.append({"repeat": repeat, "ratio": a / b, top: a, bottom: b})
+    if not per_repeat:
+        return None
+    ratios = [p["ratio"] for p in per_repeat]
+    return {"per_repeat": per_repeat, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def summarize(results):
+    """Per library: the spread of every measured figure over its successful repeats."""
+    keys = ("epoch_s", "predict_s", "peak_rss_mb", "accuracy", "startup_s", "epoch_measured_s",
+            "predict_measured_s")
+    return {lib: {"repeats_ok": len(runs), **{k: spread([runs[r].get(k) for r in sorted(runs)]) for k in keys}}
+            for lib, runs in results.items()}
+
+
+# ------------------------------------------------------------------- worker
+class WorkerError(Exception):
+    """A failure the worker explains in one message (no traceback needed)."""
+
+
+class LibraryUnavailable(Exception):
+    """The worker's library cannot be imported."""
+
+
+def peak_rss_mb():
+    """This process's peak resident set size in MB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def read_weights(path):
+    """The arrays of an ``.npz`` written by :func:`write_weights`, in order."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            names = sorted(npz.files, key=lambda name: int(name.rsplit("_", 1)[-1]))
+            weights = [npz[name] for name in names]
+    except FileNotFoundError:
+        raise WorkerError(f"weights file {os.fspath(path)!r} does not exist") from None
+    except Exception as err:
+        raise WorkerError(f"cannot read weights file {os.fspath(path)!r} ({type(err).__name__}: {err}); "
+                          f"expected an .npz of arrays arr_0, arr_1, ...") from None
+    if not weights:
+        raise WorkerError(f"weights file {os.fspath(path)!r} holds no arrays")
+    return weights
+
+
+def write_weights(weights, path):
+    """Save ``weights`` (a list of arrays) as ``arr_0, arr_1, ...`` in ``path``."""
+    import numpy as np
+
+    np.savez(path, *weights)
+
+
+def _timed(fn):
+    """Seconds one call of ``fn`` takes (after an untimed pause; garbage collector off) and its result."""
+    gc.collect()
+    time.sleep(SETTLE_S)
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        result = fn()
+        return time.perf_counter() - start, result
+    finally:
+        gc.enable()
+
+
+def _last(history, key):
+    values = getattr(history, "history", {}).get(key) if history is not None else None
+    return float(values[-1]) if values else None
+
+
+def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_kind, launched_at=None):
+    """Everything a worker reports, as a JSON-ready dict (runs in the worker process)."""
+    phases = {}
+    if launched_at is not None:
+        phases["python_start_s"] = _STARTED_WALL - launched_at
+    mark = time.perf_counter()
+
+    from .machine import ThreadSettings, library_versions, numpy_blas
+    threads = ThreadSettings(threads_n).configure_numpy_numba()
+    notes = []
+    if lib == "keras":
+        if os.environ.get(HIDE_TF_ENV):
+            raise LibraryUnavailable(f"TensorFlow hidden by {HIDE_TF_ENV}={os.environ[HIDE_TF_ENV]}")
+        from . import tf_impl
+        try:
+            note = tf_impl.import_tensorflow(threads)
+        except ImportError as err:
+            raise LibraryUnavailable(f"TensorFlow cannot be imported ({err})") from None
+        if note:
+            notes.append(note)
+        backend = tf_impl.Backend()
+    else:
+        from . import convnet_impl
+        backend = convnet_impl.Backend()
+    rss_after_import = peak_rss_mb()
+    phases["import_s"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    from .data import load_data
+    data = load_data(data_kind)
+    if data.note:
+        notes.append(data.note)
+    weights = read_weights(weights_path)
+    phases["data_s"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    try:
+        model = backend.make_model(weights)
+    except Exception as err:
+        raise WorkerError(f"the weights in {os.fspath(weights_path)!r} do not fit the seed model "
+                          f"({type(err).__name__}: {err})") from None
+    phases["build_s"] = time.perf_counter() - mark
+
+    n_train = steps * BATCH
+    x, y = data.x_train[:n_train], data.y_train[:n_train]
+    x_test, y_test = data.x_test[:images], data.y_test[:images]
+    # the warm-up predict sees both batch shapes the timed one will (1000 and the remainder)
+    n_warm_predict = min(images, WARMUP_PREDICT + images % WARMUP_PREDICT)
+    mark = time.perf_counter()
+    model.make_fit(data.x_train[:warmup_batches * BATCH], data.y_train[:warmup_batches * BATCH])()
+    model.make_predict(x_test[:n_warm_predict])()
+    phases["warmup_s"] = time.perf_counter() - mark
+    ready = time.time()
+    startup_s = ready - (launched_at if launched_at is not None else _STARTED_WALL)
+
+    fit_s, history = _timed(model.make_fit(x, y))
+    predict_s, probabilities = _timed(model.make_predict(x_test))
+
+    import numpy as np
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape != (images, 10):
+        raise WorkerError(f"predict returned shape {probabilities.shape}, expected {(images, 10)}")
+    accuracy = float(np.mean(np.argmax(probabilities, axis=1) == y_test))
+    return {
+        "library": lib,
+        "epoch_s": fit_s * EPOCH_STEPS / steps,
+        "epoch_measured_s": fit_s,
+        "epoch_steps": steps,
+        "predict_s": predict_s * TEST_IMAGES / images,
+        "predict_measured_s": predict_s,
+        "predict_images": images,
+        "accuracy": accuracy,
+        "fit_loss": _last(history, "loss"),
+        "fit_accuracy": _last(history, "accuracy"),
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_after_import_mb": rss_after_import,
+        "startup_s": startup_s,
+        "startup_from": "parent launch" if launched_at is not None else "worker module start",
+        "phases_s": phases,
+        "warmup": {"fit_batches": warmup_batches, "predict_images": n_warm_predict},
+        "data_source": data.source,
+        "threads": threads.describe(),
+        "numpy_blas": numpy_blas(),
+        "versions": library_versions(),
+        "notes": notes,
+        "pid": os.getpid(),
+    }
+
+
+def worker_main(args):
+    """Measure ``args.worker``; JSON on stdout's last line, exit 0; else a message on stderr, exit non-zero."""
+    from .report import _strict
+
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr                    # anything a library prints stays off the JSON line
+    try:
+        result = measure(args.worker, args.weights, args.steps, args.images, args.threads or _cores(),
+                         args.warmup_batches, args.data, args.launched_at)
+    except LibraryUnavailable as err:
+        print(f"isolated worker ({args.worker}): library unavailable: {err}", file=sys.stderr)
+        real_stdout.write(json.dumps({"library": args.worker, "unavailable": str(err)}) + "\n")
+        return UNAVAILABLE_EXIT
+    except WorkerError as err:
+        print(f"isolated worker ({args.worker}): error: {err}", file=sys.stderr)
+        return 1
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        print(f"isolated worker ({args.worker}): error: unexpected failure (traceback above)", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = real_stdout
+    real_stdout.write(json.dumps(_strict(result), allow_nan=False) + "\n")
+    real_stdout.flush()
+    return 0
+
+
+def _cores():
+    from .machine import machine_cores
+    return machine_cores()
+
+
+# ------------------------------------------------------------------- parent
+def worker_command(lib, weights_path, args, threads):
+    return [sys.executable, "-m", "benchmarks.isolated", "--worker", lib, "--weights", os.fspath(weights_path),
+            "--steps", str(args.steps), "--images", str(args.images), "--threads", str(threads),
+            "--warmup-batches", str(args.warmup_batches), "--data", args.data,
+            "--launched-at", repr(time.time())]
+
+
+def _tail(text, lines=STDERR_TAIL_LINES):
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run_worker(lib, weights_path, args, threads):
+    """Start one worker and wait for it: ``("ok", record)``, ``("unavailable", why)`` or ``("failed", info)``."""
+    command = worker_command(lib, weights_path, args, threads)
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as err:
+        stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else (err.stderr or "")
+        return "failed", {"returncode": None, "error": f"timed out after {args.timeout:g} s",
+                          "stderr_tail": _tail(stderr), "wall_s": time.perf_counter() - started}
+    wall = time.perf_counter() - started
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    record = None
+    if lines:
+        try:
+            record = json.loads(lines[-1])
+        except json.JSONDecodeError:
+            record = None
+    if proc.returncode == UNAVAILABLE_EXIT and isinstance(record, dict) and "unavailable" in record:
+        return "unavailable", record["unavailable"]
+    if proc.returncode != 0 or not isinstance(record, dict) or "epoch_s" not in record:
+        why = (f"exit status {proc.returncode}" if proc.returncode != 0
+               else "no JSON result on the last line of its output")
+        return "failed", {"returncode": proc.returncode, "error": why, "stderr_tail": _tail(proc.stderr),
+                          "stdout_tail": _tail(proc.stdout, 5), "wall_s": wall}
+    record["wall_s"] = wall
+    return "ok", record
+
+
+def _machine(threads, workers):
+    """The machine description of :mod:`benchmarks.machine`, with the workers' own thread settings/versions."""
+    from .machine import ThreadSettings, describe_machine
+
+    machine = describe_machine(ThreadSettings(threads))
+    machine["command"] = " ".join([os.path.basename(sys.executable), "-m", "benchmarks.isolated"] + sys.argv[1:])
+    machine["threads"] = {"requested": threads, "per_library": {lib: rec["threads"] for lib, rec in workers.items()}}
+    machine["numpy_blas_per_library"] = {lib: rec.get("numpy_blas") for lib, rec in workers.items()}
+    for rec in workers.values():
+        for name, version in (rec.get("versions") or {}).items():
+            if version and not machine["versions"].get(name):
+                machine["versions"][name] = version
+    return machine
+
+
+def _fmt_s(summary):
+    if not summary:
+        return "-"
+    return f"{summary['median']:.3g} s ({summary['min']:.3g}-{summary['max']:.3g})"
+
+
+def _fmt(summary, spec, unit=""):
+    if not summary:
+        return "-"
+    return (f"{format(summary['median'], spec)}{unit} ({format(summary['min'], spec)}-"
+            f"{format(summary['max'], spec)})")
+
+
+def render_table(report):
+    """The text printed at the end of a parent run."""
+    machine, settings = report["machine"], report["settings"]
+    blas = machine.get("numpy_blas") or {}
+    out = [f"convnet vs Keras, one process per library: {machine['date']}, {machine['cpu_model']}, "
+           f"{machine['cores']} cores, {machine['os']}",
+           "versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v),
+           f"numpy BLAS: {blas.get('internal_api')} {blas.get('version')} {blas.get('architecture')}",
+           "environment: " + (", ".join(f"{k}={v}" for k, v in machine["env"].items() if v is not None)
+                              or "none of the variables that change BLAS/thread behaviour is set"),
+           f"threads: {settings['threads']} per library; {settings['repeats']} repeats; epoch = "
+           f"{settings['steps']} batches of {BATCH}"
+           + (f" scaled x{settings['epoch_scale']:g}" if settings["epoch_scale"] != 1 else "")
+           + f"; predict = {settings['images']:,} images"
+           + (f" scaled x{settings['predict_scale']:g}" if settings["predict_scale"] != 1 else ""),
+           "figures: median (min-max) over the repeats", ""]
+    header = ["library", "runs", "epoch", "predict (10,000)", "peak RSS", "test accuracy", "start-up"]
+    rows = []
+    for lib, s in report["summary"].items():
+        rows.append([lib, str(s["repeats_ok"]), _fmt_s(s["epoch_s"]), _fmt_s(s["predict_s"]),
+                     _fmt(s["peak_rss_mb"], ".0f", " MB"), _fmt(s["accuracy"], ".4f"), _fmt_s(s["startup_s"])])
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
+              for i in range(len(header))]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out += [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+    ratios = report.get("ratios") or {}
+    if ratios.get("epoch"):
+        out += ["", "paired ratios convnet/keras (same repeat; < 1: convnet faster):"]
+        predict = {p["repeat"]: p["ratio"] for p in (ratios.get("predict") or {}).get("per_repeat", [])}
+        for p in ratios["epoch"]["per_repeat"]:
+            extra = f", predict {predict[p['repeat']]:.3f}" if p["repeat"] in predict else ""
+            out.append(f"  repeat {p['repeat']}: epoch {p['ratio']:.3f} "
+                       f"({p['convnet']:.3g} s / {p['keras']:.3g} s){extra}")
+        e = ratios["epoch"]
+        out.append(f"  median: epoch {e['median']:.3f} (min {e['min']:.3f}, max {e['max']:.3f})"
+                   + (f", predict {ratios['predict']['median']:.3f}" if ratios.get("predict") else ""))
+        verdict = "met" if report["epoch_ratio_meets_target"] else "NOT met"
+        caveat = (f"; an estimate: {settings['steps']} batches timed, not a whole epoch"
+                  if settings["steps"] != EPOCH_STEPS else "")
+        out += ["", f"EPOCH RATIO convnet/keras: {report['epoch_ratio']:.3f} "
+                    f"(median of {len(e['per_repeat'])} paired ratios; target <= {report['target_epoch_ratio']}: "
+                    f"{verdict}{caveat})"]
+    if report["failures"]:
+        out += ["", "FAILED workers:"]
+        for f in report["failures"]:
+            out.append(f"  {f['library']}, repeat {f['repeat']}: {f['error']}")
+            out += [f"    | {line}" for line in f.get("stderr_tail", "").splitlines()]
+    if report["notes"]:
+        out += ["", "notes:"] + [f"  - {n}" for n in report["notes"]]
+    return "\n".join(out)
+
+
+def parent_main(args, log):
+    started = time.perf_counter()
+    threads = args.threads or _cores()
+    libs = list(args.libs)
+    notes = []
+    settings = {"repeats": args.repeats, "steps": args.steps, "images": args.images, "libs": libs,
+                "orders": [run_order(libs, r) for r in range(1, args.repeats + 1)], "threads": threads,
+                "batch": BATCH, "predict_batch": 1000, "epoch_scale": EPOCH_STEPS / args.steps,
+                "predict_scale": TEST_IMAGES / args.images, "warmup_fit_batches": args.warmup_batches,
+                "data": args.data, "quick": args.quick, "timeout_s": args.timeout,
+                "weights": "benchmarks.convnet_impl.seed_model(0).get_weights()"}
+    if args.steps != EPOCH_STEPS:
+        notes.append(f"epoch timed on {args.steps} batches of {BATCH}, scaled x{EPOCH_STEPS / args.steps:g} "
+                     f"(fit's per-call overhead is scaled with it)")
+    if args.images != TEST_IMAGES:
+        notes.append(f"predict timed on {args.images:,} test images, scaled x{TEST_IMAGES / args.images:g}; "
+                     f"accuracy is on those {args.images:,} images")
+    if args.data == "random":
+        notes.append("random data (--data random): test accuracy is meaningless")
+    notes.append(f"each worker warms up (a {args.warmup_batches}-batch fit and a predict) on the model it then "
+                 f"times, so the timed epoch starts from the seed weights plus {args.warmup_batches} Adam steps")
+    if "keras" in libs:
+        notes.append("the keras worker also imports convnet (benchmarks.tf_impl shares benchmarks.convnet_impl's "
+                     "constants), so its peak RSS includes convnet's and numba's modules")
+
+    from .convnet_impl import seed_model
+    results = {lib: {} for lib in libs}
+    runs, failures, dropped = [], [], {}
+    with tempfile.TemporaryDirectory(prefix="convnet-isolated-") as tmp:
+        weights_path = Path(tmp) / "seed_weights.npz"
+        write_weights(seed_model(0).get_weights(), weights_path)
+        for repeat in range(1, args.repeats + 1):
+            for position, lib in enumerate(run_order(libs, repeat)):
+                if lib in dropped:
+                    continue
+                log(f"[repeat {repeat}/{args.repeats}] {lib} worker ...")
+                status, payload = run_worker(lib, weights_path, args, threads)
+                run = {"repeat": repeat, "position": position, "library": lib, "status": status}
+                if status == "ok":
+                    results[lib][repeat] = payload
+                    run["result"] = payload
+                    log(f"  epoch {payload['epoch_s']:.3g} s, predict {payload['predict_s']:.3g} s, "
+                        f"accuracy {payload['accuracy']:.4f}, peak RSS {payload['peak_rss_mb']:.0f} MB, "
+                        f"start-up {payload['startup_s']:.3g} s")
+                elif status == "unavailable":
+                    dropped[lib] = payload
+                    run["why"] = payload
+                    notes.append(f"{lib} left out: {payload}" + ("; pip install -e .[bench]" if lib == "keras"
+                                                                   else ""))
+                    log(f"  {lib} unavailable: {payload}")
+                else:
+                    failures.append({"library": lib, "repeat": repeat, **payload})
+                    run.update(payload)
+                    dropped[lib] = "failed"
+                    log(f"  {lib} worker FAILED in repeat {repeat}: {payload['error']}\n"
+                        + "\n".join(f"    | {line}" for line in payload["stderr_tail"].splitlines()))
+                    if repeat < args.repeats:
+                        notes.append(f"{lib}: its later repeats were not run after its worker failed in "
+                                     f"repeat {repeat}")
+                runs.append(run)
+
+    measured = {lib: results[lib] for lib in LIBRARIES if results.get(lib)}
+    first = {lib: r[min(r)] for lib, r in measured.items()}
+    for lib, rec in first.items():
+        notes += [f"{lib}: {n}" for n in rec.get("notes", []) if f"{lib}: {n}" not in notes]
+    ratios = None
+    if "convnet" in measured and "keras" in measured:
+        ratios = {"epoch": paired_ratios(measured, "epoch_s"), "predict": paired_ratios(measured, "predict_s")}
+    epoch_ratio = ratios["epoch"]["median"] if ratios and ratios["epoch"] else None
+    report = {
+        "schema": 1,
+        "kind": "isolated",
+        "settings": settings,
+        "runs": runs,
+        "summary": summarize(measured),
+        "ratios": ratios,
+        "epoch_ratio": epoch_ratio,
+        "target_epoch_ratio": TARGET_EPOCH_RATIO,
+        "epoch_ratio_meets_target": None if epoch_ratio is None else bool(epoch_ratio <= TARGET_EPOCH_RATIO),
+        "failures": failures,
+        "all_workers_ok": not failures and bool(measured),
+        "machine": _machine(threads, first),
+        "notes": notes,
+        "wall_time_s": None,
+    }
+    try:
+        report["machine"]["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        report["machine"]["load_average_end"] = None
+    report["wall_time_s"] = time.perf_counter() - started
+
+    from .report import write_json
+    print(render_table(report), flush=True)
+    path = Path(args.out) / "isolated.json"
+    write_json(report, path)
+    print(f"\nwrote {os.fspath(path)} ({report['wall_time_s']:.0f} s)", flush=True)
+    if failures:
+        print("some workers FAILED (see above and 'failures' in the JSON)", file=sys.stderr)
+        return 1
+    if not measured:
+        print("nothing was measured: no library could be run", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None, log=None):
+    args = parse_args(argv)
+    if args.worker is not None:
+        return worker_main(args)
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    return parent_main(args, log)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
