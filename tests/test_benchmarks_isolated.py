@@ -179,6 +179,16 @@ def test_a_failing_worker_is_reported_with_library_repeat_and_stderr(tmp_path, c
     assert any("later repeats were not run" in n for n in report["notes"])
 
 
+def test_a_worker_that_overruns_the_timeout_is_stopped_and_reported(tmp_path, capsys):
+    code = isolated.main(["--libs", "convnet", "--repeats", "1", "--steps", "1", "--images", "8", "--threads", "1",
+                          "--timeout", "0.2", "--out", str(tmp_path)], log=lambda msg: None)
+    capsys.readouterr()
+    assert code == 1
+    [failure] = json.loads((tmp_path / "isolated.json").read_text())["failures"]
+    assert failure["library"] == "convnet" and failure["error"] == "timed out after 0.2 s"
+    assert failure["returncode"] is None
+
+
 def test_worker_alone_refuses_a_bad_weights_file(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"garbage")
