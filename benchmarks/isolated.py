@@ -461,7 +461,7 @@ def render_table(report):
            f"numpy BLAS: {blas.get('internal_api')} {blas.get('version')} {blas.get('architecture')}",
            "environment: " + (", ".join(f"{k}={v}" for k, v in machine["env"].items() if v is not None)
                               or "none of the variables that change BLAS/thread behaviour is set"),
-           f"threads: {settings['threads']} per library; {settings['repeats']} repeats; epoch = "
+           f"threads: {settings['threads']} per library; repeats: {settings['repeats']}; epoch = "
            f"{settings['steps']} batches of {BATCH}"
            + (f" scaled x{settings['epoch_scale']:g}" if settings["epoch_scale"] != 1 else "")
            + f"; predict = {settings['images']:,} images"
@@ -493,7 +493,7 @@ def render_table(report):
         caveat = (f"; an estimate: {settings['steps']} batches timed, not a whole epoch"
                   if settings["steps"] != EPOCH_STEPS else "")
         out += ["", f"EPOCH RATIO convnet/keras: {report['epoch_ratio']:.3f} "
-                    f"(median of {len(e['per_repeat'])} paired ratios; target <= {report['target_epoch_ratio']}: "
+                    f"(median of the paired ratios of {len(e['per_repeat'])} repeat(s); target <= {report['target_epoch_ratio']}: "
                     f"{verdict}{caveat})"]
     if report["failures"]:
         out += ["", "FAILED workers:"]
