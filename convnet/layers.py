@@ -227,7 +227,7 @@ class Conv2D(Layer):
             blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
             for b0, b1 in blocks:                       # a few images at a time:
                 cols = scratch[:(b1 - b0) * rows]
-                kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols)   # their rows of cols
+                kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)   # their cols
                 np.matmul(cols, K2, out=z[b0 * rows:b1 * rows])                      # z = cols @ K2
                 kernels.add_bias(z, b, b0 * rows, b1 * rows)                         #     + b
         threads.in_parallel(images, N, z.size * K2.shape[0])
@@ -265,11 +265,12 @@ class Conv2D(Layer):
                 cols_blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
                 for b0, b1 in cols_blocks:
                     cols, dzb = scratch[:(b1 - b0) * rows], dz2[b0 * rows:b1 * rows]
-                    kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols)
+                    kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)
                     dK2_parts[j] += np.matmul(cols.T, dzb, out=product)           # cols^T @ dz
                     if dx is not None:
                         dcols = np.matmul(dzb, K2.T, out=cols)                    # dL/dcols (reusing cols)
-                        kernels.col2im(dcols, b1 - b0, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx[b0:b1])
+                        kernels.col2im(dcols, b1 - b0, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx[b0:b1],
+                                       0, b1 - b0)
         threads.in_parallel(work, len(blocks), dz2.size * K2.shape[0])
         self.grads["kernel"] = threads.add_in_order(dK2_parts).reshape(self.params["kernel"].shape)
         self.grads["bias"] = threads.add_in_order(db_parts)
