@@ -206,6 +206,10 @@ class Conv2D(Layer):
     #: the im2col matrix is built a few images at a time, at most this many bytes per block,
     #: so that each block is still in the core's cache when the product reads it
     COLS_BLOCK_BYTES = 768 * 1024
+    #: a whole im2col matrix up to this size is kept from forward for backward (conv1's 1.3 MB:
+    #: its rows of 4 numbers are slow to copy); a larger one is rebuilt block by block in
+    #: backward (conv2's 5.3 MB would come back from memory, slower than rebuilding it)
+    KEEP_COLS_BYTES = 2 * 1024 * 1024
 
     def _cols_blocks(self, n0, n1, dtype):
         """Image ranges of at most ``COLS_BLOCK_BYTES`` of ``cols`` covering ``n0..n1``, and a scratch buffer."""
@@ -222,16 +226,19 @@ class Conv2D(Layer):
         N, rows = x.shape[0], OH * OW                   # rows of cols (and of z) per image
         K2, b = self.params["kernel"].reshape(-1, self.filters), self.params["bias"]
         z = np.empty((N * rows, self.filters), dtype=x.dtype)
+        K = K2.shape[0]
+        whole = N * rows * K * x.itemsize <= self.KEEP_COLS_BYTES
+        self.cols = np.empty((N * rows, K), x.dtype) if whole else None   # kept for backward
 
         def images(n0, n1):                             # images n0..n1 (each thread runs a share)
             blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
             for b0, b1 in blocks:                       # a few images at a time:
-                cols = scratch[:(b1 - b0) * rows]
+                cols = self.cols[b0 * rows:b1 * rows] if whole else scratch[:(b1 - b0) * rows]
                 kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)   # their cols
                 np.matmul(cols, K2, out=z[b0 * rows:b1 * rows])                      # z = cols @ K2
                 kernels.add_bias(z, b, b0 * rows, b1 * rows)                         #     + b
         threads.in_parallel(images, N, z.size * K2.shape[0])
-        self.x = x                                      # backward rebuilds cols from it
+        self.x = x                                      # backward rebuilds cols from it (unless kept)
         return z.reshape(N, OH, OW, self.filters)
 
     def backprop(self, dz):
@@ -264,11 +271,15 @@ class Conv2D(Layer):
                 dK2_parts[j] = 0
                 cols_blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
                 for b0, b1 in cols_blocks:
-                    cols, dzb = scratch[:(b1 - b0) * rows], dz2[b0 * rows:b1 * rows]
-                    kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)
+                    dzb = dz2[b0 * rows:b1 * rows]
+                    if self.cols is not None:                                    # kept from forward
+                        cols = self.cols[b0 * rows:b1 * rows]
+                    else:                                                        # rebuilt
+                        cols = scratch[:(b1 - b0) * rows]
+                        kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)
                     dK2_parts[j] += np.matmul(cols.T, dzb, out=product)           # cols^T @ dz
                     if dx is not None:
-                        dcols = np.matmul(dzb, K2.T, out=cols)                    # dL/dcols (reusing cols)
+                        dcols = np.matmul(dzb, K2.T, out=scratch[:(b1 - b0) * rows])   # dL/dcols
                         kernels.col2im(dcols, b1 - b0, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx[b0:b1],
                                        0, b1 - b0)
         threads.in_parallel(work, len(blocks), dz2.size * K2.shape[0])

@@ -377,8 +377,9 @@ class Sequential:
     def _release(self):
         """Drop per-batch caches (the inputs layers keep for backward) after inference."""
         for layer in self.layers:
-            if hasattr(layer, "x"):
-                layer.x = None
+            for cache in ("x", "cols"):
+                if hasattr(layer, cache):
+                    setattr(layer, cache, None)
 
     # --------------------------------------------------------- persistence
     def save(self, path, include_optimizer=True):

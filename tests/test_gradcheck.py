@@ -375,3 +375,33 @@ def test_norm_relative_error_ignores_roundoff_on_tiny_entries_but_not_real_error
     assert norm_relative_error(analytic, wrong) > 1e-2
     with pytest.raises(ValueError, match="shapes differ"):
         norm_relative_error(np.zeros(3), np.zeros(4))
+
+
+# ------------------------------------------- conv: im2col kept or rebuilt, in blocks
+@pytest.mark.parametrize("padding, strides", [("valid", 1), ("same", 2)])
+def test_conv_gradient_when_cols_is_rebuilt_in_small_blocks(rng, monkeypatch, padding, strides):
+    # small layers keep their whole im2col matrix; force the path the seed model's conv2 takes
+    monkeypatch.setattr(layers.Conv2D, "KEEP_COLS_BYTES", 0)
+    monkeypatch.setattr(layers.Conv2D, "COLS_BLOCK_BYTES", 1)       # one image per block
+    layer = float64_layer(layers.Conv2D(3, 3, strides=strides, padding=padding), (5, 6, 2))
+    x = rng.standard_normal((3, 5, 6, 2))
+    errors = gradcheck.check_layer(layer, x)
+    assert layer.cols is None
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_conv_kept_and_rebuilt_cols_give_identical_results(monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 12, 12, 4)).astype(np.float32)
+    dout = rng.standard_normal((7, 9, 9, 6)).astype(np.float32)
+    monkeypatch.setattr(layers.Conv2D, "COLS_BLOCK_BYTES", 2 * 81 * 64 * 4)   # blocks of 2 images
+    results = []
+    for keep in (1 << 30, 0):
+        monkeypatch.setattr(layers.Conv2D, "KEEP_COLS_BYTES", keep)
+        layer = layers.Conv2D(6, 4)
+        layer.build(x.shape[1:], np.random.default_rng(0))
+        out = layer.forward(x, training=True)
+        assert (layer.cols is None) == (keep == 0)
+        results.append((out, layer.backward(dout), layer.grads["kernel"], layer.grads["bias"]))
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
