@@ -168,6 +168,16 @@ def _window_geometry(layer, window):
     return kh, kw, sh, sw, pt, pl, OH, OW
 
 
+def _gradient_extent(dz):
+    """``(rows, columns)`` of the output grid ``dz[:, :rows, :columns]`` that holds every nonzero of ``dz``."""
+    OH, OW = dz.shape[1], dz.shape[2]
+    while OH > 1 and not dz[:, OH - 1, :OW].any():
+        OH -= 1
+    while OW > 1 and not dz[:, :OH, OW - 1].any():
+        OW -= 1
+    return OH, OW
+
+
 class Conv2D(Layer):
     """2-D convolution (cross-correlation, as in every DL framework).
 
@@ -211,11 +221,10 @@ class Conv2D(Layer):
     #: backward (conv2's 5.3 MB would come back from memory, slower than rebuilding it)
     KEEP_COLS_BYTES = 2 * 1024 * 1024
 
-    def _cols_blocks(self, n0, n1, dtype):
+    def _cols_blocks(self, n0, n1, rows, dtype):
         """Image ranges of at most ``COLS_BLOCK_BYTES`` of ``cols`` covering ``n0..n1``, and a scratch buffer."""
         kh, kw = self.kernel_size
-        OH, OW, _ = self.output_shape
-        K, rows = kh * kw * self.input_shape[2], OH * OW
+        K = kh * kw * self.input_shape[2]
         per_block = max(1, self.COLS_BLOCK_BYTES // (rows * K * np.dtype(dtype).itemsize))
         starts = range(n0, n1, per_block)
         return [(b0, min(b0 + per_block, n1)) for b0 in starts], np.empty((per_block * rows, K), dtype)
@@ -231,7 +240,7 @@ class Conv2D(Layer):
         self.cols = np.empty((N * rows, K), x.dtype) if whole else None   # kept for backward
 
         def images(n0, n1):                             # images n0..n1 (each thread runs a share)
-            blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
+            blocks, scratch = self._cols_blocks(n0, n1, rows, x.dtype)
             for b0, b1 in blocks:                       # a few images at a time:
                 cols = self.cols[b0 * rows:b1 * rows] if whole else scratch[:(b1 - b0) * rows]
                 kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)   # their cols
@@ -255,6 +264,13 @@ class Conv2D(Layer):
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
         x = self.x
         N, H, W, C = x.shape
+        if self.cols is None:
+            # Output rows/columns at the bottom/right whose gradient is zero everywhere add
+            # nothing to any sum above, so they are left out (their windows are not even
+            # rebuilt). A 'valid' pooling that floors does this: the seed model's second
+            # pooling reads 8 of conv2's 9 rows and columns, so 17 of 81 positions drop out.
+            OH, OW = _gradient_extent(dz)
+            dz = np.ascontiguousarray(dz[:, :OH, :OW])
         rows = OH * OW
         dz2 = dz.reshape(-1, self.filters)
         K2 = self.params["kernel"].reshape(-1, self.filters)
@@ -269,7 +285,7 @@ class Conv2D(Layer):
                 n0, n1 = blocks[j]
                 db_parts[j] = kernels.sum_rows(dz2[n0 * rows:n1 * rows])          # block's sum of dz
                 dK2_parts[j] = 0
-                cols_blocks, scratch = self._cols_blocks(n0, n1, x.dtype)
+                cols_blocks, scratch = self._cols_blocks(n0, n1, rows, x.dtype)
                 for b0, b1 in cols_blocks:
                     dzb = dz2[b0 * rows:b1 * rows]
                     if self.cols is not None:                                    # kept from forward

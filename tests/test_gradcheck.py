@@ -16,7 +16,7 @@ The second half makes sure the checks have teeth: a subtly wrong backward
 import numpy as np
 import pytest
 
-from convnet import Sequential, gradcheck, layers, losses
+from convnet import Sequential, gradcheck, kernels, layers, losses
 from convnet.activations import softmax
 
 pytestmark = pytest.mark.usefixtures("serial")
@@ -405,3 +405,47 @@ def test_conv_kept_and_rebuilt_cols_give_identical_results(monkeypatch):
         results.append((out, layer.backward(dout), layer.grads["kernel"], layer.grads["bias"]))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------- conv backward leaves out trailing output rows/columns with zero gradient
+def test_gradient_extent_finds_the_last_row_and_column_with_a_nonzero():
+    dz = np.zeros((2, 5, 6, 3))
+    assert layers._gradient_extent(dz) == (1, 1)
+    dz[1, 2, 3, 2] = 1.0
+    assert layers._gradient_extent(dz) == (3, 4)
+    dz[0, 4, 0, 0] = -1e-30                                   # any nonzero counts, however small
+    assert layers._gradient_extent(dz) == (5, 4)
+    dz[0, 0, 5, 1] = 2.0
+    assert layers._gradient_extent(dz) == (5, 6)
+
+
+def test_conv_before_a_flooring_pool_passes_the_whole_model_gradient_check(rng, monkeypatch):
+    monkeypatch.setattr(layers.Conv2D, "KEEP_COLS_BYTES", 0)           # the path conv2 takes
+    extents = []
+    real = layers._gradient_extent
+    monkeypatch.setattr(layers, "_gradient_extent", lambda dz: extents.append(real(dz)) or extents[-1])
+    model = Sequential([layers.Conv2D(3, 3, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
+                        layers.Dense(4, activation="softmax")], input_shape=(11, 11, 2), seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.astype(np.float64)
+    errors = gradcheck.check_model(model, rng.standard_normal((3, 11, 11, 2)), np.array([0, 3, 1]), max_entries=None)
+    assert_all_small(errors)
+    assert (8, 8) in extents                  # 9 x 9 conv output, the pool reads 8 x 8: one row and column skipped
+
+
+def test_conv_backward_skipping_zero_rows_equals_the_full_computation(monkeypatch):
+    monkeypatch.setattr(layers.Conv2D, "KEEP_COLS_BYTES", 0)
+    r = np.random.default_rng(3)
+    x = r.standard_normal((4, 10, 9, 2))
+    dout = r.standard_normal((4, 8, 7, 5))
+    dout[:, 6:] = 0                                            # the last two rows and the last column
+    dout[:, :, 6] = 0
+    layer = float64_layer(layers.Conv2D(5, 3), (10, 9, 2))
+    layer.forward(x, training=True)
+    dx = layer.backward(dout)
+    cols = kernels.im2col(x, 3, 3, 1, 1, 0, 0, 8, 7)            # the full computation, every position
+    np.testing.assert_allclose(layer.grads["kernel"].reshape(-1, 5), cols.T @ dout.reshape(-1, 5), rtol=1e-12)
+    np.testing.assert_allclose(layer.grads["bias"], dout.sum(axis=(0, 1, 2)), rtol=1e-12)
+    full_dx = kernels.col2im(dout.reshape(-1, 5) @ layer.params["kernel"].reshape(-1, 5).T, 4, 10, 9, 2,
+                             3, 3, 1, 1, 0, 0, 8, 7)
+    np.testing.assert_allclose(dx, full_dx, rtol=1e-12, atol=1e-12)
