@@ -65,19 +65,43 @@ def _stop(n1, N):
 
 
 # ------------------------------------------------------------------ im2col
+#: window rows shorter than this many numbers (conv1's 4) are copied through a table of offsets
+SHORT_ROW = 16
+
+
 @_jit
 def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0=0, n1=-1):
     """:func:`im2col` writing into a given ``cols`` buffer; only images ``n0 <= n < n1``' rows."""
     N, H, W, C = x.shape
     rowlen = _u(kw * C)                              # one window row, contiguous in x
     xr = np.ascontiguousarray(x).reshape(N, H, W * C)
+    # Short window rows (conv1's 4 numbers) make the row-by-row copy below mostly loop
+    # overhead. When no window touches the padding, element k of a window's row of cols
+    # is read from offsets[k] past the window's first pixel instead, all in one loop
+    # (278 -> ~110 us for conv1 on one thread; for conv2's rows of 128 numbers the
+    # row-by-row copy is 4x faster than this).
+    inside = pt == 0 and pl == 0 and (OH - 1) * sh + kh <= H and (OW - 1) * sw + kw <= W
+    if rowlen < SHORT_ROW and inside:              # no window touches the padding
+        offsets = np.empty(kh * kw * C, dtype=np.uint64)
+        for i in range(kh):
+            for k in range(rowlen):
+                offsets[_u(i) * rowlen + k] = _u(i * W * C) + k
+        xf = xr.reshape(-1)
+        for n in range(n0, _stop(n1, N)):
+            for oh in range(OH):
+                for ow in range(OW):
+                    row = cols[(n * OH + oh) * OW + ow]
+                    start = _u(((n * H + oh * sh) * W + ow * sw) * C)   # the window's first pixel
+                    for k in range(_u(offsets.size)):
+                        row[k] = xf[start + offsets[k]]
+        return cols
     for n in range(n0, _stop(n1, N)):
         for oh in range(OH):
             for ow in range(OW):
                 row = cols[(n * OH + oh) * OW + ow]        # this window's row of cols
-                w0 = ow * sw - pl
+                h0, w0 = oh * sh - pt, ow * sw - pl
                 for i in range(kh):
-                    h = oh * sh - pt + i
+                    h = h0 + i
                     base = _u(i) * rowlen
                     if h < 0 or h >= H:                      # whole window row in the padding
                         for k in range(rowlen):
