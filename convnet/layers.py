@@ -438,9 +438,20 @@ class Dense(Layer):
 
     def backprop(self, dz):
         # z = x W + b  =>  dL/dW = x^T dz,  dL/db = sum_n dz,  dL/dx = dz W^T
-        self.grads["kernel"] = threads.matmul(self.x.T, dz)
+        W, result = self.params["kernel"], {}
+
+        def products(k0, k1):                           # two independent products, one per thread
+            for k in range(k0, k1):
+                if k == 0:
+                    result["kernel"] = self.x.T @ dz                       # dL/dW
+                elif self.need_input_grad:
+                    # dL/dx = dz W^T, computed as (W dz^T)^T: BLAS is faster when the
+                    # big operand W is not the transposed one (32x512 from 512x256: 93 vs 143 us)
+                    result["input"] = np.ascontiguousarray((W @ dz.T).T)
+        threads.in_parallel(products, 2, 2 * dz.size * W.shape[0])
+        self.grads["kernel"] = result["kernel"]
         self.grads["bias"] = dz.sum(axis=0)
-        return threads.matmul(dz, self.params["kernel"].T) if self.need_input_grad else None
+        return result.get("input")
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
