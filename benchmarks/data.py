@@ -43,5 +43,6 @@ def load_data(kind="mnist"):
     except Exception as err:                  # no cache and no way to fetch: say so, keep going
         return random_data(note=f"MNIST could not be loaded ({type(err).__name__}: {err}); "
                                 f"timed on random data of MNIST's shape instead")
-    return Data(preprocess(x_train), y_train.astype(np.int64), preprocess(x_test), y_test.astype(np.int64),
-                source="mnist")
+    x_train = preprocess(x_train)             # rebinding lets the uint8 original go before the next one
+    x_test = preprocess(x_test)
+    return Data(x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64), source="mnist")

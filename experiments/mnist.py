@@ -165,7 +165,9 @@ def load_data(args, say):
     x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
     say(f"MNIST: {len(x_train)} training and {len(x_test)} test images")
-    return (preprocess(x_train), y_train.astype(np.int64)), (preprocess(x_test), y_test.astype(np.int64))
+    x_train = preprocess(x_train)         # rebinding lets the uint8 original go before the next one
+    x_test = preprocess(x_test)
+    return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))
 
 
 # ------------------------------------------------------------------ run

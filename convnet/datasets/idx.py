@@ -89,9 +89,12 @@ def decode_idx(
     """
     dtype, shape, offset = _parse_header(data, source)
     _check_data_length(data, offset, shape, dtype, source)
-    array = np.frombuffer(data, dtype=dtype, count=_prod(shape), offset=offset)
-    # Copy into native byte order: the result is writable and fast to use.
-    array = array.reshape(shape).astype(dtype.newbyteorder("="))
+    array = np.frombuffer(data, dtype=dtype, count=_prod(shape), offset=offset).reshape(shape)
+    if array.flags.writeable and dtype.itemsize == 1:
+        pass            # a view of a mutable buffer (read_idx_bytes gives one): no second copy of the data
+    else:
+        # Copy into native byte order: the result is writable and fast to use.
+        array = array.astype(dtype.newbyteorder("="))
     _check_expectations(array, source, expected_shape, expected_dtype)
     return array
 
@@ -182,7 +185,9 @@ def read_idx_bytes(path: str | os.PathLike) -> bytes:
     damaged or cut short.
     """
     path = Path(path)
-    raw = path.read_bytes()
+    with open(path, "rb") as f:              # into a bytearray: decode_idx can then view it, not copy it
+        raw = bytearray(os.fstat(f.fileno()).st_size)
+        del raw[f.readinto(raw):]            # (only if the file shrank meanwhile)
     try:
         return gunzip_if_needed(raw)
     except (OSError, EOFError, zlib.error) as exc:
