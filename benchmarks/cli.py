@@ -38,15 +38,20 @@ def positive_int(text):
     return value
 
 
+def comma_list(text, allowed, what):
+    """``"a,b"`` -> ``["a", "b"]``, each one of ``allowed``; else an error naming the unknown ``what``."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown or [text]}; expected a comma-separated "
+                                         f"list of {','.join(allowed)}")
+    return items
+
+
 def groups_arg(text):
     from .cases import GROUPS
 
-    groups = [g.strip() for g in text.split(",") if g.strip()]
-    unknown = [g for g in groups if g not in GROUPS]
-    if unknown or not groups:
-        raise argparse.ArgumentTypeError(f"unknown group(s) {unknown or [text]}; expected a comma-separated "
-                                         f"list of {','.join(GROUPS)}")
-    return groups
+    return comma_list(text, GROUPS, "group(s)")
 
 
 def parse_args(argv=None):

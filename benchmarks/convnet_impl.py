@@ -19,8 +19,7 @@ from convnet import layers, optimizers
 from convnet.architectures import mnist_cnn
 from convnet.numpy_path import use_numpy_kernels
 
-BATCH_SIZE = 32
-PREDICT_BATCH = 1000
+from .data import BATCH_SIZE, PREDICT_BATCH  # noqa: F401  (shared with the other libraries' modules)
 
 
 def seed_model(seed=0):

@@ -8,6 +8,10 @@ values, but the figures then carry a note saying so.
 """
 import numpy as np
 
+#: the batch sizes every library uses: training, and inference (predict)
+BATCH_SIZE = 32
+PREDICT_BATCH = 1000
+
 TRAIN_SHAPE = (60_000, 28, 28, 1)
 TEST_SHAPE = (10_000, 28, 28, 1)
 

@@ -9,12 +9,16 @@ This command measures each library in a **fresh subprocess** instead:
 
 1. the parent (which never imports TensorFlow) writes the seed model's
    initial weights (``convnet_impl.seed_model(0).get_weights()``, Keras
-   order) to an ``.npz`` file in a temporary folder;
+   order) to an ``.npz`` file in a temporary folder, and the data
+   (MNIST scaled to float32, as :func:`benchmarks.data.load_data` gives it)
+   as ``.npy`` files beside it, so that both workers read the very same
+   arrays the same way and neither pays for decoding the IDX files;
 2. for each repeat it starts one worker per library,
    ``python -m benchmarks.isolated --worker LIB --weights FILE ...``, in an
    order that alternates from repeat to repeat (keras, convnet; then
    convnet, keras; ...), so that a drift in the machine's load hits both;
-3. a worker sets its threads as ``python -m benchmarks`` does, loads MNIST,
+3. a worker sets its threads as ``python -m benchmarks`` does (the keras
+   worker without loading numba or convnet at all), loads the data,
    builds the model with those weights, warms up (a short ``fit`` and a
    ``predict``), then times one epoch of ``fit`` (batch 32, shuffled) and a
    ``predict`` over the test images, measures the test accuracy after that
@@ -90,12 +94,9 @@ def _positive_float(text):
 
 def libs_arg(text):
     """``"convnet,keras"`` -> ``["convnet", "keras"]`` (order kept, duplicates refused)."""
-    libs = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in libs if name not in LIBRARIES]
-    if unknown or not libs:
-        raise argparse.ArgumentTypeError(f"unknown librar{'ies' if len(unknown) > 1 else 'y'} "
-                                         f"{unknown or [text]}; expected a comma-separated list of "
-                                         f"{','.join(LIBRARIES)}")
+    from .cli import comma_list
+
+    libs = comma_list(text, LIBRARIES, "library")
     if len(set(libs)) != len(libs):
         raise argparse.ArgumentTypeError(f"a library is named twice in {text!r}")
     return libs
@@ -136,6 +137,8 @@ def build_parser():
     worker.add_argument("--worker", choices=LIBRARIES, metavar="LIB",
                         help="measure LIB in this process and print one JSON line")
     worker.add_argument("--weights", type=Path, metavar="FILE", help="the .npz of initial weights (worker only)")
+    worker.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="the .npy data files the parent wrote (worker only)")
     worker.add_argument("--launched-at", type=float, metavar="EPOCH_SECONDS",
                         help="time.time() when the parent started this worker (worker only)")
     return p
@@ -145,12 +148,12 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.worker is not None:
-        if args.weights is None:
-            parser.error("--worker needs --weights FILE")
+        if args.weights is None or args.data_dir is None:
+            parser.error("--worker needs --weights FILE and --data-dir DIR")
         if args.quick or args.repeats is not None:
             parser.error("--quick and --repeats are for the parent, not for --worker")
-    elif args.weights is not None or args.launched_at is not None:
-        parser.error("--weights and --launched-at are only for --worker")
+    elif args.weights is not None or args.data_dir is not None or args.launched_at is not None:
+        parser.error("--weights, --data-dir and --launched-at are only for --worker")
     settings = dict(QUICK) if args.quick else dict(repeats=DEFAULT_REPEATS, steps=EPOCH_STEPS, images=TEST_IMAGES)
     for key in ("repeats", "steps", "images"):
         if getattr(args, key) is not None:
@@ -234,6 +237,50 @@ def read_weights(path):
     return weights
 
 
+DATA_FOLDER = "data"
+DATA_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def write_data(kind, directory, n_train, n_test):
+    """Save the first ``n_train``/``n_test`` images of ``load_data(kind)`` as ``.npy`` files; its note or None."""
+    import json as json_module
+
+    import numpy as np
+
+    from .data import load_data
+
+    data = load_data(kind)
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in DATA_ARRAYS:
+        n = n_train if name.endswith("train") else n_test
+        np.save(directory / f"{name}.npy", np.ascontiguousarray(getattr(data, name)[:n]))
+    (directory / "source.json").write_text(json_module.dumps({"source": data.source, "note": data.note}))
+    return data.note
+
+
+class _Data:
+    """What a worker trains and predicts on (the arrays :func:`write_data` saved)."""
+
+    def __init__(self, arrays, source):
+        self.x_train, self.y_train, self.x_test, self.y_test = arrays
+        self.source = source
+
+
+def read_data(directory):
+    """The arrays :func:`write_data` saved in ``directory`` (a clear error if they are not there)."""
+    import numpy as np
+
+    directory = Path(directory)
+    try:
+        arrays = [np.load(directory / f"{name}.npy") for name in DATA_ARRAYS]
+        source = json.loads((directory / "source.json").read_text())["source"]
+    except (OSError, ValueError, KeyError) as err:
+        raise WorkerError(f"cannot read the data in {os.fspath(directory)!r} ({type(err).__name__}: {err}); "
+                          f"expected {', '.join(n + '.npy' for n in DATA_ARRAYS)} and source.json "
+                          f"as the parent writes them") from None
+    return _Data(arrays, source)
+
+
 def write_weights(weights, path):
     """Save ``weights`` (a list of arrays) as ``arr_0, arr_1, ...`` in ``path``."""
     import numpy as np
@@ -259,7 +306,7 @@ def _last(history, key):
     return float(values[-1]) if values else None
 
 
-def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_kind, launched_at=None):
+def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_dir, launched_at=None):
     """Everything a worker reports, as a JSON-ready dict (runs in the worker process)."""
     phases = {}
     if launched_at is not None:
@@ -267,7 +314,7 @@ def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_ki
     mark = time.perf_counter()
 
     from .machine import ThreadSettings, library_versions, numpy_blas
-    threads = ThreadSettings(threads_n).configure_numpy_numba()
+    threads = ThreadSettings(threads_n).configure_numpy_numba(numba=lib != "keras")
     notes = []
     if lib == "keras":
         if os.environ.get(HIDE_TF_ENV):
@@ -287,10 +334,7 @@ def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_ki
     phases["import_s"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    from .data import load_data
-    data = load_data(data_kind)
-    if data.note:
-        notes.append(data.note)
+    data = read_data(data_dir)
     weights = read_weights(weights_path)
     phases["data_s"] = time.perf_counter() - mark
 
@@ -356,7 +400,7 @@ def worker_main(args):
     sys.stdout = sys.stderr                    # anything a library prints stays off the JSON line
     try:
         result = measure(args.worker, args.weights, args.steps, args.images, args.threads or _cores(),
-                         args.warmup_batches, args.data, args.launched_at)
+                         args.warmup_batches, args.data_dir, args.launched_at)
     except LibraryUnavailable as err:
         print(f"isolated worker ({args.worker}): library unavailable: {err}", file=sys.stderr)
         real_stdout.write(json.dumps({"library": args.worker, "unavailable": str(err)}) + "\n")
@@ -384,8 +428,9 @@ def _cores():
 # ------------------------------------------------------------------- parent
 def worker_command(lib, weights_path, args, threads):
     return [sys.executable, "-m", "benchmarks.isolated", "--worker", lib, "--weights", os.fspath(weights_path),
+            "--data-dir", os.fspath(Path(weights_path).parent / DATA_FOLDER),
             "--steps", str(args.steps), "--images", str(args.images), "--threads", str(threads),
-            "--warmup-batches", str(args.warmup_batches), "--data", args.data,
+            "--warmup-batches", str(args.warmup_batches),
             "--launched-at", repr(time.time())]
 
 
@@ -526,9 +571,8 @@ def parent_main(args, log):
         notes.append("random data (--data random): test accuracy is meaningless")
     notes.append(f"each worker warms up (a {args.warmup_batches}-batch fit and a predict) on the model it then "
                  f"times, so the timed epoch starts from the seed weights plus {args.warmup_batches} Adam steps")
-    if "keras" in libs:
-        notes.append("the keras worker also imports convnet (benchmarks.tf_impl shares benchmarks.convnet_impl's "
-                     "constants), so its peak RSS includes convnet's and numba's modules")
+    notes.append("both workers load the same float32 arrays from .npy files the parent wrote (MNIST: 219 MB of "
+                 "the peak RSS of each); the keras worker loads neither numba nor convnet's kernels")
 
     from .convnet_impl import seed_model
     results = {lib: {} for lib in libs}
@@ -536,6 +580,10 @@ def parent_main(args, log):
     with tempfile.TemporaryDirectory(prefix="convnet-isolated-") as tmp:
         weights_path = Path(tmp) / "seed_weights.npz"
         write_weights(seed_model(0).get_weights(), weights_path)
+        data_note = write_data(args.data, Path(tmp) / DATA_FOLDER, max(args.steps, args.warmup_batches) * BATCH,
+                               args.images)
+        if data_note:
+            notes.append(data_note)
         for repeat in range(1, args.repeats + 1):
             for position, lib in enumerate(run_order(libs, repeat)):
                 if lib in dropped:

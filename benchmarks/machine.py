@@ -43,13 +43,16 @@ class ThreadSettings:
         self._blas = None
         self.tensorflow = None
 
-    def configure_numpy_numba(self):
-        import numba
+    def configure_numpy_numba(self, numba=True):
+        """BLAS (and, unless ``numba=False``, numba and convnet: a Keras-only process need not load them)."""
         from threadpoolctl import threadpool_limits
 
-        import convnet  # noqa: F401  (first, so that any thread default it sets on import is overridden)
+        if numba:
+            import numba as numba_module
 
-        numba.set_num_threads(min(self.cores, numba.config.NUMBA_NUM_THREADS))
+            import convnet  # noqa: F401  (first, so that any thread default it sets on import is overridden)
+
+            numba_module.set_num_threads(min(self.cores, numba_module.config.NUMBA_NUM_THREADS))
         self._blas = threadpool_limits(limits=self.cores)
         return self
 
@@ -74,14 +77,16 @@ class ThreadSettings:
 
     def describe(self):
         """The thread counts actually in force, library by library."""
-        import numba
         from threadpoolctl import threadpool_info
 
-        out = {"requested": self.cores, "numba": numba.get_num_threads()}
-        try:
-            out["numba_threading_layer"] = numba.threading_layer()
-        except ValueError:                     # no parallel kernel has run yet
-            out["numba_threading_layer"] = None
+        out = {"requested": self.cores}
+        numba = sys.modules.get("numba")
+        if numba is not None:                  # (a Keras-only process does not load it)
+            out["numba"] = numba.get_num_threads()
+            try:
+                out["numba_threading_layer"] = numba.threading_layer()
+            except ValueError:                 # no parallel kernel has run yet
+                out["numba_threading_layer"] = None
         out["threadpools"] = [
             {key: info.get(key) for key in ("user_api", "internal_api", "prefix", "version",
                                             "architecture", "num_threads", "threading_layer")}

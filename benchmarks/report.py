@@ -81,7 +81,7 @@ def render_table(report):
     out = [f"convnet benchmarks, {machine['date']}, {machine['cpu_model']}, {machine['cores']} cores, "
            f"{machine['os']}",
            "versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v),
-           f"threads: numba {threads['numba']} ({threads.get('numba_threading_layer')}), numpy BLAS "
+           f"threads: numba {threads.get('numba')} ({threads.get('numba_threading_layer')}), numpy BLAS "
            f"{blas.get('internal_api')} {blas.get('version')} {blas.get('architecture')} "
            f"x{blas.get('num_threads')}"
            + (f", TF intra/inter {threads['tensorflow']['intra_op']}/{threads['tensorflow']['inter_op']}"

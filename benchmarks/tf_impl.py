@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from .convnet_impl import BATCH_SIZE, PREDICT_BATCH
+from .data import BATCH_SIZE, PREDICT_BATCH
 
 tf = keras = None
 

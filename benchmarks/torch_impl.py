@@ -17,7 +17,7 @@ forward passes in batches of 1,000.
 """
 import numpy as np
 
-from .convnet_impl import BATCH_SIZE, PREDICT_BATCH
+from .data import BATCH_SIZE, PREDICT_BATCH
 
 torch = None
 

@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks import isolated
@@ -54,9 +55,11 @@ def test_defaults_quick_and_overrides():
     (["--timeout", "nan"], "positive"),
     (["--data", "cifar"], "invalid choice"),
     (["--worker", "torch", "--weights", "w.npz"], "invalid choice"),
-    (["--worker", "convnet"], "--worker needs --weights"),
-    (["--worker", "convnet", "--weights", "w.npz", "--repeats", "2"], "for the parent"),
+    (["--worker", "convnet"], "--worker needs --weights FILE and --data-dir DIR"),
+    (["--worker", "convnet", "--weights", "w.npz"], "--worker needs --weights FILE and --data-dir DIR"),
+    (["--worker", "convnet", "--weights", "w.npz", "--data-dir", "d", "--repeats", "2"], "for the parent"),
     (["--weights", "w.npz"], "only for --worker"),
+    (["--data-dir", "d"], "only for --worker"),
 ])
 def test_bad_arguments_are_refused_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -104,8 +107,6 @@ def test_summarize_reports_median_and_extremes_per_library():
 
 
 def test_weights_round_trip_in_order(tmp_path):
-    import numpy as np
-
     weights = [np.full((2, 3), k, np.float32) for k in range(12)]   # > 10: arr_10 must not sort before arr_2
     isolated.write_weights(weights, tmp_path / "w.npz")
     back = isolated.read_weights(tmp_path / "w.npz")
@@ -189,15 +190,38 @@ def test_a_worker_that_overruns_the_timeout_is_stopped_and_reported(tmp_path, ca
     assert failure["returncode"] is None
 
 
+def _worker(weights, data_dir):
+    return subprocess.run([sys.executable, "-m", "benchmarks.isolated", "--worker", "convnet", "--weights",
+                           str(weights), "--data-dir", str(data_dir), "--steps", "1", "--images", "8",
+                           "--threads", "1"], capture_output=True, text=True, timeout=120)
+
+
 def test_worker_alone_refuses_a_bad_weights_file(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"garbage")
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.isolated", "--worker", "convnet", "--weights",
-                           str(bad), "--steps", "1", "--images", "8", "--threads", "1"],
-                          capture_output=True, text=True, timeout=120)
+    isolated.write_data("random", tmp_path / "data", 64, 8)
+    proc = _worker(bad, tmp_path / "data")
     assert proc.returncode == 1 and proc.stdout == ""
     assert "isolated worker (convnet): error: cannot read weights file" in proc.stderr
     assert str(bad) in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_worker_alone_refuses_missing_data(tmp_path):
+    proc = _worker(tmp_path / "w.npz", tmp_path / "nowhere")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "cannot read the data in" in proc.stderr and "x_train.npy" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_written_data_is_what_load_data_gives_cut_to_size(tmp_path):
+    from benchmarks.data import load_data
+    note = isolated.write_data("random", tmp_path, 96, 10)
+    data = isolated.read_data(tmp_path)
+    want = load_data("random")
+    assert data.x_train.shape == (96, 28, 28, 1) and data.x_test.shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(data.x_train, want.x_train[:96])
+    np.testing.assert_array_equal(data.y_test, want.y_test[:10])
+    assert data.source == "random" and "random" in note
 
 
 @pytest.mark.tf
