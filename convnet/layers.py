@@ -448,7 +448,7 @@ class Dense(Layer):
                     # dL/dx = dz W^T, computed as (W dz^T)^T: BLAS is faster when the
                     # big operand W is not the transposed one (32x512 from 512x256: 93 vs 143 us)
                     result["input"] = np.ascontiguousarray((W @ dz.T).T)
-        threads.in_parallel(products, 2, 2 * dz.size * W.shape[0])
+        threads.in_parallel(products, 2, W.size)          # (split only when W is large: dense, not dense_1)
         self.grads["kernel"] = result["kernel"]
         self.grads["bias"] = dz.sum(axis=0)
         return result.get("input")
