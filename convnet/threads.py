@@ -23,6 +23,13 @@ So convnet shares the work itself, between the calling thread and a few
   ordinary single-threaded BLAS product (numpy releases the GIL in BLAS).
   Row ``r`` of ``a @ b`` only depends on row ``r`` of ``a``; the test suite
   checks that the split result equals the unsplit one.
+* :func:`over_elements` shares out one element-wise kernel over several
+  arrays at once (Adam's update of every parameter: one hand-off).
+* A *sum over the batch* (a convolution's kernel and bias gradients) is
+  taken as partial sums over fixed blocks of images
+  (:func:`reduction_blocks`) added in block order (:func:`add_in_order`):
+  each thread sums whole blocks, so the rounding is the same for any
+  number of threads.
 
 Inside :meth:`Sequential.train_step`, ``forward`` and ``backward`` (which
 enter :func:`limited`) BLAS is held at **one thread**, and restored on the
