@@ -185,7 +185,9 @@ class Conv2D(Layer):
 
     computed as one matrix product: ``im2col`` copies every receptive field
     into a row of ``cols`` (N*OH*OW, kh*kw*C), then ``z = cols @ K2 + b`` with
-    ``K2 = K.reshape(kh*kw*C, F)``.
+    ``K2 = K.reshape(kh*kw*C, F)``. (The rows of ``cols`` are built and
+    multiplied a few images at a time, so that they are still in the
+    processor's cache when the product reads them.)
     """
 
     base_name = "conv2d"
@@ -256,11 +258,12 @@ class Conv2D(Layer):
         #   dL/db    = sum of dz over batch, rows and columns
         #   dL/dcols = dz @ K2^T, and col2im adds each window row back onto
         #              the pixels it was copied from: that is dL/dx.
-        # cols is rebuilt a few images at a time (as in call; cheaper than keeping the whole
-        # matrix, which would come back from memory). The sums over the batch are taken per
-        # fixed block of images (threads.reduction_blocks, and within it in the fixed order of
-        # the cols blocks) and then added in order, so a thread does all the work of its own
-        # images in one go and the result does not depend on how many threads share it.
+        # cols is the matrix kept from call when it was small (KEEP_COLS_BYTES), else it is
+        # rebuilt a few images at a time (cheaper than keeping it: it would come back from
+        # memory). The sums over the batch are taken per fixed block of images
+        # (threads.reduction_blocks, and within a block in the fixed order of the cols blocks)
+        # and then added in order, so a thread does all the work of its own images in one go
+        # and the result does not depend on how many threads share it.
         kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
         x = self.x
         N, H, W, C = x.shape
