@@ -88,6 +88,7 @@ def test_paired_ratios_divide_within_each_repeat_and_take_the_median():
     assert out["per_repeat"][1]["convnet"] == 9.0 and out["per_repeat"][1]["keras"] == 10.0
     assert out["median"] == pytest.approx(0.5)
     assert (out["min"], out["max"]) == (pytest.approx(0.35), pytest.approx(0.9))
+    assert out["median_over_fastest"] == pytest.approx(7.0 / 10.0)    # median(6, 9, 7) / min(12, 10, 20)
     # an even number of pairs: the median is the mean of the middle two
     out = isolated.paired_ratios({"convnet": {1: {"x": 1.0}, 2: {"x": 3.0}}, "keras": {1: {"x": 2.0}, 2: {"x": 2.0}}},
                                  "x")
