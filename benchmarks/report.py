@@ -8,7 +8,6 @@ table and the chart are views of it, so :func:`render_table` and
 import json
 import math
 import os
-import tempfile
 
 #: how each column is titled in the table and the chart
 TITLES = {"convnet": "convnet", "numpy": "numpy path", "tensorflow": "TensorFlow", "torch": "PyTorch"}
@@ -109,23 +108,6 @@ def render_table(report):
     return "\n".join(out)
 
 
-def _atomic_write(path, write):
-    """Write through a temporary file in the same folder, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _strict(value):
     """Copy of ``value`` with infinities/NaN as None: strict JSON, readable by any parser."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -138,11 +120,12 @@ def _strict(value):
 
 
 def write_json(report, path):
-    def write(tmp):
+    from convnet.utils import atomic_path      # (here, not at the top: a keras worker imports this module)
+
+    with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(_strict(report), f, indent=1, allow_nan=False)
             f.write("\n")
-    _atomic_write(path, write)
 
 
 def plot(report, path):
@@ -181,5 +164,8 @@ def plot(report, path):
                  f"{machine['date'][:10]}", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    from convnet.utils import atomic_path
+
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)

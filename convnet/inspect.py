@@ -261,12 +261,11 @@ def new_figure(nrows=1, ncols=1, figsize=None, **subplot_kw):
 
 
 def save_figure(fig, path, dpi=110):
-    """Write ``fig`` to ``path`` (PNG) atomically: a temporary file in the same directory, then rename."""
-    from .saving import atomic_path
+    """Write ``fig`` to ``path`` as PNG atomically (its own margins: the figures here use a
+    constrained layout); returns the path as a string."""
+    from .plotting import save_figure as save
 
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return os.fspath(path)
+    return os.fspath(save(fig, path, dpi=dpi, tight=False, fmt="png"))
 
 
 def _hide_ticks(ax):

@@ -13,23 +13,27 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .saving import atomic_path
+from .utils import atomic_path
 
 __all__ = ["plot_history", "confusion_matrix", "plot_confusion_matrix", "plot_misclassified",
            "plot_filters"]
 
 
-def _save(figure, path, dpi=100):
-    """Render ``figure`` to ``path`` atomically; returns the path."""
+def save_figure(figure, path, dpi=100, tight=True, fmt=None):
+    """Render ``figure`` to ``path`` atomically; returns the path.
+
+    The format follows the suffix (PNG without one) unless ``fmt`` is given;
+    ``tight`` crops the white margin (``bbox_inches="tight"``).
+    """
     path = Path(path)
     FigureCanvasAgg(figure)
-    fmt = path.suffix.lstrip(".").lower() or "png"
+    fmt = fmt or path.suffix.lstrip(".").lower() or "png"
     with atomic_path(path, suffix="." + fmt) as tmp:
-        figure.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+        figure.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight" if tight else None)
     return path
 
 
-def _labels(y):
+def as_labels(y):
     """Integer labels from labels or one-hot/probability rows."""
     y = np.asarray(y)
     return y.argmax(axis=1) if y.ndim == 2 else y.astype(np.int64)
@@ -64,13 +68,13 @@ def plot_history(history, path, title=None, validation_label="validation"):
         axes.legend()
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # ---------------------------------------------------------- confusion matrix
 def confusion_matrix(y_true, y_pred, num_classes=10):
     """``C[i, j]`` = how many examples of class ``i`` were predicted as ``j`` (int64)."""
-    t, p = _labels(y_true), _labels(y_pred)
+    t, p = as_labels(y_true), as_labels(y_pred)
     if t.shape != p.shape:
         raise ValueError(f"confusion_matrix: {len(t)} true labels but {len(p)} predictions")
     bad = (t < 0) | (t >= num_classes) | (p < 0) | (p >= num_classes)
@@ -106,7 +110,7 @@ def plot_confusion_matrix(y_true, y_pred, path, num_classes=10, title="confusion
     axes.set_ylabel("true")
     accuracy = np.trace(cm) / max(cm.sum(), 1)
     axes.set_title(f"{title}\naccuracy {accuracy:.2%}: {cm.sum() - np.trace(cm)} errors in {cm.sum()}")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # ------------------------------------------------------------------ grids
@@ -148,7 +152,7 @@ def plot_misclassified(x, y_true, y_pred, path, n=36, title="misclassified"):
     images = np.asarray(x, dtype=np.float64)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    t, p = _labels(y_true), _labels(y_pred)
+    t, p = as_labels(y_true), as_labels(y_pred)
     if images.ndim != 3 or not len(images) == len(t) == len(p):
         raise ValueError(f"plot_misclassified: {len(images)} images, {len(t)} labels, {len(p)} predictions "
                          f"(images must be (N, H, W) or (N, H, W, 1), got {np.shape(x)})")
@@ -175,7 +179,7 @@ def plot_misclassified(x, y_true, y_pred, path, n=36, title="misclassified"):
     if not len(wrong):
         axes.text(0.5, 0.5, "no misclassified examples", ha="center", va="center", transform=axes.transAxes)
     figure.suptitle(header, y=1.0, va="bottom")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # ---------------------------------------------------------------- filters
@@ -215,4 +219,4 @@ def plot_filters(kernel, path, title="first-layer filters", max_channels=8):
     shown = f"{kh}x{kw}, {filters} filters" + (
         f", {shown_channels} of {channels} input channels" if channels > 1 else "")
     figure.suptitle(f"{title} ({shown})", y=1.0, va="bottom")
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -28,10 +28,8 @@ problem raises :class:`ModelFileError` naming the file and what is wrong.
 >>> ckpt = load_checkpoint("checkpoint.npz")         # + epochs done and history, to resume
 >>> ckpt.model.fit(x, y, epochs=10, initial_epoch=ckpt.epoch, callbacks=[...])
 """
-import contextlib
 import json
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -40,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from . import losses, optimizers
+from .utils import atomic_path
 
 #: What identifies our files; bump the version when the layout changes.
 FORMAT_NAME = "convnet-model"
@@ -62,35 +61,6 @@ class Checkpoint:
     history: dict = field(default_factory=dict)   # metric -> per-epoch values so far
     metadata: dict = field(default_factory=dict)  # whatever the writer put there
     path: Path = None
-
-
-# ----------------------------------------------------------------- atomic files
-@contextlib.contextmanager
-def atomic_path(path, suffix=""):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
-
-    On any exception (KeyboardInterrupt included) the temporary file is
-    removed and ``path`` is left as it was. ``suffix`` ends the temporary
-    name, for writers that infer a format from it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())      # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json(obj, path):

@@ -1,5 +1,9 @@
-"""Small shape helpers shared by layers, kernels' callers and references."""
+"""Small helpers shared across convnet: shapes (layers, kernels' callers, references) and atomic files."""
+import contextlib
 import math
+import os
+import secrets
+from pathlib import Path
 
 
 def normalize_tuple(value, n, name):
@@ -37,3 +41,32 @@ def pad_amounts(size, k, stride, padding):
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + k - size, 0)
     return total // 2, total - total // 2
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
+
+    A reader then sees the old file or the whole new one, never half of one
+    (``os.replace`` is atomic on POSIX and Windows). On any exception
+    (KeyboardInterrupt included) the temporary file is removed and ``path``
+    is left as it was. ``suffix`` ends the temporary name, for writers that
+    infer a format from it (matplotlib, ``np.save``). The file gets the
+    usual permissions the umask allows (``tempfile.mkstemp`` would make it
+    0600).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

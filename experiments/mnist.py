@@ -52,7 +52,8 @@ import convnet
 from convnet import optimizers
 from convnet.architectures import mnist_cnn
 from convnet.callbacks import ModelCheckpoint
-from convnet.saving import ModelFileError, atomic_path, load_checkpoint, save_model, write_json
+from convnet.saving import ModelFileError, load_checkpoint, save_model, write_json
+from convnet.utils import atomic_path
 
 #: Arguments that must not change between a run and its ``--resume``.
 RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit", "dropout")

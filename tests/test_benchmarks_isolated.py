@@ -146,7 +146,7 @@ def test_convnet_only_end_to_end_writes_a_complete_scaled_json(tmp_path, capsys)
     assert "benchmarks.isolated" in machine["command"]
     assert any("scaled" in n for n in report["notes"])
     assert "convnet" in captured.out and "numpy BLAS" in captured.out
-    assert not list(tmp_path.glob(".tmp-*"))          # the JSON was written through a renamed temp file
+    assert not list(tmp_path.glob(".isolated.json.*"))   # the JSON was written through a renamed temp file
 
 
 def test_missing_tensorflow_leaves_the_keras_column_out_with_a_note(tmp_path, capsys, monkeypatch):

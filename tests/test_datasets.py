@@ -663,13 +663,13 @@ def test_verbose_says_where_files_come_from_and_quiet_says_nothing(load, tmp_pat
 def captured_figures(monkeypatch):
     """Record every figure the plotting functions save (and still save it)."""
     figures = []
-    original = plots._save
+    original = plots.save_figure
 
     def save(figure, path):
         figures.append(figure)
         return original(figure, path)
 
-    monkeypatch.setattr(plots, "_save", save)
+    monkeypatch.setattr(plots, "save_figure", save)
     return figures
 
 

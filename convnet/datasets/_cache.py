@@ -21,7 +21,8 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from ._files import atomic_output, gunzip_if_needed
+from ..utils import atomic_path
+from ._files import gunzip_if_needed
 from .idx import IDXError, read_idx_bytes
 
 Log = Callable[[str], None]
@@ -127,7 +128,7 @@ class VerifiedCache:
     @contextlib.contextmanager
     def incoming_file(self, name: str) -> Iterator[Path]:
         """A temporary file in the cache that becomes ``name`` on success."""
-        with atomic_output(self.directory / name) as tmp:
+        with atomic_path(self.directory / name) as tmp:
             yield tmp
 
 

@@ -10,37 +10,19 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ._files import atomic_output
+from ..plotting import as_labels, save_figure
 
 __all__ = ["plot_label_distribution", "plot_samples"]
-
-
-def _as_labels(y: np.ndarray | Sequence[int]) -> np.ndarray:
-    """Integer labels from labels or one-hot rows."""
-    y = np.asarray(y)
-    return y.argmax(axis=1) if y.ndim == 2 else y.astype(np.int64)
 
 
 def _as_images(x: np.ndarray) -> np.ndarray:
     """(N, H, W) images from (N, H, W) or (N, H, W, 1)."""
     x = np.asarray(x)
     return x[..., 0] if x.ndim == 4 and x.shape[-1] == 1 else x
-
-
-def _save(figure: Figure, path: str | os.PathLike) -> Path:
-    """Render ``figure`` to ``path`` (format from its suffix) atomically."""
-    path = Path(path)
-    FigureCanvasAgg(figure)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    with atomic_output(path) as tmp:
-        figure.savefig(tmp, format=fmt, dpi=100, bbox_inches="tight")
-    return path
 
 
 def plot_label_distribution(
@@ -51,7 +33,7 @@ def plot_label_distribution(
 
     ``y`` may be integer labels or one-hot rows.  Each bar carries its count.
     """
-    labels = _as_labels(y)
+    labels = as_labels(y)
     counts = np.bincount(labels, minlength=num_classes)
     figure = Figure(figsize=(8, 4.5))
     axes = figure.add_subplot()
@@ -62,7 +44,7 @@ def plot_label_distribution(
     axes.set_ylabel("number of examples")
     axes.set_title(f"{title} (n = {len(labels)})")
     axes.margins(y=0.12)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_samples(
@@ -76,8 +58,8 @@ def plot_samples(
     labels or one-hot/probability rows.
     """
     images = _as_images(x)[:n]
-    truth = _as_labels(y)[: len(images)]
-    guesses = None if predicted is None else _as_labels(predicted)[: len(images)]
+    truth = as_labels(y)[: len(images)]
+    guesses = None if predicted is None else as_labels(predicted)[: len(images)]
     columns = math.ceil(math.sqrt(len(images))) or 1
     rows = math.ceil(len(images) / columns) or 1
     figure = Figure(figsize=(1.4 * columns, 1.6 * rows))
@@ -94,4 +76,4 @@ def plot_samples(
                            color="red" if wrong else "black")
     if title or guesses is not None:
         figure.suptitle(title or "predicted/true")
-    return _save(figure, path)
+    return save_figure(figure, path)
