@@ -33,6 +33,8 @@ import sys
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import kernels     # for its constants only (the dropout generator's); no kernel is called
+
 
 def _pad_for_windows(x, kh, kw, sh, sw, pt, pl, OH, OW, value):
     """Pad ``x`` so that all ``OH x OW`` windows lie inside the array.
@@ -195,14 +197,10 @@ def relu_backward(dout, y, dz=None, n0=0, n1=-1):
     return dz
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-
-
 def _splitmix64(z):
     """SplitMix64's output function on a uint64 array (wrapping arithmetic, as in the kernel)."""
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    z = (z ^ (z >> np.uint64(30))) * kernels._MIX1
+    z = (z ^ (z >> np.uint64(27))) * kernels._MIX2
     return z ^ (z >> np.uint64(31))
 
 
@@ -215,7 +213,7 @@ def dropout_forward(x, key, threshold, scale, y=None, mask=None, n0=0, n1=-1):
     lo, hi = (0, N) if y is None or mask is None else _images(n0, n1, N).indices(N)[:2]
     per_image = x[0].size if N else 0
     e = np.arange(lo * per_image, hi * per_image, dtype=np.uint64)
-    r = _splitmix64(np.uint64(key) + (e + np.uint64(1)) * _GOLDEN) >> np.uint64(64 - 24)   # top 24 bits
+    r = _splitmix64(np.uint64(key) + (e + np.uint64(1)) * kernels._GOLDEN) >> np.uint64(64 - kernels.DROPOUT_BITS)
     kept = (r >= np.uint64(threshold)).reshape((hi - lo,) + x.shape[1:])
     m = kept.astype(x.dtype) * x.dtype.type(scale)
     if y is None or mask is None:
@@ -265,8 +263,6 @@ def compiled_kernels():
     (leading underscore) are only called from inside other kernels, which
     are replaced whole, so they need no NumPy version.
     """
-    from . import kernels
-
     found = {}
     for name, obj in vars(kernels).items():
         if name.startswith("_") or not callable(obj):

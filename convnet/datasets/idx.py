@@ -90,10 +90,9 @@ def decode_idx(
     dtype, shape, offset = _parse_header(data, source)
     _check_data_length(data, offset, shape, dtype, source)
     array = np.frombuffer(data, dtype=dtype, count=_prod(shape), offset=offset).reshape(shape)
-    if array.flags.writeable and dtype.itemsize == 1:
-        pass            # a view of a mutable buffer (read_idx_bytes gives one): no second copy of the data
-    else:
-        # Copy into native byte order: the result is writable and fast to use.
+    # A writable single-byte array is a view of a mutable buffer (read_idx_bytes gives one) and is
+    # used as it is; anything else is copied into native byte order, writable and fast to use.
+    if not (array.flags.writeable and dtype.itemsize == 1):
         array = array.astype(dtype.newbyteorder("="))
     _check_expectations(array, source, expected_shape, expected_dtype)
     return array
