@@ -28,14 +28,21 @@ FULL = dict(repeats=15, long_repeats=3, min_repeat_s=0.2, settle_s=0.05, steps=N
 QUICK = dict(repeats=5, long_repeats=2, min_repeat_s=0.03, settle_s=0.01, steps=100, images=2_000)
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def bounded_int(low, high=None):
+    """An argparse type: an integer of at least ``low`` (and at most ``high``), else a clear error."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
+        return value
+    return parse
+
+
+positive_int = bounded_int(1)
 
 
 def comma_list(text, allowed, what):

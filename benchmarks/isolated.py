@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .cli import bounded_int, comma_list
+
 _STARTED_WALL = time.time()              # when this module began to run (worker start-up phases)
 _STARTED = time.perf_counter()
 
@@ -69,19 +71,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ------------------------------------------------------------------ arguments
-def _bounded_int(low, high=None):
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
-        return value
-    return parse
-
-
 def _positive_float(text):
     try:
         value = float(text)
@@ -94,8 +83,6 @@ def _positive_float(text):
 
 def libs_arg(text):
     """``"convnet,keras"`` -> ``["convnet", "keras"]`` (order kept, duplicates refused)."""
-    from .cli import comma_list
-
     libs = comma_list(text, LIBRARIES, "library")
     if len(set(libs)) != len(libs):
         raise argparse.ArgumentTypeError(f"a library is named twice in {text!r}")
@@ -111,19 +98,19 @@ def build_parser():
     p.add_argument("--quick", action="store_true",
                    help=f"{QUICK['repeats']} repeats, the epoch timed on {QUICK['steps']} batches and "
                         f"inference on {QUICK['images']:,} images, both scaled up")
-    p.add_argument("--repeats", type=_bounded_int(1), metavar="N",
+    p.add_argument("--repeats", type=bounded_int(1), metavar="N",
                    help=f"worker runs per library (default {DEFAULT_REPEATS}; --quick {QUICK['repeats']})")
-    p.add_argument("--steps", type=_bounded_int(1, EPOCH_STEPS), metavar="S",
+    p.add_argument("--steps", type=bounded_int(1, EPOCH_STEPS), metavar="S",
                    help=f"time fit on the first S*32 training images and scale to an epoch of {EPOCH_STEPS} "
                         f"batches (default {EPOCH_STEPS}: the whole epoch; --quick {QUICK['steps']})")
-    p.add_argument("--images", type=_bounded_int(1, TEST_IMAGES), metavar="I",
+    p.add_argument("--images", type=bounded_int(1, TEST_IMAGES), metavar="I",
                    help=f"time predict on the first I test images and scale to {TEST_IMAGES:,} "
                         f"(default {TEST_IMAGES:,}; --quick {QUICK['images']:,})")
     p.add_argument("--libs", type=libs_arg, default=list(DEFAULT_ORDER), metavar="LIBS",
                    help="comma-separated libraries, in repeat 1's order (default keras,convnet)")
-    p.add_argument("--threads", type=_bounded_int(1), metavar="N",
+    p.add_argument("--threads", type=bounded_int(1), metavar="N",
                    help="threads for every library (default: the cores this process may use)")
-    p.add_argument("--warmup-batches", type=_bounded_int(*WARMUP_BATCHES_RANGE), metavar="N",
+    p.add_argument("--warmup-batches", type=bounded_int(*WARMUP_BATCHES_RANGE), metavar="N",
                    default=DEFAULT_WARMUP_BATCHES,
                    help=f"batches of the warm-up fit before the timed epoch (default {DEFAULT_WARMUP_BATCHES})")
     p.add_argument("--data", choices=("mnist", "random"), default="mnist",

@@ -31,17 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from convnet import Sequential, layers  # noqa: E402
-
-
-def seed_model(seed=0):
-    """The 150,858-parameter seed model from the README."""
-    return Sequential([
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
-        layers.Conv2D(32, 4, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
-        layers.Flatten(), layers.Dense(256, activation="relu"), layers.Dropout(0.5),
-        layers.Dense(10, activation="softmax"),
-    ], input_shape=(28, 28, 1), seed=seed)
+from convnet.architectures import mnist_cnn  # noqa: E402
 
 
 def batches(batch, steps, seed=0):
@@ -171,7 +161,7 @@ def main(argv=None):
         from convnet import threads
         threads.set_num_threads(threads._parse(args.threads, "--threads"))
 
-    model = seed_model()
+    model = mnist_cnn(seed=0)
     if args.dtype == "float64":
         model.astype(np.float64)
     model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
