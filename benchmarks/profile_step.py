@@ -79,8 +79,8 @@ def thread_report():
         layer = "(not started)"
     lines.append(f"numba {numba.__version__} threading_layer={layer} threads={numba.get_num_threads()}")
     from convnet import threads
-    lines.append(f"convnet.threads: {threads.get_num_threads()} thread(s) share the kernels (by images) and the "
-                 f"large conv products (by rows); BLAS held at 1 inside a step; numba's pool unused"
+    lines.append(f"convnet.threads: {threads.get_num_threads()} thread(s) share the kernels and the conv "
+                 f"layers' work (by images); BLAS held at 1 inside a step; numba's pool unused"
                  if threads.get_num_threads() is not None
                  else "convnet.threads: None (kernels on the calling thread, BLAS pool left as above)")
     env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "NUMBA_", "MKL_", "CONVNET_"))}

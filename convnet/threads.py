@@ -351,8 +351,9 @@ def over_elements(kernel, arrays, *args):
 
 
 #: a product is split by columns only when its inner dimension is at most this long: every
-#: column block reads all of ``a``, and with a long inner dimension (conv1's kernel gradient,
-#: K = 20,000) two half-products took longer than the whole one (373 vs 287 us)
+#: column block reads all of ``a``, and with a long inner dimension two half-products took
+#: longer than the whole one (measured on conv1's kernel gradient, K = 20,000: 373 vs 287 us,
+#: when that product still went through here)
 MAX_COLUMN_SPLIT_INNER = 4096
 
 
