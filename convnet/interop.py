@@ -15,13 +15,18 @@ Dense, ReLU and Softmax, with activations None/"linear", "relu" and
 channels-first data) raises :class:`ConversionError` naming the layer and
 the setting. TensorFlow/Keras is imported only when a function here is
 called, so convnet itself does not need it.
+
+ONNX: :func:`to_onnx` writes a model as an ONNX file that onnxruntime runs on
+the same input as ``model.predict``, and :func:`from_onnx` reads such a file
+back (implemented in :mod:`convnet.onnx_io`, which has the details; the onnx
+package is imported only when they are called).
 """
 import numpy as np
 
 from . import layers
 from .model import Sequential
 
-__all__ = ["ConversionError", "from_keras", "to_keras", "SUPPORTED_KERAS_LAYERS"]
+__all__ = ["ConversionError", "from_keras", "to_keras", "SUPPORTED_KERAS_LAYERS", "to_onnx", "from_onnx"]
 
 #: Keras class name -> the convnet layer it becomes.
 SUPPORTED_KERAS_LAYERS = ("Conv2D", "MaxPooling2D", "Dropout", "Flatten", "Dense", "ReLU", "Softmax")
@@ -163,3 +168,16 @@ def to_keras(model):
     keras_model = keras.Sequential([keras.Input(shape=model.input_shape)] + keras_layers, name=model.name)
     keras_model.set_weights([w.astype(np.float32) for w in model.get_weights()])
     return keras_model
+
+
+# ---------------------------------------------------------------- ONNX
+def to_onnx(model, path, opset=17, overwrite=False):
+    """Write ``model`` as an ONNX file at ``path`` (see :func:`convnet.onnx_io.to_onnx`); returns the path."""
+    from .onnx_io import to_onnx as export
+    return export(model, path, opset=opset, overwrite=overwrite)
+
+
+def from_onnx(path):
+    """The convnet model in an ONNX file that :func:`to_onnx` wrote (see :func:`convnet.onnx_io.from_onnx`)."""
+    from .onnx_io import from_onnx as read
+    return read(path)
