@@ -1,0 +1,127 @@
+"""Summarise the recorded seed runs: a table per group and a plot of every run's test accuracy per epoch.
+
+    python -m experiments.seeds                        # reads experiments/results/, prints Markdown
+    python -m experiments.seeds --plot docs/images/seeds.png
+
+Groups, by file name in the results directory:
+
+* ``keras-seed<S>.json``: Keras 3 / TensorFlow (``python -m experiments.keras_mnist``);
+* ``mnist-seed<S>.json``: convnet, ``--recipe keras`` (the seed's recipe, constant learning rate);
+* ``convnet-seed<S>.json``: convnet's default recipe (cosine decay, averaged weights);
+* ``augment-seed<S>.json``: convnet's default recipe with ``--augment``.
+
+For each group: every seed's final test accuracy, mean, standard deviation,
+median, minimum; and for the two libraries' seed recipes the difference of
+the means with its standard error (Welch).
+"""
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+
+GROUPS = [
+    ("keras", "keras-seed", "Keras 3.15 / TF 2.21, seed recipe"),
+    ("convnet-keras", "mnist-seed", "convnet, --recipe keras"),
+    ("convnet", "convnet-seed", "convnet, default recipe"),
+    ("augment", "augment-seed", "convnet, default recipe + --augment"),
+]
+
+
+def load_group(results, prefix):
+    """{seed: record} for the files ``<prefix><seed>.json`` in ``results``."""
+    runs = {}
+    for path in sorted(results.glob(f"{prefix}*.json")):
+        match = re.fullmatch(re.escape(prefix) + r"(\d+)\.json", path.name)
+        if not match:
+            continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+            accuracy = float(record["final"]["test"]["accuracy"])
+            per_epoch = [float(a) for a in record["history"]["val_accuracy"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"error: {path}: not a recorded run with final test accuracy and a per-epoch "
+                             f"history ({type(e).__name__}: {e})") from None
+        runs[int(match.group(1))] = {"accuracy": accuracy, "per_epoch": per_epoch, "record": record}
+    return dict(sorted(runs.items()))
+
+
+def describe(accuracies):
+    n = len(accuracies)
+    return {"n": n, "mean": statistics.fmean(accuracies), "sd": statistics.stdev(accuracies) if n > 1 else 0.0,
+            "median": statistics.median(accuracies), "min": min(accuracies), "max": max(accuracies)}
+
+
+def welch(a, b):
+    """Difference of means (a - b) and its standard error."""
+    da, db = describe(a), describe(b)
+    se = math.sqrt(da["sd"] ** 2 / da["n"] + db["sd"] ** 2 / db["n"])
+    return da["mean"] - db["mean"], se
+
+
+def table(groups):
+    seeds = sorted({s for runs in groups.values() for s in runs})
+    head = "| run | " + " | ".join(str(s) for s in seeds) + " | mean | sd | median | min |"
+    rows = [head, "|---|" + "---:|" * (len(seeds) + 4)]
+    for key, prefix, label in GROUPS:
+        runs = groups.get(key)
+        if not runs:
+            continue
+        d = describe([r["accuracy"] for r in runs.values()])
+        cells = [f"{100 * runs[s]['accuracy']:.2f}" if s in runs else "" for s in seeds]
+        rows.append(f"| {label} ({d['n']} seeds) | " + " | ".join(cells) +
+                    f" | {100 * d['mean']:.3f} | {100 * d['sd']:.3f} | {100 * d['median']:.2f} | {100 * d['min']:.2f} |")
+    return "\n".join(rows)
+
+
+def plot(groups, path):
+    from convnet.plotting import save_figure
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    shown = [(k, label) for k, _, label in GROUPS if groups.get(k)]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4), sharey=True, squeeze=False)
+    for ax, (key, label) in zip(axes[0], shown):
+        for seed, run in groups[key].items():
+            epochs = range(1, len(run["per_epoch"]) + 1)
+            ax.plot(epochs, [100 * a for a in run["per_epoch"]], lw=1, alpha=0.8, color=f"C{seed % 10}",
+                    label=f"seed {seed}")
+        ax.axhline(99.34, color="k", lw=0.8, ls="--")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)  (dashed: the seed's 99.34%)")
+    axes[0][0].set_ylim(98.8, 99.8)
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m experiments.seeds", description=__doc__.split("\n")[0])
+    p.add_argument("--results", type=Path, default=Path("experiments/results"), metavar="DIR")
+    p.add_argument("--plot", type=Path, default=None, metavar="PNG", help="also draw every run's test accuracy")
+    args = p.parse_args(argv)
+    if not args.results.is_dir():
+        p.error(f"--results {args.results} is not a directory")
+    groups = {key: load_group(args.results, prefix) for key, prefix, _ in GROUPS}
+    if not any(groups.values()):
+        p.error(f"no recorded runs (keras-seed<S>.json, mnist-seed<S>.json, ...) in {args.results}")
+    print(table(groups))
+    a = [r["accuracy"] for r in groups["convnet-keras"].values()]
+    b = [r["accuracy"] for r in groups["keras"].values()]
+    if len(a) > 1 and len(b) > 1:
+        diff, se = welch(a, b)
+        print(f"\nconvnet (--recipe keras) - Keras: {100 * diff:+.3f} points, standard error {100 * se:.3f} "
+              f"({diff / se:+.1f} standard errors)")
+    if args.plot:
+        plot(groups, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
