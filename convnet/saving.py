@@ -19,17 +19,28 @@ Writes are atomic: the archive is written to a temporary file in the target
 directory and renamed over the target only once complete, so a crash or a
 Ctrl-C leaves either the old file or the new one, never half of one.
 
-Loads are all-or-nothing: the whole archive is read and checked (format,
-version, architecture, every shape) before any model is touched, and a
-problem raises :class:`ModelFileError` naming the file and what is wrong.
+Loads are all-or-nothing and bounded: every value read from the file is
+checked (format, version, architecture, every shape, dtype and number)
+before the model is used, and a problem raises :class:`ModelFileError`
+naming the file and what is wrong. Only the entries above are read, each
+after its size has been checked against what the architecture implies; the
+architecture itself is bounded (:data:`MAX_WEIGHT_BYTES`, :data:`MAX_LAYERS`,
+:data:`MAX_UNITS`) and is built without drawing random weights, so no file
+can make loading use more than a few hundred MB. float16 weights are widened
+to float32; other dtypes and NaN or infinite values are rejected.
 
 >>> model.save("model.npz")
 >>> model = convnet.load_model("model.npz")          # compiled, optimizer state restored
 >>> ckpt = load_checkpoint("checkpoint.npz")         # + epochs done and history, to resume
 >>> ckpt.model.fit(x, y, epochs=10, initial_epoch=ckpt.epoch, callbacks=[...])
 """
+import inspect
+import io
 import json
+import lzma
+import math
 import os
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -89,6 +100,7 @@ def save_model(model, path, include_optimizer=True, epoch=None, history=None, me
     """
     path = model_path(path)
     model._require_built()
+    _check_loadable(model)
     arrays = {"format": _json_array({"format": FORMAT_NAME, "version": FORMAT_VERSION,
                                      "convnet_version": _convnet_version(),
                                      "weight_names": _weight_names(model)}),
@@ -112,6 +124,20 @@ def save_model(model, path, include_optimizer=True, epoch=None, history=None, me
             f.flush()
             os.fsync(f.fileno())
     return path
+
+
+def _check_loadable(model):
+    """Refuse to write a file that :func:`load_model` would refuse to read (see its limits)."""
+    nbytes = sum(p.nbytes for p in _weights(model))
+    if nbytes > MAX_WEIGHT_BYTES:
+        raise ValueError(f"the model's weights take {nbytes:,} bytes; convnet's model files hold at most "
+                         f"{MAX_WEIGHT_BYTES:,} (convnet.saving.MAX_WEIGHT_BYTES)")
+    if len(model.layers) > MAX_LAYERS:
+        raise ValueError(f"the model has {len(model.layers)} layers; model files hold at most {MAX_LAYERS}")
+    for layer in model.layers:
+        if _prod(layer.output_shape) > MAX_UNITS:
+            raise ValueError(f"layer {layer.name!r} outputs {layer.output_shape} per image; model files allow at "
+                             f"most {MAX_UNITS:,} values per layer (convnet.saving.MAX_UNITS)")
 
 
 def _weight_names(model):
@@ -157,6 +183,19 @@ def _json_array(obj):
 
 
 # ------------------------------------------------------------------------ load
+#: What a model file may ask for. Everything read from a file is checked against these
+#: limits (and against the sizes the architecture implies) before memory is spent on it,
+#: so a hostile file cannot make loading use more than a few hundred MB.
+MAX_WEIGHT_BYTES = 16 * 2 ** 20      # all weight arrays together (4.2M float32 values; the seed model: 0.6 MB)
+MAX_LAYERS = 256
+MAX_UNITS = 2 ** 20                  # elements of the input, and of every layer's output, per image
+MAX_JSON_BYTES = 256 * 2 ** 10       # format, model_config, compile_config
+MAX_TRAINING_JSON_BYTES = 4 * 2 ** 20  # training: history and metadata
+MAX_DIRECTORY_BYTES = 2 ** 20        # the zip's central directory (about 10,000 entries)
+MAX_NPY_HEADER = 4096                # an .npy header (np.save writes 128 bytes)
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def load_model(path, compile=True):
     """Rebuild the model saved at ``path``: architecture, weights and (if stored) compile settings
     with the optimizer state. Raises :class:`ModelFileError` if the file is not a valid model file."""
@@ -168,19 +207,20 @@ def load_checkpoint(path, compile=True):
 
     Returns a :class:`Checkpoint` ``(model, epoch, history, metadata, path)``;
     continue with ``model.fit(..., initial_epoch=checkpoint.epoch)``.
+
+    Raises :class:`ModelFileError` (naming the file) for anything wrong in
+    the file, ``FileNotFoundError`` if there is none.
     """
-    path, arrays = _read_archive(path)
-    config = _json_entry(path, arrays, "model_config")
-    model = _build_model(path, config)
-    _set_weights(path, model, arrays, adopt_dtype=True)
-    if compile and "compile_config" in arrays:
-        _compile(path, model, _json_entry(path, arrays, "compile_config"), arrays)
-    training = _json_entry(path, arrays, "training") if "training" in arrays else {}
-    if not isinstance(training, dict):
-        raise ModelFileError(f"{path}: entry 'training' should be a JSON object, got {type(training).__name__}")
-    epoch = training.get("epoch")
-    return Checkpoint(model=model, epoch=int(epoch or 0), history=training.get("history") or {},
-                      metadata=training.get("metadata") or {}, path=path)
+    with _Archive(path) as archive:
+        header = archive.header()
+        stored = archive.weight_headers(header)        # name -> (shape, dtype), from the .npy headers
+        model = _build_model(archive.path, archive.json("model_config"), stored)
+        _set_weights(archive, model, stored, adopt_dtype=True)
+        if compile and archive.has("compile_config"):
+            _compile(archive, model, archive.json("compile_config"))
+        training = archive.json("training", MAX_TRAINING_JSON_BYTES) if archive.has("training") else {}
+    epoch, history, metadata = _training(archive.path, training)
+    return Checkpoint(model=model, epoch=epoch, history=history, metadata=metadata, path=archive.path)
 
 
 def load_weights(model, path):
@@ -189,87 +229,326 @@ def load_weights(model, path):
     Every saved array is checked against the model's parameters (in Keras
     order) before any is copied, so a mismatch leaves ``model`` unchanged.
     """
-    path, arrays = _read_archive(path)
-    _set_weights(path, model, arrays)
+    with _Archive(path) as archive:
+        stored = archive.weight_headers(archive.header())
+        _set_weights(archive, model, stored)
     return model
 
 
-def _read_archive(path):
-    """Read every array of a model file into memory and check its format header."""
-    path = Path(path)
-    if not path.exists() and model_path(path).exists():
-        path = model_path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
-    try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ModelFileError(f"{path}: holds a single array, not a convnet model archive")
-        with archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ModelFileError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as e:
-        raise ModelFileError(f"{path}: cannot be read as a convnet model file (truncated or corrupt?): "
-                             f"{type(e).__name__}: {e}") from e
-    header = _json_entry(path, arrays, "format")
-    name = header.get("format") if isinstance(header, dict) else None
-    version = header.get("version") if isinstance(header, dict) else None
-    if name != FORMAT_NAME:
-        raise ModelFileError(f"{path}: is a {name!r} file, expected format {FORMAT_NAME!r}")
-    if version != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: has {FORMAT_NAME} version {version!r}; this convnet reads "
-                             f"version {FORMAT_VERSION}")
-    return path, arrays
+class _Archive:
+    """A model file opened for reading: only the entries the format defines are read, each
+    after its size (from the zip's directory) has been checked, and never more than that size."""
+
+    def __init__(self, path):
+        path = Path(path)
+        if not path.exists() and model_path(path).exists():
+            path = model_path(path)
+        if path.is_dir():
+            raise ModelFileError(f"{path}: is a directory, expected a model file (.npz)")
+        if not path.is_file():
+            raise FileNotFoundError(f"no model file at {path}")
+        self.path = path
+        self.file = open(path, "rb")
+        try:
+            self.zip = self._open_zip()
+            self.members = {info.filename[:-4]: info for info in self.zip.infolist()
+                            if info.filename.endswith(".npy")}
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _open_zip(self):
+        start = self.file.read(6)
+        self.file.seek(0)
+        if start == b"\x93NUMPY":
+            raise ModelFileError(f"{self.path}: holds a single array, not a convnet model archive")
+        try:
+            # zipfile reads the whole central directory at once (and makes an object per entry):
+            # check its size first, from the same end record zipfile will use
+            end = zipfile._EndRecData(self.file)
+            if end is None:
+                raise ModelFileError(f"{self.path}: cannot be read as a convnet model file (not a zip "
+                                     f"archive: truncated or another format?)")
+            if end[zipfile._ECD_SIZE] > MAX_DIRECTORY_BYTES:
+                raise ModelFileError(f"{self.path}: its zip directory is {end[zipfile._ECD_SIZE]:,} bytes, "
+                                     f"more than a model file has (at most {MAX_DIRECTORY_BYTES:,})")
+            self.file.seek(0)
+            return zipfile.ZipFile(self.file)
+        except ModelFileError:
+            raise
+        except _READ_ERRORS as e:
+            raise self.error(e) from e
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zip.close()
+        self.file.close()
+
+    def error(self, e):
+        return ModelFileError(f"{self.path}: cannot be read as a convnet model file (truncated or corrupt?): "
+                              f"{type(e).__name__}: {e}")
+
+    def has(self, key):
+        return key in self.members
+
+    def read(self, key, limit):
+        """The bytes of entry ``key``, at most ``limit`` of them (the directory's size is checked
+        first, and the reading stops after ``limit`` bytes whatever the entry's header says)."""
+        info = self.members[key]
+        if info.file_size > limit:
+            raise ModelFileError(f"{self.path}: entry {key!r} is {info.file_size:,} bytes, expected at most "
+                                 f"{limit:,}")
+        try:
+            with self.zip.open(info) as f:
+                data = f.read(limit + 1)
+        except _READ_ERRORS as e:
+            raise self.error(e) from e
+        if len(data) != info.file_size:
+            raise ModelFileError(f"{self.path}: entry {key!r} holds {len(data):,} bytes, its header says "
+                                 f"{info.file_size:,} (corrupt file?)")
+        return data
+
+    def npy_header(self, key):
+        """``(shape, dtype, offset)`` of the .npy entry ``key``, from its first bytes only."""
+        if key not in self.members:
+            raise ModelFileError(f"{self.path}: entry {key!r} is missing (truncated or not a convnet model file?)")
+        try:
+            with self.zip.open(self.members[key]) as f:
+                head = io.BytesIO(f.read(MAX_NPY_HEADER))
+            version = np.lib.format.read_magic(head)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(head, max_header_size=MAX_NPY_HEADER)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(head, max_header_size=MAX_NPY_HEADER)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except _READ_ERRORS as e:
+            raise ModelFileError(f"{self.path}: entry {key!r} is not a readable array: {type(e).__name__}: {e}") \
+                from e
+        if fortran or dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+            raise ModelFileError(f"{self.path}: entry {key!r} has an unsupported layout ({dtype}, "
+                                 f"fortran_order={fortran}); convnet writes plain C-order arrays")
+        return tuple(shape), dtype, head.tell()
+
+    def array(self, key, shape, dtypes, what):
+        """Entry ``key`` as an array of exactly ``shape`` and one of ``dtypes`` (read-only, native order)."""
+        found, dtype, offset = self.npy_header(key)
+        if found != tuple(shape):
+            raise ModelFileError(f"{self.path}: {what} has shape {found}, expected {tuple(shape)}")
+        if dtype.newbyteorder("=") not in dtypes:
+            raise ModelFileError(f"{self.path}: {what} has dtype {dtype}, expected "
+                                 f"{' or '.join(str(d) for d in dtypes)}")
+        count = _prod(found)
+        data = self.read(key, offset + count * dtype.itemsize)
+        if len(data) != offset + count * dtype.itemsize:
+            raise ModelFileError(f"{self.path}: {what} is truncated")
+        return np.frombuffer(data, dtype, count, offset).reshape(found)
+
+    def json(self, key, limit=MAX_JSON_BYTES):
+        """Entry ``key``: JSON text stored as a 1-D uint8 array."""
+        shape, dtype, offset = self.npy_header(key)
+        if dtype != np.uint8 or len(shape) != 1:
+            raise ModelFileError(f"{self.path}: entry {key!r} should be JSON text stored as uint8 bytes, "
+                                 f"got {dtype} {shape}")
+        if shape[0] > limit:
+            raise ModelFileError(f"{self.path}: entry {key!r} is {shape[0]:,} bytes of JSON, expected at most "
+                                 f"{limit:,}")
+        text = self.array(key, shape, (np.dtype(np.uint8),), f"entry {key!r}").tobytes()
+        try:
+            return json.loads(text.decode("utf-8"), parse_constant=_no_constant)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ModelFileError(f"{self.path}: entry {key!r} is not valid JSON: {type(e).__name__}: {e}") from e
+
+    def header(self):
+        """The ``format`` entry, checked: our format, our version, and the weights' names."""
+        header = self.json("format")
+        name = header.get("format") if isinstance(header, dict) else None
+        version = header.get("version") if isinstance(header, dict) else None
+        if name != FORMAT_NAME:
+            raise ModelFileError(f"{self.path}: is a {name!r} file, expected format {FORMAT_NAME!r}")
+        if version != FORMAT_VERSION or isinstance(version, bool):
+            raise ModelFileError(f"{self.path}: has {FORMAT_NAME} version {version!r}; this convnet reads "
+                                 f"version {FORMAT_VERSION}")
+        return header
+
+    def weight_headers(self, header):
+        """``{name: (shape, dtype)}`` of the stored weights in Keras order, from their .npy headers
+        (no data read yet); their total size is checked against :data:`MAX_WEIGHT_BYTES`."""
+        names = header.get("weight_names")
+        if names is None:                           # the entries themselves, in archive order
+            names = [k[len(WEIGHTS_PREFIX):] for k in self.members if k.startswith(WEIGHTS_PREFIX)]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(names) > 4 * MAX_LAYERS:
+            raise ModelFileError(f"{self.path}: 'weight_names' in the format entry should be a list of at most "
+                                 f"{4 * MAX_LAYERS} names")
+        missing = [n for n in names if WEIGHTS_PREFIX + n not in self.members]
+        if missing:
+            raise ModelFileError(f"{self.path}: weights {missing} are listed but missing (truncated file?)")
+        stored, total = {}, 0
+        for name in names:
+            shape, dtype, _ = self.npy_header(WEIGHTS_PREFIX + name)
+            total += _prod(shape) * dtype.itemsize
+            if total > MAX_WEIGHT_BYTES:
+                raise ModelFileError(f"{self.path}: the stored weights take more than {MAX_WEIGHT_BYTES:,} bytes, "
+                                     f"the most convnet loads (convnet.saving.MAX_WEIGHT_BYTES)")
+            stored[name] = (shape, dtype)
+        return stored
 
 
-def _json_entry(path, arrays, key):
-    if key not in arrays:
-        raise ModelFileError(f"{path}: entry {key!r} is missing (truncated or not a convnet model file?)")
-    arr = arrays[key]
-    if arr.dtype != np.uint8 or arr.ndim != 1:
-        raise ModelFileError(f"{path}: entry {key!r} should be JSON text stored as uint8 bytes, "
-                             f"got {arr.dtype} {arr.shape}")
-    try:
-        return json.loads(arr.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{path}: entry {key!r} is not valid JSON: {e}") from e
+#: what reading a damaged zip or .npy can raise (zipfile, zlib, lzma, bz2 and numpy's header parser)
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError, TypeError,
+                SyntaxError, RuntimeError, NotImplementedError, OverflowError, MemoryError, RecursionError,
+                struct.error, lzma.LZMAError)
 
 
-def _build_model(path, config):
+def _no_constant(name):
+    raise ValueError(f"{name} is not allowed in a model file")
+
+
+def _prod(shape):
+    result = 1
+    for d in shape:
+        result *= int(d)
+    return result
+
+
+def _build_model(path, config, stored):
+    """Rebuild the architecture in ``config`` without drawing random weights (they are loaded next).
+
+    The config is checked first (layer classes, argument names, bounded sizes), and the build
+    cannot ask for more parameters than the file stores: each layer's parameters are created
+    by an initializer that counts what it is asked for against the stored total.
+    """
+    from . import initializers
     from .model import Sequential
+    layer_objs = _layers_from_config(path, config)
+    budget = {"left": sum(_prod(shape) for shape, _ in stored.values())}
+
+    def bounded_zeros(shape, rng=None, dtype=np.float32):
+        budget["left"] -= _prod(shape)
+        if budget["left"] < 0:
+            raise _TooLarge()
+        return initializers.zeros(shape, rng, dtype)
+
     try:
-        return Sequential.from_config(config)
-    except (KeyError, TypeError, ValueError) as e:
+        model = Sequential(layer_objs, name=config.get("name", "sequential"), seed=config.get("seed"))
+        restore = []
+        for layer in model.layers:
+            for attr, value in list(vars(layer).items()):
+                if attr.endswith("_initializer") and callable(value):
+                    restore.append((layer, attr, value))
+                    setattr(layer, attr, bounded_zeros)
+        model.build(_input_shape(path, config))
+        for layer, attr, value in restore:          # so a later re-build draws weights as usual
+            setattr(layer, attr, value)
+    except _TooLarge:
+        raise ModelFileError(f"{path}: the stored architecture has more parameters than the file stores "
+                             f"({sum(_prod(s) for s, _ in stored.values()):,} values): different architecture "
+                             f"or corrupt config") from None
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as e:
         raise ModelFileError(f"{path}: the stored architecture cannot be rebuilt: {type(e).__name__}: {e}") from e
+    for layer in model.layers:
+        if _prod(layer.output_shape) > MAX_UNITS:
+            raise ModelFileError(f"{path}: layer {layer.name!r} outputs {layer.output_shape} per image, more than "
+                                 f"{MAX_UNITS:,} values (convnet.saving.MAX_UNITS)")
+    return model
 
 
-def _set_weights(path, model, arrays, adopt_dtype=False):
+class _TooLarge(Exception):
+    """A layer asked for more parameters than the file stores."""
+
+
+def _input_shape(path, config):
+    shape = config.get("input_shape")
+    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+            or _prod(shape) > MAX_UNITS):
+        raise ModelFileError(f"{path}: input_shape in the stored architecture should be 1 to 3 positive integers "
+                             f"with at most {MAX_UNITS:,} values in all, got {shape!r}")
+    return tuple(shape)
+
+
+def _layers_from_config(path, config):
+    """Layer objects (not built) for the stored config, every name and argument checked."""
+    from . import layers as layers_module
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise ModelFileError(f"{path}: the stored architecture should be an object with a list of layers")
+    specs = config["layers"]
+    if not 1 <= len(specs) <= MAX_LAYERS:
+        raise ModelFileError(f"{path}: the stored architecture has {len(specs)} layers, expected 1 to {MAX_LAYERS}")
+    name, seed = config.get("name", "sequential"), config.get("seed")
+    if not isinstance(name, str) or len(name) > 256:
+        raise ModelFileError(f"{path}: the model name should be a string of at most 256 characters")
+    if seed is not None and not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2 ** 128):
+        raise ModelFileError(f"{path}: the model seed should be a non-negative integer or null, got {seed!r}")
+    result = []
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+            raise ModelFileError(f"{path}: layer {i} of the stored architecture should be an object with "
+                                 f"'class_name' and 'config'")
+        class_name, kwargs = spec.get("class_name"), spec["config"]
+        cls = layers_module.LAYER_CLASSES.get(class_name) if isinstance(class_name, str) else None
+        if cls is None:
+            raise ModelFileError(f"{path}: unknown layer class {class_name!r} in the stored architecture; "
+                                 f"expected one of {sorted(layers_module.LAYER_CLASSES)}")
+        allowed = _arguments(cls) - {"input_shape"}
+        unknown = sorted(str(k) for k in kwargs if k not in allowed)
+        if unknown:
+            raise ModelFileError(f"{path}: layer {i} ({class_name}) has unknown arguments {unknown}")
+        layer_name = kwargs.get("name")
+        if layer_name is not None and not (isinstance(layer_name, str) and 0 < len(layer_name) <= 256):
+            raise ModelFileError(f"{path}: layer {i} ({class_name}) has a bad name {layer_name!r}")
+        try:
+            result.append(cls(**kwargs))
+        except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as e:
+            raise ModelFileError(f"{path}: layer {i} ({class_name}) cannot be made from its stored arguments: "
+                                 f"{type(e).__name__}: {e}") from e
+    return result
+
+
+def _arguments(cls):
+    """The keyword arguments ``cls`` accepts (its own and, through ``**kwargs``, its bases')."""
+    names = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - {"self"}
+
+
+def _set_weights(archive, model, stored, adopt_dtype=False):
     """Check that the stored weights fit ``model`` exactly, then copy them in (all or nothing).
 
     With ``adopt_dtype`` (a freshly rebuilt model) the model takes the stored
     dtype, e.g. float64; otherwise values are cast to the model's dtype.
+    float16 weights are widened to float32; other dtypes, NaN and infinity are rejected.
     """
-    expected = [(name, p) for name, p in zip(_weight_names(model), _weights(model))]
-    stored = [k[len(WEIGHTS_PREFIX):] for k in arrays if k.startswith(WEIGHTS_PREFIX)]
-    header_names = _json_entry(path, arrays, "format").get("weight_names")
-    if header_names is not None:
-        missing = [n for n in header_names if n not in stored]
-        if missing:
-            raise ModelFileError(f"{path}: weights {missing} are listed but missing (truncated file?)")
-        stored = list(header_names)
+    path = archive.path
+    expected = list(zip(_weight_names(model), _weights(model)))
     if len(stored) != len(expected):
         raise ModelFileError(
             f"{path}: holds {len(stored)} weight arrays ({', '.join(stored)}), but the model has "
             f"{len(expected)} ({', '.join(n for n, _ in expected)}): different architecture")
-    values = []
-    for (name, param), saved_name in zip(expected, stored):
-        w = arrays[WEIGHTS_PREFIX + saved_name]
-        if w.shape != param.shape:
-            raise ModelFileError(f"{path}: weight {saved_name} has shape {w.shape}, but the model's "
+    for (name, param), (saved_name, (shape, dtype)) in zip(expected, stored.items()):
+        if shape != param.shape:
+            raise ModelFileError(f"{path}: weight {saved_name} has shape {shape}, but the model's "
                                  f"{name} has shape {param.shape}: different architecture")
-        if not np.issubdtype(w.dtype, np.floating):
-            raise ModelFileError(f"{path}: weight {saved_name} has dtype {w.dtype}, expected floating point")
+        if dtype.newbyteorder("=") not in FLOAT_DTYPES + (np.dtype(np.float16),):
+            raise ModelFileError(f"{path}: weight {saved_name} has dtype {dtype}, expected float32 or float64 "
+                                 f"(float16 is widened to float32)")
+    values = []
+    for (name, param), (saved_name, (shape, dtype)) in zip(expected, stored.items()):
+        w = archive.array(WEIGHTS_PREFIX + saved_name, shape, FLOAT_DTYPES + (np.dtype(np.float16),),
+                          f"weight {saved_name}")
+        if w.dtype.itemsize == 2 or not w.dtype.isnative:
+            w = w.astype(np.float32 if w.dtype.itemsize == 2 else w.dtype.newbyteorder("="))
+        if not np.isfinite(w).all():
+            raise ModelFileError(f"{path}: weight {saved_name} holds NaN or infinite values")
         values.append(w)
     dtypes = {w.dtype for w in values}
     if adopt_dtype and len(dtypes) == 1 and dtypes != {np.dtype(param.dtype) for _, param in expected}:
@@ -277,21 +556,60 @@ def _set_weights(path, model, arrays, adopt_dtype=False):
     model.set_weights(values)
 
 
-def _compile(path, model, compile_config, arrays):
+def _training(path, training):
+    """``(epoch, history, metadata)`` from the ``training`` entry, every field checked."""
+    if not isinstance(training, dict):
+        raise ModelFileError(f"{path}: entry 'training' should be a JSON object, got {type(training).__name__}")
+    epoch = training.get("epoch")
+    if epoch is None:
+        epoch = 0
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= 10 ** 6:
+        raise ModelFileError(f"{path}: 'epoch' in entry 'training' should be an integer from 0 to 1,000,000, "
+                             f"got {epoch!r}")
+    history = training.get("history") or {}
+    if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
+        raise ModelFileError(f"{path}: 'history' in entry 'training' should map metric names to lists")
+    metadata = training.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: 'metadata' in entry 'training' should be a JSON object")
+    return epoch, history, metadata
+
+
+def _compile(archive, model, compile_config):
     """Recreate optimizer and loss from their configs and restore the optimizer state."""
+    path = archive.path
     try:
         opt_spec, loss_spec = compile_config["optimizer"], compile_config["loss"]
         opt_cls = _by_class_name(optimizers.OPTIMIZERS.values(), opt_spec["class_name"], "optimizer")
         loss_cls = _by_class_name(losses.LOSSES.values(), loss_spec["class_name"], "loss")
-        optimizer = opt_cls(**opt_spec["config"])
-        loss = loss_cls(**loss_spec["config"])
+        optimizer = opt_cls(**_numbers(opt_cls, opt_spec["config"]))
+        loss = loss_cls(**_numbers(loss_cls, loss_spec["config"]))
         metrics = compile_config.get("metrics", ["accuracy"])
-    except (KeyError, TypeError, ValueError) as e:
+        if not isinstance(metrics, list) or len(metrics) > 8:
+            raise ValueError(f"metrics should be a short list, got {metrics!r}")
+        model.compile(optimizer, loss, metrics)
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as e:
         raise ModelFileError(f"{path}: the stored compile settings are invalid: {type(e).__name__}: {e}") from e
-    state = _optimizer_state(path, model, arrays)
-    model.compile(optimizer, loss, metrics)
+    state = _optimizer_state(archive, model)
     if state is not None:
         optimizer.set_state(state)
+
+
+def _numbers(cls, config):
+    """``config`` for ``cls(**config)``: known argument names, finite numbers, a positive learning rate."""
+    if not isinstance(config, dict):
+        raise TypeError(f"{cls.__name__}'s config should be an object, got {type(config).__name__}")
+    allowed = _arguments(cls)
+    for key, value in config.items():
+        if key not in allowed:
+            raise ValueError(f"{cls.__name__} has no argument {key!r}")
+        if isinstance(value, bool):
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{cls.__name__}'s {key} should be a finite number, got {value!r}")
+    if "learning_rate" in config and not config["learning_rate"] > 0:
+        raise ValueError(f"learning_rate should be positive, got {config['learning_rate']!r}")
+    return config
 
 
 def _by_class_name(classes, class_name, what):
@@ -301,21 +619,37 @@ def _by_class_name(classes, class_name, what):
     raise ValueError(f"unknown {what} class {class_name!r}; expected one of {[c.__name__ for c in classes]}")
 
 
-def _optimizer_state(path, model, arrays):
-    """The stored ``optimizer.get_state()`` dict, checked against the model's parameters."""
-    entries = {k[len(OPTIMIZER_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIMIZER_PREFIX)}
-    if not entries:
+def _optimizer_state(archive, model):
+    """The stored ``optimizer.get_state()`` dict, checked against the model's parameters.
+
+    Each state array must have its parameter's shape and a float dtype, and all of them
+    together may take at most twice the weights' bytes (Adam keeps two arrays per parameter).
+    """
+    path = archive.path
+    keys = [k[len(OPTIMIZER_PREFIX):] for k in archive.members if k.startswith(OPTIMIZER_PREFIX)]
+    if not keys:
         return None
-    if "iterations" not in entries:
+    if "iterations" not in keys:
         raise ModelFileError(f"{path}: optimizer state has no 'iterations' entry")
+    iterations = archive.array(OPTIMIZER_PREFIX + "iterations", (), (np.dtype(np.int64), np.dtype(np.int32)),
+                               "optimizer state 'iterations'")
+    if not 0 <= int(iterations) < 2 ** 53:
+        raise ModelFileError(f"{path}: optimizer state 'iterations' is {int(iterations)}, expected a step count")
     params = dict(zip(_weight_names(model), _weights(model)))
-    state = {"iterations": int(entries.pop("iterations"))}
-    for name, value in entries.items():
+    budget = 2 * sum(p.nbytes for p in params.values())
+    state = {"iterations": int(iterations)}
+    for name in keys:
+        if name == "iterations":
+            continue
         slot, _, key = name.partition("/")
         if key not in params:
             raise ModelFileError(f"{path}: optimizer state {name!r} is for a parameter the model does not have")
-        if value.shape != params[key].shape:
-            raise ModelFileError(f"{path}: optimizer state {name!r} has shape {value.shape}, "
-                                 f"expected {params[key].shape}")
+        budget -= params[key].nbytes
+        if budget < 0:
+            raise ModelFileError(f"{path}: the optimizer state holds more than two arrays per parameter")
+        value = archive.array(OPTIMIZER_PREFIX + name, params[key].shape, FLOAT_DTYPES + (np.dtype(np.float16),),
+                              f"optimizer state {name!r}")
+        if not np.isfinite(value).all():
+            raise ModelFileError(f"{path}: optimizer state {name!r} holds NaN or infinite values")
         state[name] = value.astype(params[key].dtype, copy=False)
     return state

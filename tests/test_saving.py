@@ -1,4 +1,6 @@
 """Saving and loading: exact round trips, exact resumption, atomic writes, clear errors on bad files."""
+import functools
+import io
 import json
 import os
 import zipfile
@@ -314,3 +316,432 @@ def test_layer_count_mismatch_is_named(trained, tmp_path):
                         input_shape=(10, 10, 1))
     with pytest.raises(ModelFileError, match=r"holds 6 weight arrays.*the model has 8"):
         load_weights(deeper, path)
+
+
+# ------------------------------------------------------------ hostile files
+def write_zip(path, entries, compression=zipfile.ZIP_STORED):
+    """An archive with exactly ``entries`` (name -> array or raw bytes), as np.savez lays them out."""
+    with zipfile.ZipFile(path, "w", compression) as z:
+        for name, value in entries.items():
+            if isinstance(value, np.ndarray):
+                with z.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, value, allow_pickle=False)
+            else:
+                z.writestr(name, value)
+    return path
+
+
+def entries_of(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_config_asking_for_a_huge_layer_is_rejected_before_building(trained, tmp_path):
+    """A Dense of 300,000 units would take 77 MB (and 3e5 units x 3e5 inputs far more); the file stores 2,714."""
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    config = trained.get_config()
+    config["layers"][4]["config"]["units"] = 300_000
+    entries["model_config"] = json_bytes(config)
+    bad = write_zip(tmp_path / "huge.npz", entries)
+    with pytest.raises(ModelFileError, match=r"huge\.npz.*more parameters than the file stores"):
+        load_model(bad)
+
+
+def test_loading_draws_no_random_weights(trained, tmp_path, monkeypatch):
+    from convnet import initializers
+    path = trained.save(tmp_path / "model.npz")
+
+    def no_random(*args, **kwargs):
+        raise AssertionError("glorot_uniform was called while loading")
+
+    monkeypatch.setitem(initializers.INITIALIZERS, "glorot_uniform", no_random)   # what layers look up
+    loaded = load_model(path)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), trained.get_weights()))
+    assert loaded.layers[0].kernel_initializer is no_random     # restored after the build, for later builds
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.longdouble, np.int32, np.complex64, ">f4"])
+def test_weight_dtypes_are_converted_or_rejected(trained, tmp_path, dtype):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries["weights/dense/kernel"] = entries["weights/dense/kernel"].astype(dtype)
+    path = write_zip(tmp_path / "dtype.npz", entries)
+    if np.dtype(dtype) in (np.dtype(np.float16), np.dtype(">f4")):
+        loaded = load_model(path)
+        kernel = loaded.layers[4].params["kernel"]
+        assert kernel.dtype == np.float32
+        assert np.array_equal(kernel, entries["weights/dense/kernel"].astype(np.float32))
+    else:
+        with pytest.raises(ModelFileError, match=r"dtype\.npz: weight dense/kernel has dtype .*expected float32 "
+                                                 r"or float64"):
+            load_model(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_weights_are_rejected(trained, tmp_path, value):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries["weights/dense_1/bias"] = entries["weights/dense_1/bias"].copy()
+    entries["weights/dense_1/bias"][3] = value
+    with pytest.raises(ModelFileError, match=r"weight dense_1/bias holds NaN or infinite values"):
+        load_model(write_zip(tmp_path / "nan.npz", entries))
+
+
+def test_unused_entries_are_never_read(trained, tmp_path, monkeypatch):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    path = write_zip(tmp_path / "extra.npz", {**entries, "junk": np.zeros(10, np.uint8)}, zipfile.ZIP_DEFLATED)
+    opened = []
+    original = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda self, name, *a, **k: opened.append(
+        getattr(name, "filename", name)) or original(self, name, *a, **k))
+    load_model(path)
+    assert opened and "junk.npy" not in opened
+
+
+@pytest.mark.parametrize("entry, shape, message", [
+    ("model_config", (10 ** 12,), r"'model_config' is 1,000,000,000,000 bytes of JSON, expected at most"),
+    ("weights/dense/kernel", (10 ** 6, 10 ** 6), r"more than 16,777,216 bytes"),
+])
+def test_sizes_in_headers_are_checked_before_reading(trained, tmp_path, entry, shape, message):
+    """An .npy header claiming a huge array (the data is not even there) is rejected from the header alone."""
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    path = write_zip(tmp_path / "claims.npz", {k: v for k, v in entries.items() if k != entry})
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1" if entry == "model_config" else "<f4",
+                                                  "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(entry + ".npy", header.getvalue() + b"\0" * 64)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
+def test_entry_bigger_than_its_array_is_rejected(trained, tmp_path):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    path = write_zip(tmp_path / "padded.npz", {k: v for k, v in entries.items() if k != "format"})
+    header = io.BytesIO()
+    np.lib.format.write_array(header, entries["format"])
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("format.npy", header.getvalue() + b"\0" * 10 ** 6)
+    with pytest.raises(ModelFileError, match=r"entry 'format' is 1,0\d\d,\d\d\d bytes, expected at most"):
+        load_model(path)
+
+
+def test_huge_zip_directory_is_rejected(trained, tmp_path):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    path = write_zip(tmp_path / "many.npz", entries)
+    with zipfile.ZipFile(path, "a") as z:
+        for i in range(12_000):
+            z.writestr(f"junk/{i:06d}-{'x' * 40}", b"")
+    with pytest.raises(ModelFileError, match=r"zip directory is [\d,]+ bytes"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["layers"][2]["config"].update(rate=1.5), r"layer 2 \(Dropout\) cannot be made"),
+    (lambda c: c["layers"][0]["config"].update(filters="many"), r"layer 0 \(Conv2D\) cannot be made"),
+    (lambda c: c["layers"][0]["config"].update(kernel_size=[3, 3, 3]), r"layer 0 \(Conv2D\) cannot be made"),
+    (lambda c: c["layers"][0]["config"].update(evil=1), r"layer 0 \(Conv2D\) has unknown arguments \['evil'\]"),
+    (lambda c: c["layers"][0]["config"].update(name=["x"]), r"layer 0 \(Conv2D\) has a bad name"),
+    (lambda c: c["layers"][0]["config"].update(activation={"a": 1}), r"layer 0 \(Conv2D\) cannot be made"),
+    (lambda c: c["layers"][0]["config"].update(input_shape=[10 ** 6, 10 ** 6, 1]), r"unknown arguments"),
+    (lambda c: c.update(input_shape=[10 ** 4, 10 ** 4, 1]), r"input_shape .* at most 1,048,576 values"),
+    (lambda c: c.update(input_shape=[10, -10, 1]), r"input_shape"),
+    (lambda c: c.update(input_shape="10x10"), r"input_shape"),
+    (lambda c: c.update(seed=-1), r"seed should be a non-negative integer"),
+    (lambda c: c.update(layers=[]), r"has 0 layers"),
+    (lambda c: c.update(layers=c["layers"] * 100), r"has 700 layers, expected 1 to 256"),
+    (lambda c: c.update(layers={"a": 1}), r"list of layers"),
+    (lambda c: c["layers"].__setitem__(0, "Conv2D"), r"layer 0 of the stored architecture should be an object"),
+    (lambda c: c["layers"].insert(4, {"class_name": "Dense", "config": {"units": 3}}),
+     r"holds 6 weight arrays.*has 8|cannot be rebuilt|more parameters"),
+])
+def test_bad_config_values_are_named(trained, tmp_path, change, message):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    config = trained.get_config()
+    change(config)
+    entries["model_config"] = json_bytes(config)
+    with pytest.raises(ModelFileError, match=r"config\.npz: .*" + message):
+        load_model(write_zip(tmp_path / "config.npz", entries))
+
+
+@pytest.mark.parametrize("training, message", [
+    ({"epoch": "3"}, r"'epoch' in entry 'training' should be an integer"),
+    ({"epoch": -1}, r"'epoch'"),
+    ({"epoch": True}, r"'epoch'"),
+    ({"epoch": 1, "history": [1, 2]}, r"'history'.*should map metric names to lists"),
+    ({"epoch": 1, "history": {"loss": 0.5}}, r"'history'"),
+    ({"epoch": 1, "metadata": "args"}, r"'metadata'.*should be a JSON object"),
+    ([1, 2], r"entry 'training' should be a JSON object"),
+])
+def test_bad_training_entry_is_named(trained, tmp_path, training, message):
+    entries = entries_of(save_model(trained, tmp_path / "model.npz", epoch=1))
+    entries["training"] = json_bytes(training)
+    with pytest.raises(ModelFileError, match=r"training\.npz: " + message):
+        load_checkpoint(write_zip(tmp_path / "training.npz", entries))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["optimizer"]["config"].update(learning_rate=-1.0), r"learning_rate should be positive"),
+    (lambda c: c["optimizer"]["config"].update(learning_rate="fast"), r"should be a finite number"),
+    (lambda c: c["optimizer"]["config"].update(beta_1=1e400), r"not valid JSON|finite number"),
+    (lambda c: c["optimizer"]["config"].update(shell="rm -rf"), r"Adam has no argument 'shell'"),
+    (lambda c: c["optimizer"].update(config=[1]), r"config should be an object"),
+    (lambda c: c["loss"].update(class_name="os.system"), r"unknown loss class"),
+    (lambda c: c.update(metrics=["accuracy"] * 100), r"metrics should be a short list"),
+    (lambda c: c.update(metrics=["auc"]), r"unknown metrics"),
+])
+def test_bad_compile_config_is_named(trained, tmp_path, change, message):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    config = json.loads(entries["compile_config"].tobytes())
+    change(config)
+    entries["compile_config"] = np.frombuffer(json.dumps(config).replace("Infinity", "1e400").encode(), np.uint8)
+    with pytest.raises(ModelFileError, match=r"compile\.npz: the stored compile settings are invalid: .*" + message):
+        load_model(write_zip(tmp_path / "compile.npz", entries))
+
+
+def test_nan_in_json_is_rejected(trained, tmp_path):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries["compile_config"] = np.frombuffer(
+        entries["compile_config"].tobytes().replace(b'"learning_rate": 0.002', b'"learning_rate": NaN'), np.uint8)
+    with pytest.raises(ModelFileError, match=r"'compile_config' is not valid JSON: .*NaN is not allowed"):
+        load_model(write_zip(tmp_path / "nan.npz", entries))
+
+
+@pytest.mark.parametrize("entry, value, message", [
+    ("optimizer_state/iterations", np.int64(-5), r"'iterations' is -5"),
+    ("optimizer_state/iterations", np.float64(3.0), r"'iterations' has dtype float64"),
+    ("optimizer_state/m/dense/bias", np.full(16, np.nan, np.float32), r"'m/dense/bias' holds NaN"),
+    ("optimizer_state/w/dense/bias", np.zeros(16, np.float32), r"more than two arrays per parameter"),
+    ("optimizer_state/m/dense/bias", np.zeros(16, np.int8), r"'m/dense/bias' has dtype int8"),
+])
+def test_bad_optimizer_state_is_named(trained, tmp_path, entry, value, message):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries[entry] = np.asarray(value)
+    with pytest.raises(ModelFileError, match=r"state\.npz: .*" + message):
+        load_model(write_zip(tmp_path / "state.npz", entries))
+
+
+def test_directory_is_named(tmp_path):
+    (tmp_path / "checkpoint.npz").mkdir()
+    with pytest.raises(ModelFileError, match=r"checkpoint\.npz: is a directory, expected a model file"):
+        load_checkpoint(tmp_path / "checkpoint.npz")
+
+
+def test_fortran_order_and_object_arrays_are_rejected(trained, tmp_path):
+    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries["weights/dense/kernel"] = np.asfortranarray(entries["weights/dense/kernel"])
+    with pytest.raises(ModelFileError, match=r"'weights/dense/kernel' has an unsupported layout"):
+        load_model(write_zip(tmp_path / "fortran.npz", entries))
+
+
+def test_save_refuses_what_load_would_refuse(tmp_path):
+    big = Sequential([layers.Flatten(), layers.Dense(5000)], input_shape=(1000,))
+    with pytest.raises(ValueError, match=r"weights take 20,020,000 bytes; .* at most 16,777,216"):
+        save_model(big, tmp_path / "big.npz")
+    assert not (tmp_path / "big.npz").exists()
+
+
+# ------------------------------------------------ memory: bombs, each loaded in its own process
+LOAD_AND_MEASURE = """
+import resource, sys
+from convnet.saving import ModelFileError, load_checkpoint
+try:
+    load_checkpoint(sys.argv[1])
+    outcome = "loaded"
+except ModelFileError as e:
+    outcome = "ModelFileError"
+try:    # this process's own peak (Linux): ru_maxrss would also count the parent's pages before exec
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+except OSError:
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(outcome, peak_kb // 1024)
+"""
+
+
+def peak_rss_of_loading(path):
+    """``(outcome, peak RSS in MB)`` of loading ``path`` in a fresh process (measured, not limited:
+    an address-space limit would break numba and OpenBLAS)."""
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_MEASURE, str(path)], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome, mb = result.stdout.split()
+    return outcome, int(mb)
+
+
+def zeros_entry(z, name, nbytes, header=b""):
+    """A deflated entry of ``header`` followed by ``nbytes`` zero bytes (about 1/1000 of that on disk)."""
+    with z.open(name, "w", force_zip64=True) as f:
+        f.write(header)
+        chunk = bytes(2 ** 22)
+        for _ in range(nbytes // len(chunk)):
+            f.write(chunk)
+
+
+@pytest.fixture(scope="module")
+def bombs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bombs")
+    model = Sequential([layers.Flatten(), layers.Dense(8), layers.Dense(10, activation="softmax")],
+                       input_shape=(64,), seed=0)
+    model.compile("adam")
+    base = entries_of(save_model(model, d / "model.npz", epoch=1))
+    files = {}
+    # 1. a config asking for a Dense of 10^8 units (400 GB of weights) over 2.6 KB of stored ones
+    config = model.get_config()
+    config["layers"][1]["config"]["units"] = 10 ** 8
+    files["huge layer"] = write_zip(d / "huge_layer.npz", {**base, "model_config": json_bytes(config)})
+    # 2. an unused entry of 512 MiB of zeros, 2.3 MB compressed
+    path = write_zip(d / "unused.npz", base, zipfile.ZIP_DEFLATED)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        zeros_entry(z, "junk.npy", 2 ** 29)
+    files["unused entry"] = path
+    # 3. the 'training' entry: a valid .npy header for 512 MiB of JSON bytes, and the bytes
+    path = write_zip(d / "json.npz", {k: v for k, v in base.items() if k != "training"}, zipfile.ZIP_DEFLATED)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (2 ** 29,)})
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        zeros_entry(z, "training.npy", 2 ** 29, header.getvalue())
+    files["json entry"] = path
+    # 4. the largest model convnet loads: 16 MiB of zero float64 weights and Adam's two slots, 50 KB on disk
+    big = Sequential([layers.Flatten(), layers.Dense(2000)], input_shape=(1024,), seed=0)
+    weights = {"weights/dense/kernel": np.zeros((1024, 2000), np.float64),
+               "weights/dense/bias": np.zeros(2000, np.float64)}
+    state = {f"optimizer_state/{slot}/{k[len('weights/'):]}": v for slot in ("m", "v") for k, v in weights.items()}
+    files["largest model"] = write_zip(d / "largest.npz", {
+        "format": json_bytes({"format": "convnet-model", "version": 1,
+                              "weight_names": ["dense/kernel", "dense/bias"]}),
+        "model_config": json_bytes(big.get_config()), **weights,
+        "compile_config": base["compile_config"], "optimizer_state/iterations": np.asarray(5, np.int64), **state},
+        zipfile.ZIP_DEFLATED)
+    return files
+
+
+@pytest.mark.parametrize("bomb, outcome", [("huge layer", "ModelFileError"), ("unused entry", "loaded"),
+                                           ("json entry", "ModelFileError"), ("largest model", "loaded")])
+def test_no_model_file_makes_loading_use_more_than_400_mb(bombs, bomb, outcome):
+    assert os.path.getsize(bombs[bomb]) < 3 * 2 ** 20
+    found, peak_mb = peak_rss_of_loading(bombs[bomb])
+    assert found == outcome
+    assert peak_mb < 400, f"loading {bomb} peaked at {peak_mb} MB"
+
+
+# ------------------------------------------------ fuzzing: whatever the bytes, only ModelFileError
+from hypothesis import HealthCheck, given, settings, strategies as st   # noqa: E402
+
+FUZZ = settings(max_examples=250, derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@functools.lru_cache(maxsize=None)
+def valid_file_bytes(compressed=False):
+    """A small complete checkpoint (conv, pool, dropout, dense, Adam state, training entry) as bytes."""
+    import tempfile
+    model = Sequential([layers.Conv2D(2, 3, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.5),
+                        layers.Flatten(), layers.Dense(3, activation="softmax")], input_shape=(6, 6, 1), seed=0)
+    model.compile("adam")
+    x = np.random.default_rng(0).random((8, 6, 6, 1), dtype=np.float32)
+    model.fit(x, np.arange(8) % 3, epochs=1, batch_size=4, verbose=0)
+    with tempfile.TemporaryDirectory() as d:
+        path = save_model(model, os.path.join(d, "m.npz"), epoch=1, history={"loss": [1.0]},
+                          metadata={"args": {"seed": 0}})
+        if compressed:
+            with np.load(path) as z:
+                entries = {k: z[k] for k in z.files}
+            path = write_zip(os.path.join(d, "c.npz"), entries, zipfile.ZIP_DEFLATED)
+        return open(path, "rb").read()
+
+
+def load_bytes(data, tmp):
+    """Load ``data`` as a model file: it must load or raise ModelFileError, nothing else, quickly."""
+    path = os.path.join(tmp, "fuzz.npz")
+    with open(path, "wb") as f:
+        f.write(data)
+    try:
+        load_checkpoint(path)
+    except ModelFileError as e:
+        assert "fuzz.npz" in str(e)
+
+
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("fuzz"))
+
+
+@FUZZ
+@given(data=st.binary(max_size=4096))
+def test_fuzz_random_bytes(fuzz_dir, data):
+    load_bytes(data, fuzz_dir)
+
+
+@FUZZ
+@given(compressed=st.booleans(), cut=st.floats(0, 1), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 7)),
+                                                                     max_size=8))
+def test_fuzz_truncated_and_flipped_files(fuzz_dir, compressed, cut, flips):
+    data = bytearray(valid_file_bytes(compressed))
+    for where, bit in flips:
+        data[min(int(where * len(data)), len(data) - 1)] ^= 1 << bit
+    load_bytes(bytes(data[:max(1, int(cut * len(data))) if cut < 1 else len(data)]), fuzz_dir)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False)
+                           | st.text(max_size=8) | st.sampled_from(["relu", "softmax", "same", "valid", "Dense"]),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=4), max_leaves=8)
+
+
+def json_paths(obj, prefix=()):
+    """Every position in a JSON tree, as a tuple of keys/indices."""
+    yield prefix
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        yield from json_paths(v, prefix + (k,))
+
+
+def replaced(obj, path, value):
+    if not path:
+        return value
+    obj = json.loads(json.dumps(obj))
+    target = obj
+    for k in path[:-1]:
+        target = target[k]
+    target[path[-1]] = value
+    return obj
+
+
+@FUZZ
+@given(entry=st.sampled_from(["model_config", "format", "compile_config", "training"]), choice=st.data())
+def test_fuzz_json_values(fuzz_dir, entry, choice):
+    """Replace any one value (or key's value) of a JSON entry by any JSON value."""
+    with np.load(io.BytesIO(valid_file_bytes())) as z:
+        entries = {k: z[k] for k in z.files}
+    config = json.loads(entries[entry].tobytes())
+    path = choice.draw(st.sampled_from(list(json_paths(config))))
+    config = replaced(config, path, choice.draw(JSON_VALUES))
+    entries[entry] = json_bytes(config)
+    buffer = io.BytesIO()
+    np.savez(buffer, **entries)
+    load_bytes(buffer.getvalue(), fuzz_dir)
+
+
+@FUZZ
+@given(choice=st.data())
+def test_fuzz_archive_entries(fuzz_dir, choice):
+    """Drop, duplicate under another entry's name, or replace entries by arrays of other shapes and dtypes."""
+    with np.load(io.BytesIO(valid_file_bytes())) as z:
+        entries = {k: z[k] for k in z.files}
+    names = sorted(entries)
+    for _ in range(choice.draw(st.integers(1, 3))):
+        name = choice.draw(st.sampled_from(names))
+        action = choice.draw(st.sampled_from(["drop", "copy", "array", "scalar"]))
+        if action == "drop":
+            entries.pop(name, None)
+        elif action == "copy":
+            entries[name] = entries.get(choice.draw(st.sampled_from(names)), np.zeros(1))
+        elif action == "array":
+            shape = tuple(choice.draw(st.lists(st.integers(0, 5), max_size=3)))
+            dtype = choice.draw(st.sampled_from(["u1", "f2", "f4", "f8", "i8", "c8", "?", "U3", "V4"]))
+            entries[name] = np.ones(shape, dtype)
+        else:
+            entries[name] = np.asarray(choice.draw(st.integers(-2 ** 63, 2 ** 63 - 1)))
+    buffer = io.BytesIO()
+    np.savez(buffer, **entries)
+    load_bytes(buffer.getvalue(), fuzz_dir)
