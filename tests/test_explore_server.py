@@ -1,0 +1,286 @@
+"""The explorer's HTTP API and command line (experiments/explore/server.py, __main__.py), no browser.
+
+A real server on a free port of 127.0.0.1 serves the untrained reference
+model (the API's agreement with ``model.predict`` does not need a trained
+one). Every bad request must get a 4xx JSON error naming the problem, and
+the server must go on answering afterwards.
+"""
+import http.client
+import json
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from convnet.architectures import mnist_cnn
+from experiments.explore import __main__ as cli
+from experiments.explore import server as srv
+from experiments.explore.core import Explorer, decode
+from explore_support import as_png, digit_pixels, mnist_test, request, session_header
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = mnist_cnn(seed=0)
+    m.compile()
+    return m
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    explorer = Explorer(model, model_path="seed model")
+    s = srv.serve_in_thread(explorer)
+    yield s
+    s.shutdown()
+    s.server_close()
+    explorer.close()
+
+
+def _alive(server):
+    status, body = request(server, "POST", "/api/predict", {"pixels": [[0.0] * 28] * 28})
+    assert status == 200 and 0 <= body["prediction"] <= 9
+
+
+def test_predict_agrees_with_model_predict(server, model):
+    x, _ = mnist_test()
+    idx = list(range(0, 10000, 500))
+    expected = model.predict(x[idx][..., None].astype(np.float32) / 255)
+    for k, i in enumerate(idx):
+        status, body = request(server, "POST", "/api/predict", {"pixels": digit_pixels(i)})
+        assert status == 200
+        assert body["prediction"] == int(expected[k].argmax())
+        np.testing.assert_allclose(body["probabilities"], expected[k], rtol=1e-4, atol=1e-6)
+        assert len(body["logits"]) == 10 and "layers" not in body
+
+
+def test_predict_with_layers(server, model):
+    status, body = request(server, "POST", "/api/predict", {"pixels": digit_pixels(0), "layers": True})
+    assert status == 200
+    shapes = [tuple(decode(l["output"]).shape) for l in body["layers"]]
+    assert shapes == [tuple(l.output_shape) for l in model.layers]
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"pixels": [[0.0] * 28] * 27}, "27 rows"),
+    ({"pixels": [[0.0] * 28] * 27 + [[0.0] * 29]}, "pixels[27] has 29 numbers"),
+    ({"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + [None]]}, "pixels[27][27] is null"),
+    ({"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + ["0.5"]]}, "not a number"),
+    ({"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + [True]]}, "not a number"),
+    ({"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + [1.5]]}, "outside 0..1"),
+    ({"pixels": [[0.0] * 28] * 27 + [[0.0] * 27 + [1e400]]}, "Infinity"),
+    ({"pixels": "abc"}, "list of rows"),
+    ({"picture": []}, "missing field 'pixels'"),
+    ({"pixels": [[0.0] * 28] * 28, "layers": "yes"}, "layers must be"),
+    ([1, 2], "JSON object"),
+])
+def test_bad_predict_requests_get_400_naming_the_problem(server, body, message):
+    status, reply = request(server, "POST", "/api/predict", body)
+    assert status == 400 and message in reply["error"], reply
+    _alive(server)
+
+
+def test_nan_malformed_and_wrong_type_bodies(server):
+    nan_body = ("{\"pixels\": [" + ",".join(["[" + ",".join(["0"] * 28) + "]"] * 27)
+                + ",[" + ",".join(["0"] * 27 + ["NaN"]) + "]]}").encode()
+    status, reply = request(server, "POST", "/api/predict", nan_body, {"Content-Type": "application/json"})
+    assert status == 400 and "NaN" in reply["error"]
+    status, reply = request(server, "POST", "/api/predict", nan_body.replace(b"NaN", b"1e999"),
+                            {"Content-Type": "application/json"})
+    assert status == 400 and "pixels[27][27] is inf" in reply["error"]
+    status, reply = request(server, "POST", "/api/predict", b"{\"pixels\": [[0, 1", {"Content-Type": "application/json"})
+    assert status == 400 and "not valid JSON" in reply["error"]
+    status, reply = request(server, "POST", "/api/predict", b"[" * 100000, {"Content-Type": "application/json"})
+    assert status == 400
+    status, reply = request(server, "POST", "/api/predict", b"\xff\xfe", {"Content-Type": "application/json"})
+    assert status == 400 and "UTF-8" in reply["error"]
+    status, reply = request(server, "POST", "/api/predict", b"{}", {"Content-Type": "text/plain"})
+    assert status == 415 and "application/json" in reply["error"]
+    _alive(server)
+
+
+def test_oversized_body_gets_413_and_the_server_goes_on(server):
+    big = b"{\"pixels\": \"" + b"x" * (srv.MAX_BODY + 10) + b"\"}"
+    status, reply = request(server, "POST", "/api/predict", big, {"Content-Type": "application/json"})
+    assert status == 413 and "larger than" in reply["error"]
+    # a body announced as huge is refused before it is read
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {10 ** 12}\r\n\r\n".encode())
+        reply = s.recv(65536).decode()
+    assert reply.startswith("HTTP/1.1 413") and "larger than" in reply
+    _alive(server)
+
+
+def test_missing_length_routes_methods_and_hosts(server):
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(f"POST /api/predict HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n\r\n".encode())
+        assert s.recv(65536).decode().startswith("HTTP/1.1 411")
+    assert request(server, "GET", "/api/nothing")[0] == 404
+    assert request(server, "POST", "/api/nothing", {})[0] == 404
+    status, reply = request(server, "DELETE", "/api/predict")
+    assert status == 405 and "error" in reply
+    status, reply = request(server, "GET", "/api/info", headers={"Host": "evil.example:80"})
+    assert status == 421 and "not this server" in reply["error"]
+    status, reply = request(server, "GET", "/api/info", headers={"X-Explorer-Session": "../../etc"})
+    assert status == 400 and "hex" in reply["error"]
+    _alive(server)
+
+
+@pytest.mark.parametrize("path", ["/static/../server.py", "/static/%2e%2e/core.py", "/static/..%2fcore.py",
+                                  "/../../experiments/explore/core.py", "/static//etc/passwd", "/static/",
+                                  "/static/explore.js/..", "/server.py"])
+def test_only_the_packaged_page_files_are_served(server, path):
+    status, body, res = request(server, "GET", path, raw=True)
+    assert status == 404 and b"def " not in body
+
+
+def test_the_page_and_its_files(server):
+    status, body, res = request(server, "GET", "/", raw=True)
+    assert status == 200 and b'<canvas id="draw"' in body and res.getheader("Content-Type").startswith("text/html")
+    for name in ("explore.js", "explore.css"):
+        status, body, res = request(server, "GET", "/static/" + name, raw=True)
+        assert status == 200 and len(body) > 1000
+    status, info = request(server, "GET", "/api/info")
+    assert info["params"] == 150858 and [l["name"] for l in info["layers"]][:2] == ["conv2d", "max_pooling2d"]
+
+
+def test_prepare_uses_imageprep_and_rejects_bad_images(server):
+    from PIL import Image
+
+    from convnet.imageprep import mnist_style
+
+    x, _ = mnist_test()
+    png = as_png(x[3] / 255.0)                    # dark ink on white, 280x280
+    status, body = request(server, "POST", "/api/prepare", png, {"Content-Type": "image/png"})
+    assert status == 200
+    import io
+
+    expected = mnist_style(Image.open(io.BytesIO(png)))
+    np.testing.assert_allclose(body["pixels"], expected, atol=1e-6)
+    status, body = request(server, "POST", "/api/prepare", b"hello, not an image", {"Content-Type": "image/png"})
+    assert status == 415 and "not an image" in body["error"]
+    status, body = request(server, "POST", "/api/prepare", as_png(np.zeros((28, 28))), {"Content-Type": "image/png"})
+    assert status == 422 and "no ink" in body["error"]
+    buf = io.BytesIO()
+    Image.new("L", (20000, 20), 255).save(buf, format="PNG")        # small file, too many pixels
+    status, body = request(server, "POST", "/api/prepare", buf.getvalue(), {"Content-Type": "image/png"})
+    assert status == 413 and "20000x20" in body["error"]
+    status, body = request(server, "POST", "/api/prepare", png[:200], {"Content-Type": "image/png"})
+    assert status in (415, 422)
+    _alive(server)
+
+
+def test_views_validate_their_fields(server):
+    h = session_header(1)
+    px = digit_pixels(0)
+    assert request(server, "POST", "/api/unit", {"pixels": px, "layer": 0, "position": [3, 4, 5]}, h)[0] == 200
+    for body, message in [({"pixels": px, "layer": 99, "position": [0]}, "layer must be in"),
+                          ({"pixels": px, "layer": 0, "position": [30, 0, 0]}, "within"),
+                          ({"pixels": px, "layer": 0, "position": "x"}, "position must be"),
+                          ({"pixels": px, "target": 10}, "target must be in 0..9")]:
+        path = "/api/backward" if "target" in body else "/api/unit"
+        status, reply = request(server, "POST", path, body, h)
+        assert status == 400 and message in reply["error"], reply
+    status, reply = request(server, "POST", "/api/gradcheck", {"pixels": px, "target": 1, "samples": 50}, h)
+    assert status == 400 and "samples" in reply["error"]
+    status, reply = request(server, "POST", "/api/step", {"pixels": px, "label": 3})
+    assert status == 400 and "session" in reply["error"]
+    status, reply = request(server, "POST", "/api/train/start", {"images": 10}, h)
+    assert status == 400 and "images must be in 100..60000" in reply["error"]
+    status, reply = request(server, "POST", "/api/train/start", {"learning_rate": -1}, h)
+    assert status == 400 and "learning_rate" in reply["error"]
+    assert request(server, "GET", "/api/mnist/list?kind=weird")[0] == 400
+    assert request(server, "GET", "/api/mnist/digit?index=10000")[0] == 400
+    assert request(server, "GET", "/api/mnist/digit?index=abc")[0] == 400
+    _alive(server)
+
+
+def test_mnist_browsing(server, model):
+    status, page = request(server, "GET", "/api/mnist/list?kind=all&offset=10&limit=5")
+    assert status == 200 and page["total"] == 10000 and [i["index"] for i in page["items"]] == list(range(10, 15))
+    x, y = mnist_test()
+    import base64
+
+    thumbs = np.frombuffer(base64.b64decode(page["images"]), np.uint8).reshape(5, 28, 28)
+    np.testing.assert_array_equal(thumbs, x[10:15])
+    status, page = request(server, "GET", "/api/mnist/list?kind=mistakes&limit=200")
+    assert all(i["label"] != i["prediction"] for i in page["items"]) and page["total"] > 100   # untrained model
+    status, d = request(server, "GET", "/api/mnist/digit?index=7")
+    assert d["label"] == int(y[7]) and np.allclose(d["pixels"], x[7] / 255, atol=1e-6)
+
+
+def test_sessions_step_apply_reset(server):
+    a, b = session_header(2), session_header(3)
+    px = digit_pixels(5)
+    p0 = request(server, "POST", "/api/predict", {"pixels": px}, a)[1]["probabilities"]
+    status, preview = request(server, "POST", "/api/step", {"pixels": px, "label": 4}, a)
+    assert status == 200 and len(preview["params"]) == 8
+    status, applied = request(server, "POST", "/api/step/apply", {"pixels": px, "label": 4}, a)
+    assert applied["steps_applied"] == 1
+    assert applied["probabilities"][4] > p0[4]
+    assert request(server, "POST", "/api/predict", {"pixels": px}, b)[1]["probabilities"] == p0   # the other tab
+    assert request(server, "POST", "/api/predict", {"pixels": px})[1]["probabilities"] == p0      # the loaded model
+    request(server, "POST", "/api/reset", {}, a)
+    assert request(server, "POST", "/api/predict", {"pixels": px}, a)[1]["probabilities"] == p0
+
+
+def test_concurrent_requests_from_many_pages(server, model):
+    x, _ = mnist_test()
+    expected = model.predict(x[:16][..., None].astype(np.float32) / 255).argmax(axis=1)
+    errors = []
+
+    def page(n):
+        try:
+            for i in range(16):
+                status, body = request(server, "POST", "/api/predict", {"pixels": digit_pixels(i), "layers": True},
+                                       session_header(100 + n))
+                assert status == 200 and body["prediction"] == expected[i]
+        except Exception as e:          # collected, asserted below
+            errors.append(e)
+    threads = [threading.Thread(target=page, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:2]
+
+
+def test_keep_alive_connection_serves_several_requests(server):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    for i in range(3):
+        conn.request("POST", "/api/predict", body=json.dumps({"pixels": digit_pixels(i)}),
+                     headers={"Content-Type": "application/json"})
+        res = conn.getresponse()
+        assert res.status == 200 and "prediction" in json.loads(res.read())
+    conn.close()
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_without_a_model_says_how_to_train_one(tmp_path, capsys):
+    assert cli.main(["--no-browser", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no trained model found") and "python -m experiments.mnist" in err
+
+
+def test_cli_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--port", "70000"])
+    assert e.value.code == 2 and "port number" in capsys.readouterr().err
+    assert cli.main(["--model", str(tmp_path / "nope.npz"), "--no-browser"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a model")
+    assert cli.main(["--model", str(bad), "--no-browser"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_cli_port_in_use(tmp_path, capsys, server, model):
+    path = tmp_path / "m.npz"
+    model.save(path)
+    port = server.server_address[1]
+    assert cli.main(["--model", str(path), "--port", str(port), "--no-browser"]) == 2
+    assert "cannot listen" in capsys.readouterr().err
