@@ -227,8 +227,9 @@ def _model_proto(onnx, model, opset):
         g.nodes, model.name, [helper.make_tensor_value_info(INPUT_NAME, float32, [BATCH_DIM, *model.input_shape])],
         [helper.make_tensor_value_info(OUTPUT_NAME, float32, [BATCH_DIM, *model.output_shape])],
         initializer=g.initializers,
-        doc_string=f"convnet model {model.name!r}: input {INPUT_NAME!r} (batch, {', '.join(map(str, model.input_shape))}) "
-                   f"float32 channels last, as model.predict takes it; output {OUTPUT_NAME!r}")
+        doc_string=f"convnet model {model.name!r}: input {INPUT_NAME!r} (batch, "
+                   f"{', '.join(map(str, model.input_shape))}) float32 channels last, as model.predict takes it; "
+                   f"output {OUTPUT_NAME!r}")
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name=PRODUCER, producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))

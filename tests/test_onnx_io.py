@@ -71,7 +71,7 @@ def test_onnxruntime_equals_predict_on_all_10000_test_images(mnist, trained):
     assert got.shape == (10_000, 10)
     assert np.abs(got - expected).max() <= 1e-5
     np.testing.assert_array_equal(got.argmax(axis=1), expected.argmax(axis=1))
-    assert (expected.argmax(axis=1) == y_test).mean() > 0.8          # a trained model, not a trivial one
+    assert (expected.argmax(axis=1) == y_test).mean() > 0.75         # trained (80.5%), not a trivial model
 
 
 def test_file_records_producer_names_shapes_and_passes_the_checker(trained):
@@ -85,7 +85,8 @@ def test_file_records_producer_names_shapes_and_passes_the_checker(trained):
     assert (inp.name, out.name) == (INPUT_NAME, OUTPUT_NAME)
     dims = [[d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in (inp, out)]
     assert dims == [[BATCH_DIM, 28, 28, 1], [BATCH_DIM, 10]]
-    assert json.loads({p.key: p.value for p in proto.metadata_props}[CONFIG_KEY]) == json.loads(json.dumps(model.get_config()))
+    stored = json.loads({p.key: p.value for p in proto.metadata_props}[CONFIG_KEY])
+    assert stored == json.loads(json.dumps(model.get_config()))            # tuples as JSON lists
     # any batch size runs, the symbolic batch dimension included
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     assert_same_function(model, path, x)
@@ -334,7 +335,12 @@ def test_an_edited_graph_is_refused(small_file, tmp_path):
         graph.node[-1].output[0] = "pre"
         graph.node.append(onnx.helper.make_node("Relu", ["pre"], [OUTPUT_NAME], name="extra"))
 
-    for edit, message in [(change_strides, "node 3 is MaxPool"), (extra_node, r"node 7 is Softmax 'dense/Softmax' \(dense/Gemm -> pre\)")]:
+    def unused_node(graph):
+        graph.node.append(onnx.helper.make_node("Identity", [OUTPUT_NAME], ["spare"], name="spare"))
+
+    for edit, message in [(change_strides, "node 3 is MaxPool"),
+                          (extra_node, r"node 7 is Softmax 'dense/Softmax' \(dense/Gemm -> pre\)"),
+                          (unused_node, "has 9 nodes, but convnet writes 8")]:
         with pytest.raises(OnnxFileError, match=message):
             from_onnx(save(edited(path, edit), tmp_path / "edited.onnx"))
 
@@ -390,8 +396,8 @@ def test_initializers_are_checked_before_decoding(small_file, tmp_path):
         t.ClearField("raw_data")
         t.external_data.add(key="location", value="/etc/passwd")
 
-    for edit, message in [(as_double, "data type 11, expected float32"), (short_data, "holds 53 values, expected 54"),
-                          (external, "refers to external data")]:
+    for edit, message in [(as_double, "data type 11, expected float32"),
+                          (short_data, "holds 53 values, expected 54"), (external, "refers to external data")]:
         with pytest.raises(OnnxFileError, match=message):
             from_onnx(save(edited(path, edit), tmp_path / "bad.onnx"))
 
