@@ -20,6 +20,7 @@ black (0.0) background. A network trained on MNIST expects exactly that, so
 >>> x = mnist_style("my_digit.png")          # (28, 28) float32 in [0, 1]
 >>> model.predict(x[None, :, :, None])
 """
+import math
 import os
 
 import numpy as np
@@ -30,6 +31,16 @@ __all__ = ["ImagePrepError", "mnist_style", "load_greyscale", "bright_ink", "den
 #: Size of the frame and of the box the digit is scaled to fit, as in MNIST.
 FRAME = 28
 BOX = 20
+
+#: Image files with more pixels than this (width x height as the file's header says, checked
+#: before decoding) are refused: decoding costs up to 4 bytes a pixel. Well under Pillow's own
+#: limit (179 million), which would let a 100 KB file cost gigabytes. A JPEG above it is still
+#: read if its decoder can shrink it below the limit while decoding (``draft``, up to 1/8 a side).
+MAX_PIXELS = 40_000_000
+#: Larger images are shrunk while loading (JPEG: by the decoder; others: averaging blocks of
+#: pixels) to at most this many pixels, which bounds the memory of the steps that follow (about
+#: 40 bytes a pixel); a digit ends up 20x20 pixels anyway.
+WORKING_PIXELS = 4_000_000
 
 
 class ImagePrepError(ValueError):
@@ -50,28 +61,72 @@ def load_greyscale(image):
 
     Arrays may be ``(H, W)`` greyscale or ``(H, W, 3|4)`` colour, integer
     (0..255) or floating point (0..1). Transparent pixels are composited
-    onto white, as an image viewer shows them.
+    onto white, as an image viewer shows them. Files above :data:`MAX_PIXELS`
+    are refused before decoding, and images (files or PIL images) above
+    :data:`WORKING_PIXELS` are shrunk by an integer factor while loading.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
-        path = os.fspath(image)
-        if not os.path.exists(path):
-            raise ImagePrepError("no such file", path)
-        if os.path.isdir(path):
-            raise ImagePrepError("is a directory, expected an image file (PNG, JPEG, ...)", path)
-        try:
-            with Image.open(path) as im:
-                im.load()
-                return _pil_to_grey(im)
-        except UnidentifiedImageError:
-            raise ImagePrepError("not an image file that Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF, ...)",
-                                 path) from None
-        except (OSError, SyntaxError, ValueError) as e:   # truncated or corrupt image data
-            raise ImagePrepError(f"cannot read the image ({e})", path) from None
+        return _load_file(os.fspath(image))
     if isinstance(image, Image.Image):
-        return _pil_to_grey(image)
+        return _pil_to_grey(_shrink(image))
     return _array_to_grey(np.asarray(image))
+
+
+def _load_file(path):
+    """Decode the image file ``path`` within the pixel limits, as greyscale in [0, 1]."""
+    import stat
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImagePrepError("no such file", path) from None
+    except OSError as e:
+        raise ImagePrepError(f"cannot read the file ({e.strerror or e})", path) from None
+    if stat.S_ISDIR(mode):
+        raise ImagePrepError("is a directory, expected an image file (PNG, JPEG, ...)", path)
+    if not stat.S_ISREG(mode):
+        raise ImagePrepError("is not a regular file (a device or a pipe?), expected an image file", path)
+    too_large = (f"more than {MAX_PIXELS:,} pixels (convnet.imageprep.MAX_PIXELS): shrink the image "
+                 f"(a digit needs no more than a few hundred pixels a side)")
+    try:
+        with warnings.catch_warnings():                # the size is checked here, against a lower limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:               # reads the header only
+                w, h = im.size
+                if im.format == "JPEG" and w * h > WORKING_PIXELS:
+                    k = math.ceil(math.sqrt(w * h / WORKING_PIXELS))
+                    im.draft(im.mode, (max(1, w // k), max(1, h // k)))   # decode at 1/2, 1/4 or 1/8 scale
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise ImagePrepError(f"the image is {w} x {h} pixels, {too_large}", path)
+                im.load()
+                return _pil_to_grey(_shrink(im))
+    except ImagePrepError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImagePrepError(f"the image has {too_large}", path) from None
+    except UnidentifiedImageError:
+        raise ImagePrepError("not an image file that Pillow can read (expected PNG, JPEG, BMP, GIF, TIFF, ...)",
+                             path) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:   # truncated or corrupt image data
+        raise ImagePrepError(f"cannot read the image ({e})", path) from None
+    except MemoryError:
+        raise ImagePrepError("not enough memory to decode the image", path) from None
+
+
+def _shrink(im):
+    """``im`` reduced by an integer factor (block averages) to at most :data:`WORKING_PIXELS`."""
+    w, h = im.size
+    if w * h <= WORKING_PIXELS:
+        return im
+    if im.mode in ("1", "P", "I;16", "I;16B", "I;16L"):          # modes Image.reduce does not take
+        transparent = im.mode == "P" and "transparency" in im.info
+        im = im.convert("RGBA" if transparent else "RGB" if im.mode == "P" else "L" if im.mode == "1" else "I")
+    return im.reduce(math.ceil(math.sqrt(w * h / WORKING_PIXELS)))
 
 
 def _pil_to_grey(im):

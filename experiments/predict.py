@@ -116,6 +116,35 @@ def plot_prediction(image, probs, path, title=None):
     return path
 
 
+def output_names(images):
+    """``{input: output file name}`` for ``--show``: ``<name>.prediction.png``, and ``<name>.<k>.prediction.png``
+    when another input of the run has the same name (``a/seven.png``, ``b/seven.png``)."""
+    names, used = {}, set()
+    for image in images:
+        key = os.path.realpath(image)
+        if key in names:
+            continue
+        base, k = os.path.basename(image) or "image", 1
+        name = f"{base}.prediction.png"
+        while name in used:
+            k += 1
+            name = f"{base}.{k}.prediction.png"
+        used.add(name)
+        names[key] = name
+    return {image: names[os.path.realpath(image)] for image in images}
+
+
+def check_output_dir(path):
+    """Raise ``OSError`` with a clear message unless ``path`` is (or can be made) a writable directory."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):                 # the nearest existing ancestor
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise NotADirectoryError(f"--out {path}: {probe} is a file, not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {path}: {probe} is not writable")
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m experiments.predict",
                                 description="Classify images of handwritten digits with a trained MNIST model.")
@@ -133,13 +162,19 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        if args.show:
+            check_output_dir(args.out)
         model_path = resolve_model_path(args.model, args.runs_dir)
         model = load_model_for_inference(model_path)
     except (NoModelError, ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(f"model: {model_path}")
     failed = 0
+    outputs = output_names(args.images) if args.show else {}
     for name in args.images:
         try:
             image = mnist_style(name)
@@ -147,11 +182,23 @@ def main(argv=None):
             print(f"{name}: error: {e.reason}", file=sys.stderr)
             failed += 1
             continue
+        except MemoryError:
+            print(f"{name}: error: not enough memory to prepare this image", file=sys.stderr)
+            failed += 1
+            continue
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
         _, probs = classify(model, image[None])
         print(format_prediction(name, probs[0]))
         if args.show:
-            out = os.path.join(args.out, os.path.basename(name) + ".prediction.png")
-            plot_prediction(image, probs[0], out, title=os.path.basename(name))
+            out = os.path.join(args.out, outputs[name])
+            try:
+                plot_prediction(image, probs[0], out, title=os.path.basename(name))
+            except OSError as e:
+                print(f"{name}: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+                failed += 1
+                continue
             print(f"  wrote {out}")
     if failed:
         print(f"{failed} of {len(args.images)} images failed", file=sys.stderr)

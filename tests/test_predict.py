@@ -5,6 +5,8 @@ The key test re-renders MNIST test digits the way a user's photo might look
 after :func:`convnet.imageprep.mnist_style` a trained model recognises them
 about as well as the original 28x28 digits.
 """
+import os
+
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -236,3 +238,98 @@ def test_default_model_is_the_latest_run(tmp_path, model_file, mnist, capsys):
     img = write_png(tmp_path / "d.png", 255 - x_test[1])
     assert predict.main([img, "--runs-dir", str(runs)]) == 0
     assert f"model: {run / 'model.npz'}" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------- hostile inputs
+def png_claiming(path, width, height):
+    from tests.test_imageprep import png_claiming as make
+    return str(make(path, width, height))
+
+
+def test_cli_continues_after_an_image_above_the_pixel_limit(tmp_path, mnist, model_file, capsys):
+    _, (x_test, _) = mnist
+    bomb = png_claiming(tmp_path / "bomb.png", 8000, 8000)
+    huge = png_claiming(tmp_path / "huge.png", 15000, 15000)          # above Pillow's own limit too
+    img = write_png(tmp_path / "seven.png", 255 - x_test[0])
+    code = predict.main([bomb, huge, img, "--model", model_file])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert f"{bomb}: error: the image is 8000 x 8000 pixels, more than 40,000,000 pixels" in err
+    assert f"{huge}: error: the image has more than 40,000,000 pixels" in err
+    assert out.splitlines()[-1].startswith(img + ": 7")
+    assert "2 of 3 images failed" in err and "Traceback" not in err
+
+
+def test_show_names_are_unique_for_inputs_with_the_same_name(tmp_path, mnist, model_file, capsys):
+    _, (x_test, _) = mnist
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    first = write_png(tmp_path / "a" / "digit.png", 255 - x_test[0])
+    second = write_png(tmp_path / "b" / "digit.png", 255 - x_test[1])
+    out_dir = tmp_path / "shown"
+    assert predict.main([first, second, first, "--model", model_file, "--show", "--out", str(out_dir)]) == 0
+    assert sorted(os.listdir(out_dir)) == ["digit.png.2.prediction.png", "digit.png.prediction.png"]
+    assert predict.output_names([first, second, first]) == {first: "digit.png.prediction.png",
+                                                           second: "digit.png.2.prediction.png"}
+
+
+@pytest.mark.parametrize("where, message", [
+    ("file", "is a file, not a directory"),
+    ("under a file", "is a file, not a directory"),
+    ("read-only", "is not writable"),
+])
+def test_unusable_show_directory_is_an_error_before_any_work(tmp_path, model_file, capsys, where, message):
+    if where == "read-only" and os.geteuid() == 0:
+        pytest.skip("root can write into read-only directories")
+    target = tmp_path / "taken"
+    if where == "file":
+        target.write_text("mine")
+    elif where == "under a file":
+        target.write_text("mine")
+        target = target / "sub"
+    else:
+        target.mkdir(mode=0o555)
+    img = write_png(tmp_path / "x.png", np.eye(30) * 255)
+    assert predict.main([img, "--model", model_file, "--show", "--out", str(target)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error: --out ") and message in err and err.count("\n") == 1
+    assert "x.png" not in out
+
+
+PREDICT_AND_MEASURE = """
+import sys
+from experiments import predict
+code = predict.main(sys.argv[1:])
+peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("peak", code, peak_kb // 1024)
+"""
+
+
+@pytest.fixture(scope="module")
+def big_images(tmp_path_factory, mnist):
+    """A digit drawn across a 6,600 x 6,000 PNG (39.6 MP, just under the limit), a 10,000 x 8,000 JPEG
+    and a 9,000 x 9,000 PNG (81 MP: above convnet's limit, below Pillow's)."""
+    _, (x_test, _) = mnist
+    d = tmp_path_factory.mktemp("big")
+    digit = Image.fromarray(255 - x_test[0])
+    png = digit.resize((6600, 6000), Image.Resampling.NEAREST)
+    png.save(d / "big.png")
+    digit.resize((10000, 8000), Image.Resampling.NEAREST).save(d / "big.jpg", quality=85)
+    Image.new("L", (9000, 9000), 255).save(d / "bomb.png")
+    return {"png": str(d / "big.png"), "jpeg": str(d / "big.jpg"),
+            "bomb": str(d / "bomb.png")}
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the peak RSS from /proc")
+@pytest.mark.parametrize("image, code", [("png", 0), ("jpeg", 0), ("bomb", 1)])
+def test_predict_on_any_single_image_stays_under_600_mb(big_images, model_file, image, code):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", PREDICT_AND_MEASURE, big_images[image], "--model", model_file],
+                            capture_output=True, text=True, cwd=root, timeout=300)
+    assert "Traceback" not in result.stderr, result.stderr
+    line = result.stdout.splitlines()[-1].split()
+    assert line[:2] == ["peak", str(code)], result.stdout + result.stderr
+    if code == 0:
+        assert ": 7 " in result.stdout                    # the digit is still recognised
+    assert int(line[2]) < 600, f"predict on {image} peaked at {line[2]} MB"
