@@ -108,8 +108,8 @@ def load_backends(args, threads, notes, log):
     """convnet, its NumPy path, and whichever of TensorFlow and PyTorch can be imported."""
     from . import convnet_impl
 
-    backends = {"convnet": convnet_impl.Backend(numpy_path=False),
-                "numpy": convnet_impl.Backend(numpy_path=True)}
+    backends = {"convnet": convnet_impl.Backend("numba"),
+                "numpy": convnet_impl.Backend("numpy")}
     if args.no_tf:
         notes.append("TensorFlow left out (--no-tf)")
     else:

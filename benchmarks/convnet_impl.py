@@ -1,4 +1,4 @@
-"""convnet's side of every case, on its numba kernels or on the pure-NumPy path.
+"""convnet's side of every case, on either backend: "numba" (the engine) or "numpy" (the textbook).
 
 Every ``make_*`` function returns a callable with no argument that does the
 work once and returns its result; :meth:`Backend.outputs` calls it and returns a
@@ -11,13 +11,11 @@ code a model runs), each on its own layer object, so that one row's state
 never leaks into another's. Layers are built without activation: the rows
 time the convolution, pooling or matrix product alone.
 """
-import contextlib
-
 import numpy as np
 
+import convnet
 from convnet import layers, optimizers
 from convnet.architectures import mnist_cnn
-from convnet.numpy_path import use_numpy_kernels
 
 from .data import BATCH_SIZE, PREDICT_BATCH  # noqa: F401  (shared with the other libraries' modules)
 
@@ -31,24 +29,21 @@ def seed_model(seed=0):
 
 
 class Backend:
-    """convnet on its numba kernels (``numpy_path=False``) or on :mod:`convnet.numpy_path`."""
+    """convnet on one of its backends: ``"numba"`` (reported as "convnet") or ``"numpy"``."""
 
-    def __init__(self, numpy_path=False):
-        self.numpy_path = numpy_path
-        self.name = "numpy" if numpy_path else "convnet"
+    def __init__(self, backend="numba"):
+        self.backend = backend
+        self.name = "numpy" if backend == "numpy" else "convnet"
 
     def _mode(self):
-        return use_numpy_kernels() if self.numpy_path else contextlib.nullcontext()
+        return convnet.backend(self.backend)
 
     def _wrap(self, fn):
-        """Run ``fn`` inside the kernel swap (a few attribute assignments: negligible)."""
-        if not self.numpy_path:
-            return fn
-
-        def on_numpy_path():
-            with use_numpy_kernels():
+        """Run ``fn`` on this backend (switching is one assignment: negligible)."""
+        def on_backend():
+            with convnet.backend(self.backend):
                 return fn()
-        return on_numpy_path
+        return on_backend
 
     @staticmethod
     def outputs(fn):

@@ -15,7 +15,7 @@ then times ``Sequential.train_step`` two ways:
    ``train_step`` calls, so the profile follows the real code path.
 
 It also prints which BLAS kernel ran, the BLAS / numba thread pools as
-they are outside a step, and convnet's own setting (:mod:`convnet.threads`,
+they are outside a step, and convnet's own setting (:mod:`convnet.engine.threads`,
 which shares the kernels and the large products between its own threads
 and holds BLAS at one thread inside a step), because on a small machine
 thread contention can cost more than the maths. ``--threads N`` sets
@@ -78,11 +78,11 @@ def thread_report():
     except ValueError:
         layer = "(not started)"
     lines.append(f"numba {numba.__version__} threading_layer={layer} threads={numba.get_num_threads()}")
-    from convnet import threads
-    lines.append(f"convnet.threads: {threads.get_num_threads()} thread(s) share the kernels and the conv "
+    from convnet.engine import threads
+    lines.append(f"convnet.engine.threads: {threads.get_num_threads()} thread(s) share the kernels and the conv "
                  f"layers' work (by images); BLAS held at 1 inside a step; numba's pool unused"
                  if threads.get_num_threads() is not None
-                 else "convnet.threads: None (kernels on the calling thread, BLAS pool left as above)")
+                 else "convnet.engine.threads: None (kernels on the calling thread, BLAS pool left as above)")
     env = {k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS", "OMP_", "NUMBA_", "MKL_", "CONVNET_"))}
     lines.append(f"environment: {env or 'no thread variables set'}")
     return lines
@@ -154,11 +154,11 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", default=None,
-                        help="convnet.threads.set_num_threads for the run: a positive number or 'none' "
+                        help="convnet.engine.threads.set_num_threads for the run: a positive number or 'none' "
                              "(default: the current setting, CONVNET_NUM_THREADS or 2)")
     args = parser.parse_args(argv)
     if args.threads is not None:
-        from convnet import threads
+        from convnet.engine import threads
         threads.set_num_threads(threads._parse(args.threads, "--threads"))
 
     model = mnist_cnn(seed=0)

@@ -2,15 +2,21 @@
 
     from convnet import Sequential, layers, losses, optimizers
 
-Read :mod:`convnet.layers` for each layer's forward and backward math,
-:mod:`convnet.kernels` for the numba kernels (im2col, col2im, max-pool) and
-:mod:`convnet.reference` for plain-loop versions of the same computations.
+Two tiers with one contract. The textbook tier states the math in plain
+NumPy: :mod:`convnet.layers` (each layer's forward and backward),
+:mod:`convnet.activations`, :mod:`convnet.losses`, :mod:`convnet.optimizers`,
+:mod:`convnet.model`, with the window helpers in :mod:`convnet.windows` and
+plain-loop versions in :mod:`convnet.reference`. The engine tier,
+:mod:`convnet.engine`, computes the same things fast (numba kernels, threads,
+blocking). :func:`set_backend` chooses: ``"numba"`` (the engine, default) or
+``"numpy"`` (the textbook alone).
 """
-from . import activations, gradcheck, initializers, kernels, layers, losses, optimizers, reference
+from . import activations, gradcheck, initializers, layers, losses, optimizers, reference
+from .backends import backend, get_backend, set_backend
 from .model import History, Sequential
 from .saving import load_model
 
 __version__ = "0.1.0"
 
 __all__ = ["Sequential", "History", "load_model", "layers", "losses", "optimizers", "activations", "initializers",
-           "kernels", "reference", "gradcheck"]
+           "reference", "gradcheck", "set_backend", "get_backend", "backend"]

@@ -1,61 +1,48 @@
-"""Activation functions as tiny layers with a forward and a backward.
+"""Activation functions: ``forward(z) -> y`` and ``backward(dout, y) -> dL/dz``.
 
-Each keeps what its backward needs from the last forward call.
+They keep no state: backward gets the output ``y`` of the forward pass it
+belongs to (the layer keeps it as ``layer.output``), which is all that the
+derivatives of ReLU and softmax need.
 """
 import numpy as np
 
-from . import kernels, threads
-
 
 class ReLUFunction:
-    """``y = max(x, 0)``;  dL/dx = dL/dy * [x > 0]  (the kink at 0 gets slope 0)."""
+    """``y = max(z, 0)``."""
 
     name = "relu"
 
-    def forward(self, x):
-        self.y = np.empty(np.shape(x), dtype=x.dtype)
-        threads.over_images(kernels.relu_forward, len(x), x, self.y)     # y = max(x, 0)
-        return self.y
+    def forward(self, z):
+        return np.maximum(z, 0)
 
-    def backward(self, dout):
-        # y > 0 exactly where x > 0, so the output is all backward needs
-        dx = np.empty(np.shape(dout), dtype=dout.dtype)
-        threads.over_images(kernels.relu_backward, len(dout), dout, self.y, dx)   # dx = dout * [y > 0]
-        return dx
-
-    @property
-    def mask(self):
-        """``x > 0`` for the last forward input (where the gradient passes)."""
-        return self.y > 0
+    def backward(self, dout, y):
+        # dy/dz = 1 where z > 0, else 0 (the kink at 0 gets slope 0); y > 0 exactly where z > 0
+        return dout * (y > 0)
 
 
 class SoftmaxFunction:
-    """``y_i = exp(x_i - max x) / sum_j exp(x_j - max x)`` over the last axis.
-
-    Jacobian dy_i/dx_j = y_i (delta_ij - y_j), so the vector-Jacobian product is
-    dL/dx = y * (dL/dy - sum_j dL/dy_j * y_j).
-    """
+    """``y_i = exp(z_i - max z) / sum_j exp(z_j - max z)`` over the last axis."""
 
     name = "softmax"
 
-    def forward(self, x):
-        self.y = softmax(x)
-        return self.y
+    def forward(self, z):
+        return softmax(z)
 
-    def backward(self, dout):
-        y = self.y
+    def backward(self, dout, y):
+        # dy_i/dz_j = y_i (delta_ij - y_j), so dL/dz = y * (dL/dy - sum_j dL/dy_j y_j)
         return y * (dout - np.sum(dout * y, axis=-1, keepdims=True))
 
 
 class LinearFunction:
-    """Identity: y = x, dL/dx = dL/dy."""
+    """Identity: ``y = z``."""
 
     name = "linear"
 
-    def forward(self, x):
-        return x
+    def forward(self, z):
+        return z
 
-    def backward(self, dout):
+    def backward(self, dout, y):
+        # dy/dz = 1
         return dout
 
 

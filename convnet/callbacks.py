@@ -3,10 +3,16 @@
 ``fit`` sets ``callback.model`` and then calls
 
 * ``on_train_begin()`` once, before the first epoch;
-* ``on_batch_end(batch, logs)`` after every batch (``logs["loss"]`` is the
-  epoch's running mean so far);
+* ``on_epoch_begin(epoch, steps)`` before each epoch (``steps`` batches);
+* ``on_batch_end(batch, logs)`` after every batch (``logs["loss"]`` and
+  ``logs["accuracy"]`` are the epoch's running means so far);
 * ``on_epoch_end(epoch, logs)`` after every epoch, with that epoch's
-  ``loss``, ``accuracy``, ``seconds`` (and ``val_*``).
+  ``loss``, ``accuracy``, ``seconds`` (and ``val_*``); a callback may add
+  entries, which then go into the history;
+* ``on_train_end()`` once at the end (also when training stops on an error).
+
+``fit`` itself adds :class:`ProgressBar` (``verbose``) and
+:class:`GradientNorms` (``record_gradients=True``).
 
 Setting ``model.stop_training = True`` in a callback ends training after
 the current epoch.
@@ -21,7 +27,9 @@ uninterrupted run bit for bit::
     ckpt.model.fit(x, y, epochs=10, seed=seed, initial_epoch=ckpt.epoch,
                    callbacks=[ModelCheckpoint("checkpoint.npz", history=ckpt.history)])
 """
-from .saving import model_path, save_model
+import sys
+
+import numpy as np
 
 
 class Callback:
@@ -32,11 +40,75 @@ class Callback:
     def on_train_begin(self):
         pass
 
+    def on_epoch_begin(self, epoch, steps):
+        pass
+
     def on_batch_end(self, batch, logs):
         pass
 
     def on_epoch_end(self, epoch, logs):
         pass
+
+    def on_train_end(self):
+        pass
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over each epoch's batches (``bar=True``) and a line per epoch with its logs."""
+
+    def __init__(self, epochs, bar=True, stream=sys.stdout):
+        self.epochs, self.bar, self.stream = epochs, bar, stream
+        self._tqdm = None
+
+    def on_epoch_begin(self, epoch, steps):
+        if self.bar:
+            from tqdm.auto import tqdm
+            self._tqdm = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
+                              dynamic_ncols=True, mininterval=0.5)
+
+    def on_batch_end(self, batch, logs):
+        if self._tqdm is not None:
+            self._tqdm.update(1)
+            if batch % 25 == 0 or batch == self._tqdm.total - 1:
+                self._tqdm.set_postfix({k: f"{v:.4f}" for k, v in logs.items()}, refresh=False)
+
+    def on_epoch_end(self, epoch, logs):
+        self.on_train_end()
+        parts = [f"{k}: {v:.4f}" for k, v in logs.items() if k not in ("seconds", "grad_norms")]
+        print(f"Epoch {epoch + 1}/{self.epochs} - {logs['seconds']:.1f}s - " + " - ".join(parts),
+              file=self.stream, flush=True)
+
+    def on_train_end(self):
+        if self._tqdm is not None:
+            self._tqdm.close()
+            self._tqdm = None
+
+
+class GradientNorms(Callback):
+    """The norm of every parameter gradient after every step.
+
+    ``norms`` maps ``"layer/param"`` to a list with one value per step; at
+    the end of an epoch, ``logs["grad_norms"]`` gets each one's mean over
+    that epoch's steps (``fit(record_gradients=True)`` adds this callback).
+    """
+
+    def __init__(self):
+        self.norms = {}
+        self._epoch_start = 0
+
+    def on_train_begin(self):
+        self.norms = {}
+
+    def on_epoch_begin(self, epoch, steps):
+        self._epoch_start = len(next(iter(self.norms.values()), []))
+
+    def on_batch_end(self, batch, logs):
+        for key, _, g in self.model.params_and_grads():
+            self.norms.setdefault(key, []).append(float(np.linalg.norm(g)))
+
+    def on_epoch_end(self, epoch, logs):
+        logs["grad_norms"] = {k: sum(v[self._epoch_start:]) / len(v[self._epoch_start:])
+                              for k, v in self.norms.items()}
 
 
 class ModelCheckpoint(Callback):
@@ -54,6 +126,7 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(self, path, include_optimizer=True, history=None, metadata=None, verbose=0):
+        from .saving import model_path
         self.path = model_path(path)
         self.include_optimizer = include_optimizer
         self.initial_history = getattr(history, "history", history) or {}
@@ -69,6 +142,7 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs):
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
+        from .saving import save_model
         save_model(self.model, self.path, include_optimizer=self.include_optimizer,
                    epoch=epoch + 1, history=self.history, metadata=self.metadata)
         self.epochs_completed = epoch + 1

@@ -1,24 +1,24 @@
-"""The layers: one small class each, channels last (NHWC) like Keras.
+"""The layers, in plain NumPy: one small class each, channels last (NHWC) like Keras.
 
 Every layer has the same life cycle:
 
 * ``build(input_shape, rng)`` fixes shapes and creates the parameters
   (``params`` dict, Keras names and layouts) and their gradients (``grads``);
 * ``forward(x, training=False)`` checks the input, runs :meth:`Layer.call`
-  (the forward math) and then the activation, and remembers what backward
-  needs;
+  (the forward math) and then the activation;
 * ``backward(dout)`` takes dL/d(output), runs the activation's backward and
   then :meth:`Layer.backprop` (the backward math), fills ``grads`` and
   returns dL/d(input).
 
-So for any layer, the forward math is in its ``call`` and the backward math
-(with the derivative stated in a comment) in its ``backprop``, a few lines
-apart. Heavy loops live in :mod:`convnet.kernels` (numba), and a naive loop
-version of conv and pool lives in :mod:`convnet.reference`. The layers run
-kernels through ``threads.over_images(kernel, N, *args)``, which is simply
-``kernel(*args)`` shared out over ranges of the batch's images (see
-:mod:`convnet.threads`), and large products through ``threads.matmul(a, b)``,
-which is ``a @ b``.
+So for any layer the forward math is in its ``call`` and the backward math,
+with the derivative stated in a comment, in its ``backprop``, a few lines
+apart. What backward needs from forward goes into the layer's ``cache``
+(emptied by :meth:`Layer.clear_cache`).
+
+This is the textbook tier: it is what runs with ``convnet.set_backend("numpy")``.
+The default backend, ``"numba"``, runs the same contract through
+:mod:`convnet.engine` (compiled kernels, threads, cache-sized blocks), and
+the test suite holds the two to the same outputs, gradients and updates.
 
 After each call a layer keeps ``output`` (its last activation), and after
 each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
@@ -26,8 +26,9 @@ each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
 """
 import numpy as np
 
-from . import activations, initializers, kernels, threads
-from .utils import conv_output_size, normalize_padding, normalize_tuple, pad_amounts
+from . import activations, backends, initializers, rng as counter_rng
+from .utils import normalize_padding, normalize_tuple
+from .windows import Window, col2im, im2col
 
 
 class Layer:
@@ -48,14 +49,22 @@ class Layer:
         self.built = False
         #: set to False to skip dL/dx (the first layer of a network needs none)
         self.need_input_grad = True
-        self.output = self.grad_output = self.grad_input = None
+        self.cache = {}
+        self.output = self.grad_output = self.grad_input = self.preactivation = None
 
     # ----------------------------------------------------------------- shapes
-    def build(self, input_shape, rng=None):
-        """Fix the input shape (without the batch axis), create parameters."""
+    def build(self, input_shape, rng=None, initialize=True):
+        """Fix the input shape (without the batch axis) and create the parameters.
+
+        ``initialize=False`` allocates them without drawing random weights
+        (for a model whose weights are loaded next).
+        """
         self.input_shape = tuple(int(d) for d in input_shape)
         self.output_shape = self.compute_output_shape(self.input_shape)
-        self.create_params(rng if rng is not None else np.random.default_rng())
+        if initialize:
+            self.create_params(rng if rng is not None else np.random.default_rng())
+        else:
+            self.params = {k: np.zeros(s, self.dtype) for k, s in self.param_shapes().items()}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.built = True
         return self.output_shape
@@ -63,8 +72,12 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def param_shapes(self):
+        """``{name: shape}`` of the parameters for the built input shape (none by default)."""
+        return {}
+
     def create_params(self, rng):
-        """Trainable layers create ``self.params`` here."""
+        """Trainable layers draw their initial ``self.params`` here."""
 
     def count_params(self):
         return int(sum(p.size for p in self.params.values()))
@@ -112,9 +125,9 @@ class Layer:
     def forward(self, x, training=False):
         """Output of the layer for the batch ``x`` (shape ``(N, *input_shape)``)."""
         x = self._check_input(x)
-        with threads.limited():                                # BLAS on one thread (convnet.threads)
-            self.preactivation = self.call(x, training)        # z, before the activation
-            self.output = self.activation.forward(self.preactivation)
+        math, act = backends.implementation(self), backends.implementation(self.activation)
+        self.preactivation = math.call(x, training)            # z, before the activation
+        self.output = act.forward(self.preactivation)
         return self.output
 
     __call__ = forward
@@ -127,9 +140,9 @@ class Layer:
         softmax + cross-entropy gradient).
         """
         self.grad_output = dout = self._check_grad(dout)
-        with threads.limited():                                # BLAS on one thread (convnet.threads)
-            dz = dout if preactivation else self.activation.backward(dout)
-            self.grad_input = self.backprop(dz)
+        math, act = backends.implementation(self), backends.implementation(self.activation)
+        dz = dout if preactivation else act.backward(dout, self.output)
+        self.grad_input = math.backprop(dz)
         return self.grad_input
 
     def call(self, x, training):
@@ -140,211 +153,129 @@ class Layer:
         """Backward math: dL/dx from dL/dz, where z = call(x). Identity by default."""
         return dz
 
+    def clear_cache(self):
+        """Forget what the last forward pass kept for backward (inputs, windows, masks)."""
+        self.cache = {}
+
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r}, output_shape={self.output_shape})"
 
 
-def _window_output_size(layer, input_shape, window, strides, what):
-    """(OH, OW) of a ``window`` sliding over an (H, W, C) input, as Keras computes it; errors name the layer."""
-    if len(input_shape) != 3:
-        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): expected input shape "
-                         f"(height, width, channels), got {input_shape}")
-    (kh, kw), (sh, sw) = window, strides
-    OH = conv_output_size(input_shape[0], kh, sh, layer.padding)
-    OW = conv_output_size(input_shape[1], kw, sw, layer.padding)
-    if OH < 1 or OW < 1:
-        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): input {input_shape} is smaller than "
-                         f"the {kh}x{kw} {what}")
-    return OH, OW
+class _Windowed(Layer):
+    """A layer that slides a window over an ``(H, W, C)`` input: Conv2D and MaxPool2D."""
+
+    window_size = strides = padding = None
+    window_name = "window"
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"layer {self.name!r} ({type(self).__name__}): expected input shape "
+                             f"(height, width, channels), got {input_shape}")
+        self.window = Window.over(input_shape, self.window_size, self.strides, self.padding)
+        if self.window.OH < 1 or self.window.OW < 1:
+            kh, kw = self.window_size
+            raise ValueError(f"layer {self.name!r} ({type(self).__name__}): input {input_shape} is smaller "
+                             f"than the {kh}x{kw} {self.window_name} with padding='valid'")
+        return (self.window.OH, self.window.OW, self.channels_out(input_shape))
 
 
-def _window_geometry(layer, window):
-    """``kh, kw, sh, sw, pt, pl, OH, OW``: what the kernels need to slide ``window`` over a built layer's input."""
-    H, W, _ = layer.input_shape
-    OH, OW, _ = layer.output_shape
-    (kh, kw), (sh, sw) = window, layer.strides
-    pt = pad_amounts(H, kh, sh, layer.padding)[0]
-    pl = pad_amounts(W, kw, sw, layer.padding)[0]
-    return kh, kw, sh, sw, pt, pl, OH, OW
-
-
-def _gradient_extent(dz):
-    """``(rows, columns)`` of the output grid ``dz[:, :rows, :columns]`` that holds every nonzero of ``dz``."""
-    OH, OW = dz.shape[1], dz.shape[2]
-    while OH > 1 and not dz[:, OH - 1, :OW].any():
-        OH -= 1
-    while OW > 1 and not dz[:, :OH, OW - 1].any():
-        OW -= 1
-    return OH, OW
-
-
-class Conv2D(Layer):
+class Conv2D(_Windowed):
     """2-D convolution (cross-correlation, as in every DL framework).
 
-    ``z[n, oh, ow, f] = b[f] + sum_{i, j, c} x[n, oh*s + i, ow*s + j, c] * K[i, j, c, f]``
+    ``z[n, oh, ow, f] = b[f] + sum_{i, j, c} x[n, oh*s + i, ow*s + j, c] * K[i, j, c, f]``,
 
-    computed as one matrix product: ``im2col`` copies every receptive field
-    into a row of ``cols`` (N*OH*OW, kh*kw*C), then ``z = cols @ K2 + b`` with
-    ``K2 = K.reshape(kh*kw*C, F)``. (The rows of ``cols`` are built and
-    multiplied a few images at a time, so that they are still in the
-    processor's cache when the product reads them.)
+    computed as one matrix product: :func:`~convnet.windows.im2col` copies
+    every receptive field into a row of ``cols`` (N*OH*OW, kh*kw*C), and
+    ``z = cols @ K + b`` with ``K`` reshaped to (kh*kw*C, F).
     """
 
     base_name = "conv2d"
+    window_name = "kernel"
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(activation=activation, **kwargs)
         self.filters = int(filters)
-        self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size")
+        self.kernel_size = self.window_size = normalize_tuple(kernel_size, 2, "kernel_size")
         self.strides = normalize_tuple(strides, 2, "strides")
         self.padding = normalize_padding(padding)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
 
-    def compute_output_shape(self, input_shape):
-        OH, OW = _window_output_size(self, input_shape, self.kernel_size, self.strides, "kernel with padding='valid'")
-        return (OH, OW, self.filters)
+    def channels_out(self, input_shape):
+        return self.filters
+
+    def param_shapes(self):
+        return {"kernel": self.kernel_size + (self.input_shape[2], self.filters), "bias": (self.filters,)}
 
     def create_params(self, rng):
-        kh, kw = self.kernel_size
-        shape = (kh, kw, self.input_shape[2], self.filters)
-        self.params = {"kernel": self.kernel_initializer(shape, rng, self.dtype),
-                       "bias": self.bias_initializer((self.filters,), rng, self.dtype)}
-
-    def _geometry(self):
-        return _window_geometry(self, self.kernel_size)
-
-    #: the im2col matrix is built a few images at a time, at most this many bytes per block,
-    #: so that each block is still in the core's cache when the product reads it
-    COLS_BLOCK_BYTES = 768 * 1024
-    #: a whole im2col matrix up to this size is kept from forward for backward (conv1's 1.3 MB:
-    #: its rows of 4 numbers are slow to copy); a larger one is rebuilt block by block in
-    #: backward (conv2's 5.3 MB would come back from memory, slower than rebuilding it)
-    KEEP_COLS_BYTES = 2 * 1024 * 1024
-
-    def _cols_blocks(self, n0, n1, rows, dtype):
-        """Image ranges of at most ``COLS_BLOCK_BYTES`` of ``cols`` covering ``n0..n1``, and a scratch buffer."""
-        kh, kw = self.kernel_size
-        K = kh * kw * self.input_shape[2]
-        per_block = max(1, self.COLS_BLOCK_BYTES // (rows * K * np.dtype(dtype).itemsize))
-        starts = range(n0, n1, per_block)
-        return [(b0, min(b0 + per_block, n1)) for b0 in starts], np.empty((per_block * rows, K), dtype)
+        shapes = self.param_shapes()
+        self.params = {"kernel": self.kernel_initializer(shapes["kernel"], rng, self.dtype),
+                       "bias": self.bias_initializer(shapes["bias"], rng, self.dtype)}
 
     def call(self, x, training):
-        kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
-        x = np.ascontiguousarray(x)
-        N, rows = x.shape[0], OH * OW                   # rows of cols (and of z) per image
-        K2, b = self.params["kernel"].reshape(-1, self.filters), self.params["bias"]
-        z = np.empty((N * rows, self.filters), dtype=x.dtype)
-        K = K2.shape[0]
-        whole = N * rows * K * x.itemsize <= self.KEEP_COLS_BYTES
-        self.cols = np.empty((N * rows, K), x.dtype) if whole else None   # kept for backward
-
-        def images(n0, n1):                             # images n0..n1 (each thread runs a share)
-            blocks, scratch = self._cols_blocks(n0, n1, rows, x.dtype)
-            for b0, b1 in blocks:                       # a few images at a time:
-                cols = self.cols[b0 * rows:b1 * rows] if whole else scratch[:(b1 - b0) * rows]
-                kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)   # their cols
-                np.matmul(cols, K2, out=z[b0 * rows:b1 * rows])                      # z = cols @ K2
-                kernels.add_bias(z, b, b0 * rows, b1 * rows)                         #     + b
-        threads.in_parallel(images, N, z.size * K2.shape[0])
-        self.x = x                                      # backward rebuilds cols from it (unless kept)
-        return z.reshape(N, OH, OW, self.filters)
+        K = self.params["kernel"].reshape(-1, self.filters)       # (kh*kw*C, F)
+        cols = im2col(x, self.window)                            # (N*OH*OW, kh*kw*C)
+        z = cols @ K + self.params["bias"]
+        self.cache = {"cols": cols, "x_shape": x.shape}
+        return z.reshape((len(x),) + self.output_shape)
 
     def backprop(self, dz):
-        # z = cols @ K2 + b, so
-        #   dL/dK2   = cols^T @ dz          (sum over every output position)
-        #   dL/db    = sum of dz over batch, rows and columns
-        #   dL/dcols = dz @ K2^T, and col2im adds each window row back onto
-        #              the pixels it was copied from: that is dL/dx.
-        # cols is the matrix kept from call when it was small (KEEP_COLS_BYTES), else it is
-        # rebuilt a few images at a time (cheaper than keeping it: it would come back from
-        # memory). The sums over the batch are taken per fixed block of images
-        # (threads.reduction_blocks, and within a block in the fixed order of the cols blocks)
-        # and then added in order, so a thread does all the work of its own images in one go
-        # and the result does not depend on how many threads share it.
-        kh, kw, sh, sw, pt, pl, OH, OW = self._geometry()
-        x = self.x
-        N, H, W, C = x.shape
-        if self.cols is None:
-            # Output rows/columns at the bottom/right whose gradient is zero everywhere add
-            # nothing to any sum above, so they are left out (their windows are not even
-            # rebuilt). A 'valid' pooling that floors does this: the seed model's second
-            # pooling reads 8 of conv2's 9 rows and columns, so 17 of 81 positions drop out.
-            OH, OW = _gradient_extent(dz)
-            dz = np.ascontiguousarray(dz[:, :OH, :OW])
-        rows = OH * OW
-        dz2 = dz.reshape(-1, self.filters)
-        K2 = self.params["kernel"].reshape(-1, self.filters)
-        blocks = threads.reduction_blocks(N)
-        dK2_parts = np.empty((len(blocks),) + K2.shape, dtype=dz2.dtype)
-        db_parts = np.empty((len(blocks), self.filters), dtype=dz2.dtype)
-        dx = np.empty(x.shape, dtype=dz2.dtype) if self.need_input_grad else None
-
-        def work(j0, j1):                               # blocks j0..j1 (each thread runs a share)
-            product = np.empty_like(K2)
-            for j in range(j0, j1):
-                n0, n1 = blocks[j]
-                db_parts[j] = kernels.sum_rows(dz2[n0 * rows:n1 * rows])          # block's sum of dz
-                dK2_parts[j] = 0
-                cols_blocks, scratch = self._cols_blocks(n0, n1, rows, x.dtype)
-                for b0, b1 in cols_blocks:
-                    dzb = dz2[b0 * rows:b1 * rows]
-                    if self.cols is not None:                                    # kept from forward
-                        cols = self.cols[b0 * rows:b1 * rows]
-                    else:                                                        # rebuilt
-                        cols = scratch[:(b1 - b0) * rows]
-                        kernels.im2col_into(x[b0:b1], kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, b1 - b0)
-                    dK2_parts[j] += np.matmul(cols.T, dzb, out=product)           # cols^T @ dz
-                    if dx is not None:
-                        dcols = np.matmul(dzb, K2.T, out=scratch[:(b1 - b0) * rows])   # dL/dcols
-                        kernels.col2im(dcols, b1 - b0, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx[b0:b1],
-                                       0, b1 - b0)
-        threads.in_parallel(work, len(blocks), dz2.size * K2.shape[0])
-        self.grads["kernel"] = threads.add_in_order(dK2_parts).reshape(self.params["kernel"].shape)
-        self.grads["bias"] = threads.add_in_order(db_parts)
-        return dx
+        # z = cols @ K + b, so
+        #   dL/dK    = cols^T @ dz       (a sum over every output position of every image)
+        #   dL/db    = sum of dz over the batch, rows and columns
+        #   dL/dcols = dz @ K^T, and col2im adds each window's row back onto the
+        #              pixels it was copied from: that is dL/dx.
+        K = self.params["kernel"].reshape(-1, self.filters)
+        cols, dz = self.cache["cols"], dz.reshape(-1, self.filters)
+        self.grads["kernel"] = (cols.T @ dz).reshape(self.params["kernel"].shape)
+        self.grads["bias"] = dz.sum(axis=0)
+        if not self.need_input_grad:
+            return None
+        return col2im(dz @ K.T, self.window, self.cache["x_shape"])
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "padding": self.padding}
 
 
-class MaxPool2D(Layer):
+class MaxPool2D(_Windowed):
     """Max over each ``pool_size`` window: ``y[n, oh, ow, c] = max_{i,j} x[n, oh*s+i, ow*s+j, c]``.
 
     Output size floors like Keras ("valid": 25 -> 12, 9 -> 4). Windows may
-    overlap (``strides < pool_size``).
+    overlap (``strides < pool_size``). A tie goes to the first maximum in
+    scan order (as in TensorFlow), and a NaN wins its window (the first NaN).
     """
 
     base_name = "max_pooling2d"
+    window_name = "pool window"
 
     def __init__(self, pool_size=2, strides=None, padding="valid", **kwargs):
         super().__init__(**kwargs)
-        self.pool_size = normalize_tuple(pool_size, 2, "pool_size")
+        self.pool_size = self.window_size = normalize_tuple(pool_size, 2, "pool_size")
         self.strides = normalize_tuple(strides, 2, "strides") if strides is not None else self.pool_size
         self.padding = normalize_padding(padding)
 
-    def compute_output_shape(self, input_shape):
-        OH, OW = _window_output_size(self, input_shape, self.pool_size, self.strides, "pool window")
-        return (OH, OW, input_shape[2])
+    def channels_out(self, input_shape):
+        return input_shape[2]
 
     def call(self, x, training):
-        kh, kw, sh, sw, pt, pl, OH, OW = _window_geometry(self, self.pool_size)
-        N, C = x.shape[0], x.shape[3]
-        out, self.argmax = np.empty((N, OH, OW, C), x.dtype), np.empty((N, OH, OW, C), np.int32)
-        threads.over_images(kernels.maxpool_forward, N, x, kh, kw, sh, sw, pt, pl, OH, OW, out, self.argmax)
-        return out
+        N, C = len(x), x.shape[3]
+        kh, kw = self.pool_size
+        windows = im2col(x, self.window, fill=-np.inf).reshape(-1, kh * kw, C)   # padding never wins
+        winner = windows.argmax(axis=1)                          # first maximum (or first NaN)
+        self.cache = {"winner": winner, "x_shape": x.shape}
+        return np.take_along_axis(windows, winner[:, None, :], axis=1).reshape((N,) + self.output_shape)
 
     def backprop(self, dz):
-        # dy/dx is 1 for the (first) maximum of each window and 0 elsewhere,
-        # so each window's gradient goes to the pixel recorded in argmax;
-        # a pixel that wins several overlapping windows gets their sum.
-        H, W, C = self.input_shape
-        dx = np.empty((len(dz), H, W, C), dtype=dz.dtype)
-        threads.over_images(kernels.maxpool_backward, len(dz), dz, self.argmax, H, W, dx)
-        return dx
+        # dy/dx is 1 for the winning pixel of each window and 0 for the others, so each
+        # window's gradient goes to its winner; col2im adds the windows back onto the
+        # pixels, so a pixel that wins several overlapping windows gets their sum.
+        kh, kw = self.pool_size
+        winner, C = self.cache["winner"], dz.shape[3]
+        dwindows = np.zeros((len(winner), kh * kw, C), dtype=dz.dtype)
+        np.put_along_axis(dwindows, winner[:, None, :], dz.reshape(-1, 1, C), axis=1)
+        return col2im(dwindows, self.window, self.cache["x_shape"])
 
     def get_config(self):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
@@ -352,12 +283,14 @@ class MaxPool2D(Layer):
 
 
 class Dropout(Layer):
-    """Inverted dropout: in training, ``y = x * m / (1 - rate)`` with ``m ~ Bernoulli(1 - rate)``.
+    """Inverted dropout: in training, ``y = x * keep / (1 - rate)`` with ``keep ~ Bernoulli(1 - rate)``.
 
     At inference it is the identity (the 1/(1-rate) scaling during training
     keeps the expected activation unchanged, so nothing is rescaled here).
-    Set ``fixed_mask`` (already scaled) to reuse one mask, e.g. for a
-    gradient check.
+    The uniforms deciding ``keep`` come from :mod:`convnet.rng`, one key per
+    step from the layer's generator (seeded by the model), so both backends
+    draw the same masks. Set ``fixed_mask`` (already scaled) to reuse one
+    mask, e.g. for a gradient check; ``mask`` is the last one used.
     """
 
     base_name = "dropout"
@@ -369,7 +302,16 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
-        self.fixed_mask = None
+        self.fixed_mask = self.mask = None
+
+    def reseed(self, seed):
+        """Start the layer's generator of keys from ``seed`` (unless the layer was given its own seed)."""
+        if self.seed is None:
+            self.rng = np.random.default_rng(seed)
+
+    def next_key(self):
+        """The key of the next draw of uniforms (one per training step)."""
+        return self.rng.integers(0, 2 ** 64, dtype=np.uint64)
 
     def call(self, x, training):
         if not training or self.rate == 0:
@@ -378,20 +320,18 @@ class Dropout(Layer):
         if self.fixed_mask is not None:
             self.mask = self.fixed_mask.astype(x.dtype, copy=False)
             return x * self.mask
-        # keep an element when its 24 random bits r (uniform on 0..2^24-1) are >= rate * 2^24,
-        # i.e. with probability 1 - rate; one fused pass draws r, builds mask = [kept] / (1 - rate)
-        # and y = x * mask. The bits are element e's output of a counter-based generator whose
-        # key is drawn from self.rng (see kernels.dropout_forward).
-        key = self.rng.integers(0, 2 ** 64, dtype=np.uint64)
-        threshold = np.uint64(round(self.rate * 2 ** kernels.DROPOUT_BITS))
-        y, self.mask = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-        threads.over_images(kernels.dropout_forward, len(x), x, key, threshold,
-                            1.0 / (1.0 - self.rate), y, self.mask)
-        return y
+        u = counter_rng.uniforms(self.next_key(), x.shape)      # uniform on [0, 1)
+        keep = u >= self.rate                                     # probability 1 - rate
+        self.mask = (keep / (1 - self.rate)).astype(x.dtype)
+        return x * self.mask
 
     def backprop(self, dz):
         # y = x * mask  =>  dL/dx = dL/dy * mask  (identity when not training)
         return dz if self.mask is None else dz * self.mask
+
+    def clear_cache(self):
+        super().clear_cache()
+        self.mask = None
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
@@ -431,30 +371,23 @@ class Dense(Layer):
                              f"{input_shape}; put a Flatten layer before it")
         return (self.units,)
 
+    def param_shapes(self):
+        return {"kernel": (self.input_shape[0], self.units), "bias": (self.units,)}
+
     def create_params(self, rng):
-        self.params = {"kernel": self.kernel_initializer((self.input_shape[0], self.units), rng, self.dtype),
-                       "bias": self.bias_initializer((self.units,), rng, self.dtype)}
+        shapes = self.param_shapes()
+        self.params = {"kernel": self.kernel_initializer(shapes["kernel"], rng, self.dtype),
+                       "bias": self.bias_initializer(shapes["bias"], rng, self.dtype)}
 
     def call(self, x, training):
-        self.x = x
-        return threads.matmul(x, self.params["kernel"]) + self.params["bias"]      # x @ W + b
+        self.cache = {"x": x}
+        return x @ self.params["kernel"] + self.params["bias"]
 
     def backprop(self, dz):
-        # z = x W + b  =>  dL/dW = x^T dz,  dL/db = sum_n dz,  dL/dx = dz W^T
-        W, result = self.params["kernel"], {}
-
-        def products(k0, k1):                           # two independent products, one per thread
-            for k in range(k0, k1):
-                if k == 0:
-                    result["kernel"] = self.x.T @ dz                       # dL/dW
-                elif self.need_input_grad:
-                    # dL/dx = dz W^T, computed as (W dz^T)^T: BLAS is faster when the
-                    # big operand W is not the transposed one (32x512 from 512x256: 93 vs 143 us)
-                    result["input"] = np.ascontiguousarray((W @ dz.T).T)
-        threads.in_parallel(products, 2, W.size)          # (split only when W is large: dense, not dense_1)
-        self.grads["kernel"] = result["kernel"]
+        # z = x W + b  =>  dL/dW = x^T dz,  dL/db = sum over the batch of dz,  dL/dx = dz W^T
+        self.grads["kernel"] = self.cache["x"].T @ dz
         self.grads["bias"] = dz.sum(axis=0)
-        return result.get("input")
+        return dz @ self.params["kernel"].T if self.need_input_grad else None
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}

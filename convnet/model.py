@@ -6,18 +6,19 @@ shuffle, cut into batches, and for each batch forward -> loss -> backward ->
 optimizer step.
 """
 import math
-import sys
 import time
 
 import numpy as np
 
+from . import backends
+from . import callbacks as callbacks_module
 from . import layers as layers_module
-from . import losses, optimizers, threads
+from . import losses, optimizers
 from .activations import SoftmaxFunction, LinearFunction
 
-#: ``predict``/``evaluate`` run at most this many images through the layers at once, whatever
-#: their ``batch_size``: a small chunk keeps the im2col matrices in cache (and memory low)
-INFERENCE_CHUNK = 32
+
+#: images per forward pass in ``predict``/``evaluate`` when no ``batch_size`` is given
+INFERENCE_BATCH = 256
 
 
 class History:
@@ -75,8 +76,12 @@ class Sequential:
         if self.input_shape is not None:
             self.build()
 
-    def build(self, input_shape=None):
-        """Give every layer its input shape and parameters (glorot_uniform from ``seed``)."""
+    def build(self, input_shape=None, initialize=True):
+        """Give every layer its input shape and parameters (glorot_uniform from ``seed``).
+
+        ``initialize=False`` allocates the parameters without drawing them
+        (for weights that are loaded next).
+        """
         if input_shape is not None:
             self.input_shape = tuple(input_shape)
         if self.input_shape is None:
@@ -85,11 +90,21 @@ class Sequential:
         shape = self.input_shape
         for layer, ss in zip(self.layers, seeds):
             if not layer.built or layer.input_shape != shape:
-                layer.build(shape, np.random.default_rng(ss))
-                if isinstance(layer, layers_module.Dropout) and layer.seed is None:
-                    layer.rng = np.random.default_rng(ss.spawn(1)[0])
+                layer.build(shape, np.random.default_rng(ss), initialize=initialize)
+                if isinstance(layer, layers_module.Dropout):
+                    layer.reseed(ss.spawn(1)[0])
             shape = layer.output_shape
         return shape
+
+    def seed_dropout(self, seed, epoch):
+        """Start every Dropout layer's keys from ``(seed, epoch, layer index)``: the one place masks are seeded.
+
+        ``fit`` calls it at the start of each epoch, so a resumed run draws
+        the masks of the uninterrupted one, and no two epochs share masks.
+        """
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, layers_module.Dropout):
+                layer.reseed([seed, epoch, i])
 
     @property
     def output_shape(self):
@@ -157,7 +172,7 @@ class Sequential:
     def forward(self, x, training=False):
         """Run the batch through every layer; each layer keeps its ``output``."""
         self._require_built()
-        with threads.limited():          # convnet's thread count (one by default), see convnet.threads
+        with backends.running():
             for layer in self.layers:
                 x = layer.forward(x, training=training)
         return x
@@ -173,7 +188,7 @@ class Sequential:
         first layer with parameters (then it returns None).
         """
         first = next((i for i, l in enumerate(self.layers) if l.params), 0)
-        with threads.limited():
+        with backends.running():
             for i in range(len(self.layers) - 1, -1, -1):
                 layer = self.layers[i]
                 layer.need_input_grad = input_grad or i > first
@@ -226,7 +241,7 @@ class Sequential:
 
     def train_step(self, x, y):
         """forward -> loss -> backward -> update on one batch; returns (loss, number correct)."""
-        with threads.limited():          # set the thread pools once for the whole step
+        with backends.running():
             out = self.forward(x, training=True)
             loss, dout, pre = self.compute_loss(y, out)
             self.backward(dout, preactivation=pre, input_grad=False)
@@ -254,6 +269,8 @@ class Sequential:
         silent, 1 progress bar and a line per epoch, 2 the line only.
         ``record_gradients=True`` also records, per epoch, the mean norm of
         every parameter gradient (``history.history["grad_norms"]``).
+        Epoch ``e`` shuffles and draws dropout masks from ``(seed, e)`` alone,
+        so a run resumed at ``initial_epoch`` repeats the uninterrupted one.
         A NaN or infinite loss stops training with FloatingPointError.
         """
         if self.optimizer is None:
@@ -270,116 +287,94 @@ class Sequential:
             seed = int(np.random.SeedSequence().entropy % (2 ** 32))
         history = History()
         self.stop_training = False
-        cbs = list(callbacks)
+        cbs = ([callbacks_module.GradientNorms()] if record_gradients else []) + \
+              ([callbacks_module.ProgressBar(epochs, bar=verbose == 1)] if verbose else []) + list(callbacks)
         for cb in cbs:
             cb.model = self
-            getattr(cb, "on_train_begin", lambda: None)()
-        n = len(x)
-        steps = math.ceil(n / batch_size)
+        _notify(cbs, "on_train_begin")
+        steps = math.ceil(len(x) / batch_size)
         for epoch in range(initial_epoch, epochs):
-            # per-epoch generators: a resumed run draws the same batches and masks
-            order_rng = np.random.default_rng([seed, epoch])
-            for i, layer in enumerate(self.layers):
-                if isinstance(layer, layers_module.Dropout) and layer.seed is None:
-                    layer.rng = np.random.default_rng([seed, epoch, i])
-            order = order_rng.permutation(n) if shuffle else np.arange(n)
+            self.seed_dropout(seed, epoch)
+            order = np.random.default_rng([seed, epoch]).permutation(len(x)) if shuffle else np.arange(len(x))
+            _notify(cbs, "on_epoch_begin", epoch, steps)
             start = time.perf_counter()
             seen = correct = 0
             loss_sum = 0.0
-            grad_sums = {}
-            bar = _progress(steps, epoch, epochs, verbose)
             for b in range(steps):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb, yb = x[idx], y[idx]
-                loss, nc = self.train_step(xb.astype(self.layers[0].dtype, copy=False), yb)
+                loss, nc = self.train_step(x[idx].astype(self.layers[0].dtype, copy=False), y[idx])
                 if not math.isfinite(loss):
-                    if bar is not None:
-                        bar.close()
+                    _notify(cbs, "on_train_end")
                     raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}/{steps}; "
                                              f"try a lower learning rate")
                 seen += len(idx)
                 loss_sum += loss * len(idx)
                 correct += nc
-                if record_gradients:
-                    for key, _, g in self.params_and_grads():
-                        grad_sums[key] = grad_sums.get(key, 0.0) + float(np.linalg.norm(g))
-                if bar is not None:
-                    bar.update(1)
-                    if b % 25 == 0 or b == steps - 1:
-                        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", accuracy=f"{correct / seen:.4f}",
-                                        refresh=False)
-                for cb in cbs:
-                    getattr(cb, "on_batch_end", lambda *a: None)(b, {"loss": loss_sum / seen})
-            if bar is not None:
-                bar.close()
-            logs = {"loss": loss_sum / seen}
-            if self.metrics:
-                logs["accuracy"] = correct / seen
+                logs = {"loss": loss_sum / seen}
+                if self.metrics:
+                    logs["accuracy"] = correct / seen
+                _notify(cbs, "on_batch_end", b, logs)
             logs["seconds"] = time.perf_counter() - start
             if validation_data is not None:
-                vx, vy = validation_data
-                val = self.evaluate(vx, vy, verbose=0)
+                val = self.evaluate(*validation_data, verbose=0)
                 logs["val_loss"] = val[0]
                 if self.metrics:
                     logs["val_accuracy"] = val[1]
-            if record_gradients:
-                logs["grad_norms"] = {k: v / steps for k, v in grad_sums.items()}
+            _notify(cbs, "on_epoch_end", epoch, logs)
             history.append(epoch, logs)
-            if verbose:
-                parts = [f"{k}: {v:.4f}" for k, v in logs.items() if k not in ("seconds", "grad_norms")]
-                print(f"Epoch {epoch + 1}/{epochs} - {logs['seconds']:.1f}s - " + " - ".join(parts),
-                      file=sys.stdout, flush=True)
-            for cb in cbs:
-                getattr(cb, "on_epoch_end", lambda *a: None)(epoch, logs)
             if self.stop_training:
                 break
+        _notify(cbs, "on_train_end")
         self.history = history
         return history
 
     def _chunks(self, n, batch_size):
-        """``(start, stop)`` of the inference chunks: ``batch_size``, but at most :data:`INFERENCE_CHUNK`."""
-        if int(batch_size) < 1:
+        """``(start, stop)`` of the inference batches."""
+        if batch_size is None:
+            batch_size = INFERENCE_BATCH
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        step = min(int(batch_size), INFERENCE_CHUNK)
-        return [(i, min(i + step, n)) for i in range(0, n, step)]
+        return [(i, min(i + int(batch_size), n)) for i in range(0, n, int(batch_size))]
 
-    def predict(self, x, batch_size=256, verbose=0):
-        """Outputs for ``x`` computed in chunks (dropout off); see :data:`INFERENCE_CHUNK`."""
+    def predict(self, x, batch_size=None, verbose=0):
+        """Outputs for ``x`` (dropout off), ``batch_size`` images at a time.
+
+        ``batch_size=None`` uses :data:`INFERENCE_BATCH`, the size that was
+        fastest here; any explicit size is used as given.
+        """
         x = self._check_data(x)
         dtype = self.layers[0].dtype
-        with threads.limited():
+        with backends.running():
             outs = [self.forward(x[i:j].astype(dtype, copy=False), training=False)
                     for i, j in self._chunks(len(x), batch_size)]
-        self._release()
+        self.clear_cache()
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.layers[-1].dtype)
 
-    def evaluate(self, x, y, batch_size=256, verbose=0):
-        """``[loss, accuracy]`` over the whole set, in chunks (no dropout)."""
+    def evaluate(self, x, y, batch_size=None, verbose=0):
+        """``[loss, accuracy]`` over the whole set, ``batch_size`` images at a time (no dropout)."""
         if self.loss is None:
             raise ValueError("call compile() before evaluate()")
         x = self._check_data(x, y)
         y = np.asarray(y)
         loss_sum, correct = 0.0, 0
-        with threads.limited():
+        with backends.running():
             for i, j in self._chunks(len(x), batch_size):
                 xb, yb = x[i:j], y[i:j]
                 out = self.forward(xb.astype(self.layers[0].dtype, copy=False), training=False)
                 loss, _, _ = self.compute_loss(yb, out)
                 loss_sum += loss * len(xb)
                 correct += _n_correct(out, yb)
-        self._release()
+        self.clear_cache()
         n = max(len(x), 1)
         result = [loss_sum / n] + ([correct / n] if self.metrics else [])
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in zip(["loss"] + self.metrics, result)))
         return result
 
-    def _release(self):
-        """Drop per-batch caches (the inputs layers keep for backward) after inference."""
+    def clear_cache(self):
+        """Every layer forgets what its last forward pass kept for backward (frees the memory)."""
         for layer in self.layers:
-            for cache in ("x", "cols"):
-                if hasattr(layer, cache):
-                    setattr(layer, cache, None)
+            layer.clear_cache()
 
     # --------------------------------------------------------- persistence
     def save(self, path, include_optimizer=True):
@@ -411,9 +406,9 @@ def _n_correct(out, y):
     return int(np.sum(out.argmax(axis=1) == labels))
 
 
-def _progress(steps, epoch, epochs, verbose):
-    if verbose != 1:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                dynamic_ncols=True, mininterval=0.5)
+def _notify(callbacks, hook, *args):
+    """Call ``hook`` on every callback that has it (a callback need not define every hook)."""
+    for cb in callbacks:
+        method = getattr(cb, hook, None)
+        if method is not None:
+            method(*args)

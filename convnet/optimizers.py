@@ -7,7 +7,7 @@ expose that state for checkpoints.
 """
 import numpy as np
 
-from . import kernels, threads
+from . import backends
 
 
 class Optimizer:
@@ -26,12 +26,16 @@ class Optimizer:
         return table[key]
 
     def apply(self, params_and_grads):
-        """One update step for every ``(key, param, grad)``."""
+        """One update step for every ``(key, param, grad)`` (step number ``iterations`` after it)."""
         self.iterations += 1
+        backends.implementation(self).update_all(list(params_and_grads))
+
+    def update_all(self, params_and_grads):
         for key, param, grad in params_and_grads:
             self.update(key, param, grad)
 
     def update(self, key, param, grad):
+        """Update ``param`` in place from ``grad`` (and this optimizer's slots for ``key``)."""
         raise NotImplementedError
 
     def get_config(self):
@@ -111,23 +115,10 @@ class Adam(Optimizer):
         super().__init__(learning_rate)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
-    def apply(self, params_and_grads):
-        t = self.iterations + 1
-        self._lr_t = self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
-        self.iterations = t
-        fused = {}                        # dtype -> [(param, grad, m, v)] for the fused kernel
-        for key, param, grad in params_and_grads:
-            m, v = self.slot("m", key, param), self.slot("v", key, param)
-            if all(a.flags.c_contiguous and a.dtype == param.dtype for a in (grad, m, v, param)):
-                fused.setdefault(param.dtype, []).append((param, grad, m, v))
-            else:
-                self.update(key, param, grad)
-        for dtype, groups in fused.items():
-            # the same three lines as in update(), fused into one pass over memory
-            # (numba), all parameters' elements shared out between convnet's threads at once
-            f = dtype.type
-            threads.over_elements(kernels.adam_update, groups, f(self.beta_1), f(self.beta_2),
-                                  f(self._lr_t), f(self.epsilon))
+    def step_size(self):
+        """``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)`` for the current step ``t`` (bias correction)."""
+        t = self.iterations
+        return self.learning_rate * np.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
 
     def update(self, key, param, grad):
         f = param.dtype.type
@@ -135,10 +126,10 @@ class Adam(Optimizer):
         m = self.slot("m", key, param)
         v = self.slot("v", key, param)
         m *= b1
-        m += (1 - b1) * grad
+        m += (1 - b1) * grad                      # m = b1 m + (1 - b1) g
         v *= b2
-        v += (1 - b2) * np.square(grad)
-        param -= f(self._lr_t) * m / (np.sqrt(v) + f(self.epsilon))
+        v += (1 - b2) * grad * grad               # v = b2 v + (1 - b2) g^2
+        param -= f(self.step_size()) * m / (np.sqrt(v) + f(self.epsilon))
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

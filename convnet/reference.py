@@ -2,7 +2,7 @@
 
 Plain Python loops over output positions, written to be obviously right
 rather than fast. They are the ground truth the tests hold the numba kernels
-(:mod:`convnet.kernels`) and the layers against; read them first if you want
+(:mod:`convnet.engine.kernels`) and the layers against; read them first if you want
 to see what a convolution *is* before seeing how it is made fast.
 
 All functions are channels-last (NHWC) with Keras kernel layout

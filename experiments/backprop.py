@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from convnet import Sequential, inspect, layers
+from convnet import Sequential, callbacks, layers, study
 from convnet.plotting import plot_filters
 from experiments.mnist import build_model
 from experiments.predict import NoModelError, resolve_model_path
@@ -98,7 +98,7 @@ def short_training_grad_norms(model, x, y, steps=300, batch_size=64, seed=0):
     """Train a freshly initialised copy of ``model``'s architecture for ``steps`` batches; per-step gradient norms."""
     fresh = Sequential.from_config({**model.get_config(), "seed": seed})
     fresh.compile("adam")
-    recorder = inspect.GradientNormRecorder()
+    recorder = callbacks.GradientNorms()
     n = min(len(x), steps * batch_size)
     fresh.fit(x[:n], y[:n], epochs=1, batch_size=batch_size, seed=seed, verbose=0, callbacks=[recorder])
     return recorder.norms
@@ -144,10 +144,10 @@ def main(argv=None):
     idx = rng.choice(len(x_test), size=min(args.batch_size, len(x_test)), replace=False)
     x, y = preprocess(x_test[idx]), y_test[idx].astype(np.int64)
 
-    loss, rows = inspect.layer_statistics(model, x, y)
+    loss, rows = study.layer_statistics(model, x, y)
     acc = float(np.mean(model.forward(x).argmax(axis=1) == y))
     print(f"\nbatch of {len(x)} test digits (seed {args.seed}): loss {loss:.4f}, accuracy {acc:.1%}\n")
-    print(inspect.format_layer_statistics(rows))
+    print(study.format_layer_statistics(rows))
     print("\n(dead: units never positive on this batch; |dL/dout| arrives from above (for the softmax "
           "layer: dL/dlogits of the fused loss), |dL/din| leaves to the layer below)\n")
 
@@ -163,19 +163,19 @@ def main(argv=None):
     if zero_biases:
         print(f"  ({', '.join(zero_biases)}: biases are all zero, which puts the pre-activation of every blank "
               f"window exactly on the ReLU kink; the check replaces them by small random values in its copy)")
-    errors = inspect.gradient_check(model, x[hardest], y[hardest], max_entries=args.check_entries,
+    errors = study.gradient_check(model, x[hardest], y[hardest], max_entries=args.check_entries,
                                     seed=args.seed, jitter_zero_biases=bool(zero_biases))
-    print(inspect.format_gradient_check(errors))
+    print(study.format_gradient_check(errors))
     print(f"(gradient check took {time.perf_counter() - t:.1f}s)\n")
 
     os.makedirs(args.out, exist_ok=True)
-    written = [inspect.plot_feature_maps(model, x[0], os.path.join(args.out, "feature_maps.png"))]
+    written = [study.plot_feature_maps(model, x[0], os.path.join(args.out, "feature_maps.png"))]
     first_conv = next(l for l in model.layers if isinstance(l, layers.Conv2D))
     written.append(plot_filters(first_conv.params["kernel"], os.path.join(args.out, "filters.png")))
 
     norms = recorded_grad_norms(model, model_path)
     if norms is not None:
-        written.append(inspect.plot_gradient_norms(norms, os.path.join(args.out, "grad_norms.png"), xlabel="epoch",
+        written.append(study.plot_gradient_norms(norms, os.path.join(args.out, "grad_norms.png"), xlabel="epoch",
                                                    title="mean parameter-gradient norm per epoch (recorded by fit)"))
     else:
         print(f"the model has no recorded gradient history: training a fresh copy for {args.steps} steps "
@@ -183,16 +183,16 @@ def main(argv=None):
         n = args.steps * 64
         norms = short_training_grad_norms(model, preprocess(x_train[:n]), y_train[:n], steps=args.steps,
                                           seed=args.seed)
-        written.append(inspect.plot_gradient_norms(
+        written.append(study.plot_gradient_norms(
             norms, os.path.join(args.out, "grad_norms.png"), xlabel="step",
             title=f"parameter-gradient norms, first {args.steps} steps of a fresh model"))
         first, last = {k: v[0] for k, v in norms.items()}, {k: v[-1] for k, v in norms.items()}
         print("  " + "  ".join(f"{k}: {first[k]:.3g} -> {last[k]:.3g}" for k in norms))
 
     n_sal = min(8, len(x))
-    sal = inspect.saliency_map(model, x[:n_sal])
+    sal = study.saliency_map(model, x[:n_sal])
     pred = model.forward(x[:n_sal]).argmax(axis=1)
-    written.append(inspect.plot_saliency(x[:n_sal], sal, y[:n_sal], pred, os.path.join(args.out, "saliency.png")))
+    written.append(study.plot_saliency(x[:n_sal], sal, y[:n_sal], pred, os.path.join(args.out, "saliency.png")))
     print("wrote " + ", ".join(str(w) for w in written))
     return 0
 

@@ -99,7 +99,7 @@ def parse_args(argv=None):
     p.add_argument("--no-plots", action="store_true", help="write no PNG files (faster)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads sharing convnet's large matrix products (default: "
-                        "convnet.threads' default, 2 on a machine with 2+ cores; 1 is fully serial)")
+                        "convnet.engine.threads' default, 2 on a machine with 2+ cores; 1 is fully serial)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="MNIST cache (default $CONVNET_DATA or ~/.cache/convnet/mnist)")
     args = p.parse_args(argv)
@@ -185,7 +185,7 @@ def _thread_limit(threads):
     if threads is None:
         yield
         return
-    from convnet import threads as convnet_threads
+    from convnet.engine import threads as convnet_threads
     previous = convnet_threads.get_num_threads()
     convnet_threads.set_num_threads(threads)
     try:

@@ -96,7 +96,7 @@ def format_prediction(name, probs, k=3):
 
 def plot_prediction(image, probs, path, title=None):
     """PNG of the preprocessed 28x28 input beside the ten class probabilities (written atomically)."""
-    from convnet.inspect import new_figure, save_figure
+    from convnet.study import new_figure, save_figure
 
     fig, (ax_img, ax_bar) = new_figure(1, 2, figsize=(7, 3.2), gridspec_kw={"width_ratios": [1, 1.4]})
     ax_img.imshow(image, cmap="gray", vmin=0, vmax=1)

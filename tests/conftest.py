@@ -12,8 +12,16 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+import convnet
 from convnet import Sequential, layers
 from convnet.architectures import mnist_cnn
+
+
+@pytest.fixture(params=convnet.backends.BACKENDS)
+def each_backend(request):
+    """Run the test once on each backend (the textbook "numpy" and the engine "numba")."""
+    with convnet.backend(request.param):
+        yield request.param
 
 
 @contextlib.contextmanager

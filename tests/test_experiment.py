@@ -193,7 +193,7 @@ def test_sgd_defaults():
 
 
 def test_threads_option_sets_and_restores_convnet_threads():
-    from convnet import threads
+    from convnet.engine import threads
     before = threads.get_num_threads()
     with mnist._thread_limit(1):
         assert threads.get_num_threads() == 1

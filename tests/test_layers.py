@@ -1,13 +1,14 @@
 """Layer behaviour through the public API: shapes, input checks, dropout, initialisation, bookkeeping.
 
-(The gradients are in test_gradcheck.py, the kernels in test_kernels.py.)
+(The gradients are in test_gradcheck.py, the window math in test_windows.py, the two tiers'
+agreement in test_tiers.py.)
 """
 import re
 
 import numpy as np
 import pytest
 
-from convnet import Sequential, initializers, kernels, layers, numpy_path
+from convnet import Sequential, initializers, layers
 
 
 def built(layer, input_shape, seed=0):
@@ -177,7 +178,7 @@ def test_layer_keeps_output_and_gradients_after_a_pass(rng):
 
 
 # ------------------------------------------------------------------------ dropout
-def test_dropout_is_the_identity_at_inference(rng):
+def test_dropout_is_the_identity_at_inference(rng, each_backend):
     layer = built(layers.Dropout(0.5), (10,))
     x = rng.standard_normal((4, 10)).astype(np.float32)
     np.testing.assert_array_equal(layer.forward(x), x)
@@ -186,7 +187,7 @@ def test_dropout_is_the_identity_at_inference(rng):
 
 
 @pytest.mark.parametrize("rate", [0.25, 0.5])
-def test_dropout_in_training_keeps_about_one_minus_rate_and_rescales(rate):
+def test_dropout_in_training_keeps_about_one_minus_rate_and_rescales(rate, each_backend):
     layer = built(layers.Dropout(rate, seed=11), (100, 100))
     x = np.ones((20, 100, 100), np.float32)
     out = layer.forward(x, training=True)
@@ -199,27 +200,7 @@ def test_dropout_in_training_keeps_about_one_minus_rate_and_rescales(rate):
     np.testing.assert_allclose(dx[kept], 2 / (1 - rate), rtol=1e-6)
 
 
-def _splitmix64_python(key, e):
-    """Element e's 64 bits, computed with Python integers (mod 2**64) straight from SplitMix64's definition."""
-    z = (key + (e + 1) * 0x9E3779B97F4A7C15) % 2 ** 64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2 ** 64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2 ** 64
-    return z ^ (z >> 31)
-
-
-@pytest.mark.parametrize("kernel", [kernels.dropout_forward, numpy_path.dropout_forward], ids=["numba", "numpy"])
-def test_dropout_kernel_keeps_exactly_the_elements_its_generator_says(kernel):
-    key, rate = 2 ** 64 - 5, 0.3                                  # a key near the top: the counter wraps
-    threshold = round(rate * 2 ** 24)
-    x = np.arange(1, 3 * 4 * 5 + 1, dtype=np.float32).reshape(3, 4, 5)
-    y, mask = kernel(x, np.uint64(key), np.uint64(threshold), 1 / (1 - rate))
-    kept = np.array([_splitmix64_python(key, e) >> 40 >= threshold for e in range(x.size)]).reshape(x.shape)
-    assert 0 < kept.sum() < x.size
-    np.testing.assert_array_equal(mask, np.where(kept, np.float32(1 / (1 - rate)), 0))
-    np.testing.assert_array_equal(y, x * mask)
-
-
-def test_dropout_masks_look_independent():
+def test_dropout_masks_look_independent(each_backend):
     # neighbouring elements, neighbouring images and consecutive batches must not share decisions
     layer = built(layers.Dropout(0.5, seed=2), (64, 64))
     x = np.ones((16, 64, 64), np.float32)
@@ -229,7 +210,7 @@ def test_dropout_masks_look_independent():
         assert abs(agree - 0.5) < 0.01, agree                  # 0.5 for independent fair coins
 
 
-def test_dropout_masks_depend_only_on_the_seed(rng):
+def test_dropout_masks_depend_only_on_the_seed(rng, each_backend):
     x = np.ones((8, 50), np.float32)
     a, b, c = (built(layers.Dropout(0.5, seed=s), (50,)) for s in (3, 3, 4))
     first_a = a.forward(x, training=True)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from convnet import Sequential, gradcheck, inspect, layers
+import convnet
+from convnet import Sequential, callbacks, gradcheck, layers, study
 from convnet.saving import save_model
 from experiments import backprop
 
@@ -31,7 +32,7 @@ def batch():
 def test_layer_statistics_follow_the_chain_rule(batch):
     x, y = batch
     model = randomise_biases(small_mnist_model(), np.random.default_rng(1))
-    loss, rows = inspect.layer_statistics(model, x, y)
+    loss, rows = study.layer_statistics(model, x, y)
     assert np.isfinite(loss) and loss > 0
     assert [r["name"] for r in rows] == [l.name for l in model.layers]
     assert rows[0]["output_shape"] == (5, 13, 13, 4) and rows[-1]["output_shape"] == (5, 10)
@@ -51,11 +52,11 @@ def test_dead_units_are_counted(batch):
     dense = model.layers[5]
     dense.params["bias"][:3] = -1e3                     # 3 of 8 units can never fire
     dense.params["bias"][3:] = 1e3                      # the other 5 always fire
-    _, rows = inspect.layer_statistics(model, x, y)
+    _, rows = study.layer_statistics(model, x, y)
     assert rows[5]["dead_fraction"] == pytest.approx(3 / 8)
     assert rows[5]["zero_fraction"] == pytest.approx(3 / 8)
     assert rows[4]["dead_fraction"] is None             # Flatten has no ReLU
-    text = inspect.format_layer_statistics(rows)
+    text = study.format_layer_statistics(rows)
     assert "dense (Dense)" in text and "38%" in text
 
 
@@ -63,7 +64,7 @@ def test_dead_units_are_counted(batch):
 def test_gradient_check_passes_for_the_real_backward(batch):
     x, y = batch
     model = randomise_biases(small_mnist_model(), np.random.default_rng(2))
-    results = inspect.gradient_check(model, x[:2], y[:2], max_entries=4)
+    results = study.gradient_check(model, x[:2], y[:2], max_entries=4)
     assert set(results) == {"input"} | {k for k, _, _ in model.params_and_grads()}
     checked = {k: r for k, r in results.items() if r["checked"]}
     assert len(checked) >= 8                                     # nearly everything was comparable
@@ -82,7 +83,8 @@ def test_gradient_check_catches_a_wrong_backward(batch, monkeypatch):
         return dx
 
     monkeypatch.setattr(layers.Dense, "backprop", off_by_ten_percent)
-    results = inspect.gradient_check(model, x[:2], y[:2], max_entries=4)
+    with convnet.backend("numpy"):                             # the textbook Dense, patched
+        results = study.gradient_check(model, x[:2], y[:2], max_entries=4)
     assert results["dense/kernel"]["error"] > 0.03
     assert results["conv2d/kernel"]["error"] < 1e-5
 
@@ -92,13 +94,13 @@ def test_kinks_of_an_untrained_model_are_detected_and_jitter_removes_them():
     x = np.zeros((2, 28, 28, 1), np.float32)
     x[:, 8:20, 12:16] = 1.0                              # a bar on a blank background
     y = np.array([1, 7])
-    plain = inspect.gradient_check(model, x, y, max_entries=4)
+    plain = study.gradient_check(model, x, y, max_entries=4)
     assert plain["conv2d/bias"]["kinks"] == 4           # every bias entry moves blank windows off z = 0
     assert plain["conv2d/bias"]["checked"] == 0 and np.isnan(plain["conv2d/bias"]["error"])
-    jittered = inspect.gradient_check(model, x, y, max_entries=4, jitter_zero_biases=True)
+    jittered = study.gradient_check(model, x, y, max_entries=4, jitter_zero_biases=True)
     assert jittered["conv2d/bias"]["checked"] > 0 and jittered["conv2d/bias"]["error"] < 1e-5
     assert not np.any(model.layers[0].params["bias"])   # the jitter happened in the copy only
-    assert "conv2d/bias" in inspect.format_gradient_check(jittered)
+    assert "conv2d/bias" in study.format_gradient_check(jittered)
 
 
 # -------------------------------------------------------------------- saliency
@@ -108,7 +110,7 @@ def test_saliency_is_the_gradient_of_the_class_score(batch, through):
     model = randomise_biases(small_mnist_model(), np.random.default_rng(4)).astype(np.float64)
     x = x[:2].astype(np.float64)
     target = np.array([3, 8])
-    sal = inspect.saliency_map(model, x, target=target, through=through)
+    sal = study.saliency_map(model, x, target=target, through=through)
     assert sal.shape == x.shape
     last = model.layers[-1]
     for n in range(2):
@@ -125,7 +127,7 @@ def test_saliency_is_the_gradient_of_the_class_score(batch, through):
 
 def test_saliency_rejects_unknown_mode(batch):
     with pytest.raises(ValueError, match="logit"):
-        inspect.saliency_map(small_mnist_model(), batch[0], through="softmax")
+        study.saliency_map(small_mnist_model(), batch[0], through="softmax")
 
 
 # --------------------------------------------------------- gradient records
@@ -134,7 +136,7 @@ def test_gradient_norm_recorder_records_every_step(batch):
     x, y = np.repeat(x, 4, axis=0), np.repeat(y, 4)      # 20 examples
     model = small_mnist_model()
     model.compile("adam")
-    recorder = inspect.GradientNormRecorder()
+    recorder = callbacks.GradientNorms()
     model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[recorder])
     assert set(recorder.norms) == {k for k, _, _ in model.params_and_grads()}
     assert all(len(v) == 6 for v in recorder.norms.values())           # 3 batches x 2 epochs
@@ -158,9 +160,9 @@ def test_recorded_history_is_found_in_the_model_file(tmp_path, batch):
 def test_plots_are_written(tmp_path, batch):
     x, y = batch
     model = small_mnist_model()
-    paths = [inspect.plot_feature_maps(model, x[0], tmp_path / "fm.png"),
-             inspect.plot_saliency(x[:3], inspect.saliency_map(model, x[:3]), y[:3], y[:3], tmp_path / "s.png"),
-             inspect.plot_gradient_norms({"a/kernel": [1.0, 0.5, 0.2], "a/bias": [0.3, 0.2, 0.1]},
+    paths = [study.plot_feature_maps(model, x[0], tmp_path / "fm.png"),
+             study.plot_saliency(x[:3], study.saliency_map(model, x[:3]), y[:3], y[:3], tmp_path / "s.png"),
+             study.plot_gradient_norms({"a/kernel": [1.0, 0.5, 0.2], "a/bias": [0.3, 0.2, 0.1]},
                                          tmp_path / "g.png")]
     for p in paths:
         with open(p, "rb") as f:
@@ -171,7 +173,7 @@ def test_plots_are_written(tmp_path, batch):
 def test_feature_maps_need_a_conv_layer(tmp_path):
     model = Sequential([layers.Flatten(), layers.Dense(3)], input_shape=(4, 4, 1), seed=0)
     with pytest.raises(ValueError, match="Conv2D"):
-        inspect.plot_feature_maps(model, np.zeros((4, 4, 1), np.float32), tmp_path / "x.png")
+        study.plot_feature_maps(model, np.zeros((4, 4, 1), np.float32), tmp_path / "x.png")
 
 
 # ----------------------------------------------------------------------- CLI

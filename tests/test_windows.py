@@ -1,17 +1,20 @@
-"""The numba kernels against the naive loop references in :mod:`convnet.reference`.
+"""Sliding windows, in both tiers, against the naive loop references in :mod:`convnet.reference`.
 
-The kernels are tested through their documented signatures (``im2col``,
-``col2im``, ``maxpool_forward``, ``maxpool_backward``) and through the layers
-that use them, on random float32 inputs, for several geometries: stride 1
-and 2, "valid" and "same" padding, non-square windows, overlapping pools.
-The max-pool tie rule (first maximum in row-major scan order, as TensorFlow)
-is pinned down with small hand-computed examples.
+im2col/col2im are tested in the textbook's NumPy form (:mod:`convnet.windows`)
+and as the engine's numba kernels (:mod:`convnet.engine.kernels`), and
+convolution and pooling through the layers on both backends, on random
+float32 inputs, for several geometries: stride 1 and 2, "valid" and "same"
+padding, non-square windows, overlapping pools. The max-pool tie rule (first
+maximum in row-major scan order, as TensorFlow) and NaN rule (the first NaN
+wins) are pinned down with small hand-computed examples.
 """
 import numpy as np
 import pytest
 
-from convnet import kernels, layers, reference
-from convnet.utils import conv_output_size, pad_amounts
+import convnet
+from convnet import layers, reference, windows
+from convnet.engine import kernels
+from convnet.windows import Window
 
 TOL = 1e-5
 
@@ -40,8 +43,36 @@ POOL_GEOMETRIES = [
 
 def geometry(H, W, kh, kw, sh, sw, padding):
     """(pt, pl, OH, OW) exactly as the layers compute them."""
-    return (pad_amounts(H, kh, sh, padding)[0], pad_amounts(W, kw, sw, padding)[0],
-            conv_output_size(H, kh, sh, padding), conv_output_size(W, kw, sw, padding))
+    win = Window.over((H, W), (kh, kw), (sh, sw), padding)
+    return win.pt, win.pl, win.OH, win.OW
+
+
+def engine_im2col(x, win):
+    cols = np.empty((len(x) * win.OH * win.OW, win.kh * win.kw * x.shape[3]), x.dtype)
+    return kernels.im2col_into(x, win, cols, 0, len(x))
+
+
+def engine_col2im(dcols, win, input_shape):
+    return kernels.col2im(dcols, win, np.empty(input_shape, dcols.dtype), 0, input_shape[0])
+
+
+def engine_maxpool_forward(x, win):
+    out = np.empty((len(x), win.OH, win.OW, x.shape[3]), x.dtype)
+    return kernels.maxpool_forward(x, win, out, np.empty(out.shape, np.int32), 0, len(x))
+
+
+def engine_maxpool_backward(dout, argmax, H, W):
+    dx = np.empty((len(dout), H, W, dout.shape[3]), dout.dtype)
+    return kernels.maxpool_backward(dout, argmax, dx, 0, len(dout))
+
+
+#: im2col and col2im of each tier
+WINDOW_FUNCTIONS = {"textbook": (windows.im2col, windows.col2im), "engine": (engine_im2col, engine_col2im)}
+
+
+@pytest.fixture(params=sorted(WINDOW_FUNCTIONS))
+def window_functions(request):
+    return WINDOW_FUNCTIONS[request.param]
 
 
 def rand32(rng, shape):
@@ -64,50 +95,54 @@ def naive_im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
 
 
 @pytest.mark.parametrize("N,H,W,C,F,ks,st,padding", CONV_GEOMETRIES)
-def test_im2col_rows_are_the_padded_windows(rng, N, H, W, C, F, ks, st, padding):
+def test_im2col_rows_are_the_padded_windows(rng, window_functions, N, H, W, C, F, ks, st, padding):
+    im2col, _ = window_functions
     x = rand32(rng, (N, H, W, C))
     (kh, kw), (sh, sw) = ks, st
     pt, pl, OH, OW = geometry(H, W, kh, kw, sh, sw, padding)
-    cols = kernels.im2col(x, kh, kw, sh, sw, pt, pl, OH, OW)
+    cols = im2col(x, Window(kh, kw, sh, sw, pt, pl, OH, OW))
     assert cols.shape == (N * OH * OW, kh * kw * C)
     assert cols.dtype == np.float32
     np.testing.assert_array_equal(cols, naive_im2col(x, kh, kw, sh, sw, pt, pl, OH, OW))
 
 
 @pytest.mark.parametrize("N,H,W,C,F,ks,st,padding", CONV_GEOMETRIES)
-def test_im2col_times_reshaped_kernel_is_the_naive_convolution(rng, N, H, W, C, F, ks, st, padding):
+def test_im2col_times_reshaped_kernel_is_the_naive_convolution(rng, window_functions, N, H, W, C, F, ks, st,
+                                                              padding):
     """The documented row order matches ``kernel.reshape(kh*kw*C, F)`` for a Keras kernel."""
+    im2col, _ = window_functions
     x, kernel = rand32(rng, (N, H, W, C)), rand32(rng, ks + (C, F))
     (kh, kw), (sh, sw) = ks, st
     pt, pl, OH, OW = geometry(H, W, kh, kw, sh, sw, padding)
-    z = kernels.im2col(x, kh, kw, sh, sw, pt, pl, OH, OW) @ kernel.reshape(-1, F)
+    z = im2col(x, Window(kh, kw, sh, sw, pt, pl, OH, OW)) @ kernel.reshape(-1, F)
     expected = reference.conv2d_forward_naive(x, kernel, np.zeros(F, np.float32), st, padding)
     np.testing.assert_allclose(z.reshape(N, OH, OW, F), expected, atol=TOL, rtol=TOL)
 
 
 @pytest.mark.parametrize("N,H,W,C,F,ks,st,padding", CONV_GEOMETRIES)
-def test_col2im_is_the_adjoint_of_im2col(rng, N, H, W, C, F, ks, st, padding):
+def test_col2im_is_the_adjoint_of_im2col(rng, window_functions, N, H, W, C, F, ks, st, padding):
     """<im2col(x), D> == <x, col2im(D)> for all x, D: col2im sums overlapping windows, drops padding."""
+    im2col, col2im = window_functions
     x64 = rng.standard_normal((N, H, W, C))
     (kh, kw), (sh, sw) = ks, st
-    pt, pl, OH, OW = geometry(H, W, kh, kw, sh, sw, padding)
-    D = rng.standard_normal((N * OH * OW, kh * kw * C))
-    lhs = np.sum(kernels.im2col(x64, kh, kw, sh, sw, pt, pl, OH, OW) * D)
-    dx = kernels.col2im(D, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW)
+    win = Window(kh, kw, sh, sw, *geometry(H, W, kh, kw, sh, sw, padding))
+    D = rng.standard_normal((N * win.OH * win.OW, kh * kw * C))
+    lhs = np.sum(im2col(x64, win) * D)
+    dx = col2im(D, win, (N, H, W, C))
     assert dx.shape == (N, H, W, C)
     np.testing.assert_allclose(np.sum(x64 * dx), lhs, rtol=1e-10)
 
 
-def test_col2im_adds_overlapping_windows():
+def test_col2im_adds_overlapping_windows(window_functions):
     """3x3 image, 2x2 windows, stride 1: the centre pixel lies in all four windows."""
     dcols = np.ones((4, 4))
-    dx = kernels.col2im(dcols, 1, 3, 3, 1, 2, 2, 1, 1, 0, 0, 2, 2)
+    dx = window_functions[1](dcols, Window(2, 2, 1, 1, 0, 0, 2, 2), (1, 3, 3, 1))
     np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
 
 
 # --------------------------------------------------------------- Conv2D vs reference
 @pytest.mark.parametrize("N,H,W,C,F,ks,st,padding", CONV_GEOMETRIES)
-def test_conv2d_layer_matches_naive_reference(rng, N, H, W, C, F, ks, st, padding):
+def test_conv2d_layer_matches_naive_reference(rng, N, H, W, C, F, ks, st, padding, each_backend):
     layer = built(layers.Conv2D(F, ks, strides=st, padding=padding, name="conv"), (H, W, C))
     layer.params["bias"][:] = rand32(rng, (F,))
     x = rand32(rng, (N, H, W, C))
@@ -124,7 +159,7 @@ def test_conv2d_layer_matches_naive_reference(rng, N, H, W, C, F, ks, st, paddin
     np.testing.assert_allclose(layer.grads["bias"], db_ref, atol=TOL * 10, rtol=TOL)
 
 
-def test_conv2d_relu_matches_reference_followed_by_relu(rng):
+def test_conv2d_relu_matches_reference_followed_by_relu(rng, each_backend):
     layer = built(layers.Conv2D(3, 3, padding="same", activation="relu"), (6, 6, 2))
     x = rand32(rng, (2, 6, 6, 2))
     z = reference.conv2d_forward_naive(x, layer.params["kernel"], layer.params["bias"], (1, 1), "same")
@@ -141,7 +176,7 @@ def test_maxpool_kernels_match_naive_reference(rng, N, H, W, C, pool, st, paddin
     x = rand32(rng, (N, H, W, C))
     (kh, kw), (sh, sw) = pool, st
     pt, pl, OH, OW = geometry(H, W, kh, kw, sh, sw, padding)
-    out, argmax = kernels.maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW)
+    out, argmax = engine_maxpool_forward(x, Window(kh, kw, sh, sw, pt, pl, OH, OW))
     np.testing.assert_array_equal(out, reference.maxpool_forward_naive(x, pool, st, padding))
     # argmax is documented as the flat index h*W + w of the winner within its image
     flat = x.transpose(0, 3, 1, 2).reshape(N, C, H * W)
@@ -149,12 +184,12 @@ def test_maxpool_kernels_match_naive_reference(rng, N, H, W, C, pool, st, paddin
     np.testing.assert_array_equal(winners.reshape(N, C, OH, OW).transpose(0, 2, 3, 1), out)
 
     dout = rand32(rng, out.shape)
-    dx = kernels.maxpool_backward(dout, argmax, H, W)
+    dx = engine_maxpool_backward(dout, argmax, H, W)
     np.testing.assert_allclose(dx, reference.maxpool_backward_naive(dout, x, pool, st, padding), atol=TOL)
 
 
 @pytest.mark.parametrize("N,H,W,C,pool,st,padding", POOL_GEOMETRIES)
-def test_maxpool_layer_matches_naive_reference_with_many_ties(rng, N, H, W, C, pool, st, padding):
+def test_maxpool_layer_matches_naive_reference_with_many_ties(rng, N, H, W, C, pool, st, padding, each_backend):
     """Small integers make ties in most windows: layer and reference must pick the same winners."""
     layer = built(layers.MaxPool2D(pool, strides=st, padding=padding), (H, W, C))
     x = rng.integers(-2, 3, size=(N, H, W, C)).astype(np.float32)
@@ -175,7 +210,7 @@ def pool_dx(x2d, dout2d, pool, strides, padding="valid"):
     return out[0, :, :, 0], dx[0, :, :, 0]
 
 
-def test_tie_in_one_window_goes_to_first_max_in_row_major_order():
+def test_tie_in_one_window_goes_to_first_max_in_row_major_order(each_backend):
     # maxima 2 at (0, 1) and (1, 0): row-major scan meets (0, 1) first
     out, dx = pool_dx([[1, 2], [2, 0]], [[5]], 2, 2)
     np.testing.assert_array_equal(out, [[2]])
@@ -199,7 +234,7 @@ TIE_DX = [[0, 11, 0],
           [0, 0, 0]]
 
 
-def test_overlapping_windows_with_ties_route_to_first_max_and_accumulate():
+def test_overlapping_windows_with_ties_route_to_first_max_and_accumulate(each_backend):
     out, dx = pool_dx(TIE_X, TIE_DOUT, 2, 1)
     np.testing.assert_array_equal(out, [[4, 4], [4, 4]])
     np.testing.assert_array_equal(dx, TIE_DX)
@@ -225,12 +260,13 @@ def test_tie_example_catches_routing_to_the_last_max(monkeypatch):
 
     monkeypatch.setattr(layers.MaxPool2D, "call", remembering_call)
     monkeypatch.setattr(layers.MaxPool2D, "backprop", last_max_backprop)
-    _, dx = pool_dx(TIE_X, TIE_DOUT, 2, 1)
+    with convnet.backend("numpy"):                        # the textbook layer, patched
+        _, dx = pool_dx(TIE_X, TIE_DOUT, 2, 1)
     np.testing.assert_array_equal(dx, [[0, 0, 0], [0, 111, 0], [0, 0, 1000]])   # what the wrong rule gives
     assert not np.array_equal(dx, TIE_DX)
 
 
-def test_overlapping_3x3_pool_accumulates_into_shared_pixel():
+def test_overlapping_3x3_pool_accumulates_into_shared_pixel(each_backend):
     # one large value in the middle of a 4x4 image wins every 3x3 window (stride 1)
     x = np.arange(16, dtype=np.float32).reshape(4, 4) / 100
     x[1, 2] = 9.0
@@ -241,7 +277,7 @@ def test_overlapping_3x3_pool_accumulates_into_shared_pixel():
     np.testing.assert_array_equal(dx, expected)
 
 
-def test_same_padding_never_wins_even_against_negative_values():
+def test_same_padding_never_wins_even_against_negative_values(each_backend):
     # 3x3 image, 2x2 pool, stride 2, "same": output 2x2, one row/column of padding at the bottom/right
     x = -np.arange(1, 10, dtype=np.float32).reshape(3, 3)
     out, dx = pool_dx(x, [[1, 2], [3, 4]], 2, 2, padding="same")
@@ -251,14 +287,21 @@ def test_same_padding_never_wins_even_against_negative_values():
 
 def test_maxpool_forward_kernel_reports_first_max_index():
     x = np.array([[1, 2], [2, 0]], dtype=np.float32)[None, :, :, None]
-    out, argmax = kernels.maxpool_forward(x, 2, 2, 2, 2, 0, 0, 1, 1)
+    out, argmax = engine_maxpool_forward(x, Window(2, 2, 2, 2, 0, 0, 1, 1))
     assert out[0, 0, 0, 0] == 2
     assert argmax[0, 0, 0, 0] == 1          # flat index h*W + w of (0, 1)
-    dx = kernels.maxpool_backward(np.full((1, 1, 1, 1), 3.0, np.float32), argmax, 2, 2)
+    dx = engine_maxpool_backward(np.full((1, 1, 1, 1), 3.0, np.float32), argmax, 2, 2)
     np.testing.assert_array_equal(dx[0, :, :, 0], [[0, 3], [0, 0]])
 
 
 def test_maxpool_window_with_nan_gives_nan_like_the_reference():
     x = np.array([[1, np.nan], [2, 0]], dtype=np.float32)[None, :, :, None]
-    out, _ = kernels.maxpool_forward(x, 2, 2, 2, 2, 0, 0, 1, 1)
+    out, _ = engine_maxpool_forward(x, Window(2, 2, 2, 2, 0, 0, 1, 1))
     np.testing.assert_array_equal(out, reference.maxpool_forward_naive(x))     # [[[[nan]]]]
+
+
+def test_nan_gradient_goes_to_the_first_nan_of_its_window(each_backend):
+    """Two NaNs in one window: the first in scan order wins and gets the gradient (np.argmax's rule)."""
+    out, dx = pool_dx([[1, np.nan], [np.nan, 0]], [[5]], 2, 2)
+    assert np.isnan(out[0, 0])
+    np.testing.assert_array_equal(dx, [[0, 5], [0, 0]])

@@ -10,8 +10,8 @@ The functions here run one batch through a model and summarise those arrays:
 * :func:`gradient_check` -- analytic vs central-difference gradients of a
   float64 copy of the model (:func:`convnet.gradcheck.check_model`);
 * :func:`saliency_map` -- d(class score)/d(input pixels);
-* :class:`GradientNormRecorder` -- a ``fit`` callback recording every
-  parameter-gradient norm after every batch;
+* gradient norms during training: :class:`convnet.callbacks.GradientNorms`,
+  the parameter-gradient norms after every batch;
 * plots: :func:`plot_feature_maps`, :func:`plot_saliency`,
   :func:`plot_gradient_norms`.
 
@@ -27,7 +27,7 @@ from .activations import ReLUFunction, SoftmaxFunction
 from .layers import Conv2D, MaxPool2D
 
 __all__ = ["layer_statistics", "format_layer_statistics", "copy_model", "gradient_check",
-           "format_gradient_check", "saliency_map", "GradientNormRecorder", "conv_feature_maps",
+           "format_gradient_check", "saliency_map", "conv_feature_maps",
            "new_figure", "save_figure", "plot_feature_maps", "plot_saliency", "plot_gradient_norms"]
 
 
@@ -230,21 +230,6 @@ def saliency_map(model, x, target=None, through="logit"):
 
 
 # ---------------------------------------------------------- gradient records
-class GradientNormRecorder:
-    """``fit`` callback: after every batch, the norm of every parameter gradient.
-
-    ``norms`` maps ``"layer/param"`` to a list with one value per step.
-    """
-
-    def __init__(self):
-        self.model = None
-        self.norms = {}
-
-    def on_batch_end(self, batch, logs=None):
-        for key, _, g in self.model.params_and_grads():
-            self.norms.setdefault(key, []).append(_norm(g))
-
-
 def conv_feature_maps(model, image):
     """``[(layer name, (H, W, F) output)]`` of every Conv2D layer for one ``(H, W, C)`` image."""
     model.forward(np.asarray(image, dtype=model.layers[0].dtype)[None], training=False)

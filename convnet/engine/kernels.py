@@ -50,6 +50,8 @@ without any of these tricks and the tests compare the two.
 import numpy as np
 from numba import njit
 
+from .. import rng
+
 _jit = njit(cache=True, nogil=True)
 _u = np.uint64      # an index that cannot be negative (see "Unsigned indices" above)
 
@@ -73,8 +75,9 @@ SHORT_ROW = 16
 
 
 @_jit
-def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0=0, n1=-1):
-    """:func:`im2col` writing into a given ``cols`` buffer; only images ``n0 <= n < n1``' rows."""
+def im2col_into(x, win, cols, n0, n1):
+    """``cols`` of :func:`convnet.windows.im2col` for images ``n0 <= n < n1``, written into their rows of ``cols``."""
+    kh, kw, sh, sw, pt, pl, OH, OW = win
     N, H, W, C = x.shape
     rowlen = _u(kw * C)                              # one window row, contiguous in x
     xr = np.ascontiguousarray(x).reshape(N, H, W * C)
@@ -125,23 +128,7 @@ def im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, n0=0, n1=-1):
 
 
 @_jit
-def im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
-    """Unfold every ``kh x kw`` window of ``x`` into one row of a matrix.
-
-    Returns ``cols`` of shape ``(N*OH*OW, kh*kw*C)``. Row ``(n, oh, ow)`` holds
-    the window at that output position, flattened in ``(i, j, c)`` order, the
-    same order as ``kernel.reshape(kh*kw*C, F)`` for a Keras kernel
-    ``(kh, kw, C, F)``. Positions that fall into the padding are zero.
-    """
-    N, H, W, C = x.shape
-    cols = np.empty((N * OH * OW, kh * kw * C), dtype=x.dtype)
-    return im2col_into(x, kh, kw, sh, sw, pt, pl, OH, OW, cols, 0, N)
-
-
-
-
-@_jit
-def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx=None, n0=0, n1=-1):
+def col2im(dcols, win, dx, n0, n1):
     """Adjoint of :func:`im2col`: fold window rows back onto the image.
 
     Every entry of ``dcols`` is added to the input pixel it was copied from,
@@ -150,8 +137,8 @@ def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx=None, n0=0, n1=
     ``(N, H, W, C)`` (given ``dx`` and a range: images ``n0..n1`` of ``dx``
     are overwritten, the others left alone).
     """
-    if dx is None:
-        dx = np.empty((N, H, W, C), dtype=dcols.dtype)
+    kh, kw, sh, sw, pt, pl, OH, OW = win
+    N, H, W, C = dx.shape
     dxr = dx.reshape(N, H, W * C)
     rowlen = _u(kw * C)
     for n in range(n0, _stop(n1, N)):   # one image at a time: no two ranges share dx[n]
@@ -180,7 +167,7 @@ def col2im(dcols, N, H, W, C, kh, kw, sh, sw, pt, pl, OH, OW, dx=None, n0=0, n1=
 
 # ----------------------------------------------------------------- pooling
 @_jit
-def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW, out=None, argmax=None, n0=0, n1=-1):
+def maxpool_forward(x, win, out, argmax, n0, n1):
     """Max over each window, remembering where the max was.
 
     Returns ``(out, argmax)``: ``out`` of shape ``(N, OH, OW, C)`` and
@@ -195,11 +182,8 @@ def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW, out=None, argmax=None, n0
     current best when it is larger (strict ``>`` keeps the first maximum) or
     when it is NaN and the best is not NaN yet.
     """
+    kh, kw, sh, sw, pt, pl, OH, OW = win
     N, H, W, C = x.shape
-    if out is None:
-        out = np.empty((N, OH, OW, C), dtype=x.dtype)
-    if argmax is None:
-        argmax = np.empty((N, OH, OW, C), dtype=np.int32)
     for n in range(n0, _stop(n1, N)):
         for oh in range(OH):
             h0 = oh * sh - pt
@@ -232,7 +216,7 @@ def maxpool_forward(x, kh, kw, sh, sw, pt, pl, OH, OW, out=None, argmax=None, n0
 
 
 @_jit
-def maxpool_backward(dout, argmax, H, W, dx=None, n0=0, n1=-1):
+def maxpool_backward(dout, argmax, dx, n0, n1):
     """Route each window's gradient to the input pixel that won the max.
 
     ``dx[n, h, w, c] = sum of dout[n, oh, ow, c]`` over the windows whose
@@ -240,8 +224,7 @@ def maxpool_backward(dout, argmax, H, W, dx=None, n0=0, n1=-1):
     may win several windows and then receives the sum.
     """
     N, OH, OW, C = dout.shape
-    if dx is None:
-        dx = np.empty((N, H, W, C), dtype=dout.dtype)
+    H, W = dx.shape[1], dx.shape[2]
     dxr = dx.reshape(N, H * W, C)
     for n in range(n0, _stop(n1, N)):   # one image at a time: accumulation stays private
         dxr[n, :, :] = 0
@@ -322,17 +305,12 @@ def relu_backward(dout, y, dz=None, n0=0, n1=-1):
     return dz
 
 
-# Dropout's random bits come from a *counter-based* generator: element e of a
-# call with key k draws splitmix64(k + (e + 1) * GOLDEN), i.e. the e-th output
-# of the SplitMix64 generator started at k. No array of uniforms is drawn
-# first, and each element's bits depend only on (k, e), so any split of the
-# batch between threads gives the same mask.
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+# Dropout draws the counter-based stream of convnet.rng (same constants, same numbers):
+# element e of a call with key k is kept when the top 24 bits of
+# splitmix64(k + (e + 1) * GOLDEN) reach the threshold.
+_GOLDEN, _MIX1, _MIX2 = rng.GOLDEN, rng.MIX1, rng.MIX2
 _S27, _S30, _S31 = np.uint64(27), np.uint64(30), np.uint64(31)
-#: a drop decision uses the top 24 bits of the element's 64 (a float32 uniform has 24)
-DROPOUT_BITS = 24
-_SHIFT_TOP = np.uint64(64 - DROPOUT_BITS)
+_SHIFT_TOP = np.uint64(64 - rng.BITS)
 
 
 @_jit
@@ -347,12 +325,11 @@ def _splitmix64(z):
 def dropout_forward(x, key, threshold, scale, y=None, mask=None, n0=0, n1=-1):
     """Inverted dropout in one pass, drawing its own random bits.
 
-    Element ``e`` (flat index over the whole batch) gets
-    ``r = top 24 bits of splitmix64(key + (e + 1) * GOLDEN)``, uniform on
-    ``0 .. 2**24 - 1``, and is kept when ``r >= threshold``:
-    ``mask = scale * [r >= threshold]``, ``y = x * mask``. With
-    ``threshold = round(rate * 2**24)`` an element is dropped with
-    probability ``rate`` (to 7 digits). Returns ``(y, mask)``.
+    Element ``e`` (flat index over the whole batch) gets the 24 bits ``r``
+    that :func:`convnet.rng.uniforms` turns into ``u = r / 2**24``, and is
+    kept when ``r >= threshold`` (``= convnet.rng.threshold(rate)``, so that
+    this is ``u >= rate``): ``mask = scale * [kept]``, ``y = x * mask``.
+    Returns ``(y, mask)``.
     """
     if y is None:
         y = np.empty(x.shape, dtype=x.dtype)

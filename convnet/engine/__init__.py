@@ -1,0 +1,24 @@
+"""The engine tier: everything in convnet that exists only for speed.
+
+:mod:`convnet.engine.kernels` (numba loops), :mod:`convnet.engine.threads`
+(sharing a batch between threads), and, in :mod:`convnet.engine.layers` and
+:mod:`convnet.engine.optimizers`, faster versions of textbook classes with
+the same contract. :data:`IMPLEMENTATIONS` tells :mod:`convnet.backends`
+which textbook class each one stands in for; the backend ``"numba"`` (the
+default) uses them, ``"numpy"`` does not.
+"""
+import convnet.activations
+import convnet.layers
+import convnet.optimizers
+
+from . import layers, optimizers
+
+#: textbook class -> engine class (constructed with the textbook object)
+IMPLEMENTATIONS = {
+    convnet.layers.Conv2D: layers.Conv2D,
+    convnet.layers.MaxPool2D: layers.MaxPool2D,
+    convnet.layers.Dropout: layers.Dropout,
+    convnet.layers.Dense: layers.Dense,
+    convnet.activations.ReLUFunction: layers.ReLU,
+    convnet.optimizers.Adam: optimizers.Adam,
+}

@@ -1,0 +1,177 @@
+"""The two tiers agree: the engine (backend "numba") against the textbook (backend "numpy").
+
+For every layer and activation and for whole training steps of the seed
+model, the same inputs and parameters must give the same outputs, the same
+gradients and the same updated weights on both backends: float32 results
+within 1e-5 of each array's norm after one step (the engine sums in other
+orders), and bit-for-bit where both compute the same float operations
+(dropout masks, pooling, ReLU, Adam's update).
+"""
+import numpy as np
+import pytest
+
+import convnet
+from convnet import layers, optimizers
+from convnet.architectures import mnist_cnn
+
+TOL = 1e-5
+
+
+def close(a, b, tol=TOL):
+    """``||a - b|| <= tol * ||b||`` (arrays of float32 sums agree to about 1e-7 relative)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape
+    assert np.linalg.norm(a - b) <= tol * max(np.linalg.norm(b), 1e-30), np.abs(a - b).max()
+
+
+def run_layer(name, make, x, dout, training=False, seed=0):
+    """Forward + backward of a fresh layer on backend ``name``: (output, dx, grads)."""
+    with convnet.backend(name):
+        layer = make()
+        layer.build(x.shape[1:], np.random.default_rng(seed))
+        if isinstance(layer, layers.Dropout):
+            layer.reseed(seed)
+        out = layer.forward(x, training=training)
+        dx = layer.backward(dout)
+        return out, dx, {k: g.copy() for k, g in layer.grads.items()}
+
+
+LAYERS = [
+    ("conv valid", lambda: layers.Conv2D(5, 3), (3, 9, 9, 2)),
+    ("conv relu", lambda: layers.Conv2D(4, 4, activation="relu"), (4, 12, 12, 3)),
+    ("conv same strided", lambda: layers.Conv2D(3, (2, 3), strides=2, padding="same"), (2, 7, 8, 2)),
+    ("conv seed conv1", lambda: layers.Conv2D(32, 4, activation="relu"), (8, 28, 28, 1)),
+    ("conv seed conv2 (large cols)", lambda: layers.Conv2D(32, 4, activation="relu"), (40, 12, 12, 32)),
+    ("pool 2x2", lambda: layers.MaxPool2D(2), (3, 25, 25, 4)),
+    ("pool overlapping same", lambda: layers.MaxPool2D(3, strides=2, padding="same"), (2, 7, 8, 3)),
+    ("dense relu", lambda: layers.Dense(7, activation="relu"), (5, 11)),
+    ("dense seed", lambda: layers.Dense(256, activation="relu"), (32, 512)),
+    ("dense softmax", lambda: layers.Dense(10, activation="softmax"), (6, 20)),
+    ("flatten", lambda: layers.Flatten(), (3, 4, 4, 2)),
+    ("relu layer", lambda: layers.ReLU(), (3, 5, 4)),
+    ("softmax layer", lambda: layers.Softmax(), (3, 10)),
+]
+
+
+@pytest.mark.parametrize("name,make,shape", LAYERS, ids=[case[0] for case in LAYERS])
+def test_every_layer_agrees_between_the_tiers(rng, name, make, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    probe = make()
+    probe.build(shape[1:], np.random.default_rng(0))
+    dout = rng.standard_normal((shape[0],) + probe.output_shape).astype(np.float32)
+    numpy_result, numba_result = (run_layer(b, make, x, dout) for b in ("numpy", "numba"))
+    for a, b in zip(numba_result[:2], numpy_result[:2]):
+        assert a.dtype == b.dtype == np.float32
+        close(a, b)
+    assert numba_result[2].keys() == numpy_result[2].keys()
+    for key in numpy_result[2]:
+        close(numba_result[2][key], numpy_result[2][key])
+
+
+def test_pooling_picks_the_same_winners_bit_for_bit_with_ties_and_nan(rng):
+    x = rng.integers(-2, 3, size=(3, 9, 9, 4)).astype(np.float32)     # ties in most windows
+    x[0, 1, 1, 0] = x[1, 4, 5, 2] = np.nan
+    dout = rng.standard_normal((3, 4, 4, 4)).astype(np.float32)
+    (o1, d1, _), (o2, d2, _) = (run_layer(b, lambda: layers.MaxPool2D(2), x, dout) for b in ("numpy", "numba"))
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(d1, d2)
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5, 0.2, 0.3])
+def test_dropout_draws_the_same_masks_on_both_backends(rng, rate):
+    x = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    (o1, d1, _), (o2, d2, _) = (run_layer(b, lambda: layers.Dropout(rate), x, dout, training=True)
+                                for b in ("numpy", "numba"))
+    np.testing.assert_array_equal(o1, o2)
+    np.testing.assert_array_equal(d1, d2)
+    assert 0 < np.mean(o1 == 0) < 1
+
+
+def test_adam_update_is_the_same_on_both_backends(rng):
+    shapes = [(4, 4, 1, 8), (8,), (30, 7)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    results = {}
+    for name in ("numpy", "numba"):
+        with convnet.backend(name):
+            opt, ps = optimizers.Adam(learning_rate=0.01), [p.copy() for p in params]
+            for step in grads:
+                opt.apply([(f"p{i}", p, g) for i, (p, g) in enumerate(zip(ps, step))])
+            results[name] = ps + [opt.slots["m"][f"p{i}"] for i in range(3)] + [opt.slots["v"][f"p{i}"] for i in
+                                                                                   range(3)]
+    for a, b in zip(results["numba"], results["numpy"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def train(name, steps, x, y, seed=0):
+    with convnet.backend(name):
+        model = mnist_cnn(seed)
+        model.compile(optimizer="adam")
+        model.seed_dropout(seed, 0)
+        for s in range(steps):
+            batch = slice(32 * s, 32 * (s + 1))
+            model.train_step(x[batch], y[batch])
+        return model
+
+
+def test_one_training_step_of_the_seed_model_agrees(rng):
+    x = rng.random((32, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 32)
+    models = {name: train(name, 1, x, y) for name in ("numpy", "numba")}
+    a, b = models["numba"], models["numpy"]
+    for la, lb in zip(a.layers, b.layers):
+        close(la.output, lb.output)
+        if la.grad_input is not None:
+            close(la.grad_input, lb.grad_input)
+        for key in la.grads:
+            close(la.grads[key], lb.grads[key])
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        close(wa, wb)
+
+
+def test_many_steps_stay_close(rng):
+    """Adam amplifies round-off over steps (1/sqrt(v) of tiny v), so the bound is looser."""
+    x = rng.random((32 * 20, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    models = {name: train(name, 20, x, y) for name in ("numpy", "numba")}
+    for wa, wb in zip(models["numba"].get_weights(), models["numpy"].get_weights()):
+        close(wa, wb, tol=1e-3)
+
+
+def test_fit_history_and_predictions_agree(rng):
+    x = rng.random((160, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, len(x))
+    out = {}
+    for name in ("numpy", "numba"):
+        with convnet.backend(name):
+            model = mnist_cnn(0)
+            model.compile(optimizer="adam")
+            history = model.fit(x, y, epochs=2, batch_size=32, seed=3, verbose=0)
+            out[name] = history.history["loss"], model.predict(x[:50])
+    np.testing.assert_allclose(out["numba"][0], out["numpy"][0], rtol=1e-4)
+    close(out["numba"][1], out["numpy"][1], tol=1e-4)
+
+
+def test_the_backend_switch():
+    assert convnet.get_backend() == "numba"
+    with convnet.backend("numpy"):
+        assert convnet.get_backend() == "numpy"
+        with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+            convnet.set_backend("cuda")
+        assert convnet.get_backend() == "numpy"
+    assert convnet.get_backend() == "numba"
+
+
+def test_a_layer_the_engine_does_not_know_runs_its_own_math(rng):
+    class Double(layers.Layer):
+        def call(self, x, training):
+            return 2 * x
+
+        def backprop(self, dz):
+            return 2 * dz
+
+    layer = Double()
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    assert convnet.backends.implementation(layer) is layer
+    np.testing.assert_array_equal(layer.forward(x), 2 * x)
