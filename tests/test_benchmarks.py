@@ -105,10 +105,10 @@ def test_failed_agreement_check_is_reported_and_not_timed(tmp_path, monkeypatch,
 
     real = convnet_impl.Backend.make_pool_forward
 
-    def wrong_on_numpy_path(self, x, size):
+    def wrong_on_the_numpy_backend(self, x, size):
         fn = real(self, x, size)
         return (lambda: fn() * 1.01) if self.backend == "numpy" else fn
-    monkeypatch.setattr(convnet_impl.Backend, "make_pool_forward", wrong_on_numpy_path)
+    monkeypatch.setattr(convnet_impl.Backend, "make_pool_forward", wrong_on_the_numpy_backend)
     code = cli.main(["--quick", "--no-tf", "--no-plot", "--data", "random", "--repeats", "1", "--only", "pool",
                      "--threads", "1", "--out", str(tmp_path)], log=lambda msg: None)
     assert code == 1

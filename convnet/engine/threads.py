@@ -12,7 +12,7 @@ one thread each (``docs/performance.md``).
 So convnet shares the work itself, between the calling thread and a few
 *sleeping* helper threads (one on a 2-core machine):
 
-* :func:`over_images` runs a numba kernel of :mod:`convnet.kernels` on
+* :func:`over_images` runs a numba kernel of :mod:`convnet.engine.kernels` on
   ranges of images (the kernels release the GIL, so the ranges really run
   at the same time). Each image is computed by the same loop whatever the
   split, so the result is bit-for-bit that of one serial call.
@@ -315,7 +315,7 @@ def add_in_order(parts):
 def over_images(kernel, n_images, *args):
     """Run ``kernel(*args, n0, n1)`` over image ranges covering ``0..n_images``, shared between threads.
 
-    ``kernel`` is a kernel of :mod:`convnet.kernels` (or its NumPy twin)
+    ``kernel`` is a kernel of :mod:`convnet.engine.kernels`
     and ``args`` its arguments *including the output arrays*: given a range,
     a kernel writes the images ``n0 <= n < n1`` of those outputs and nothing
     else (see the kernels module; for ``add_bias`` the range is one of rows,
