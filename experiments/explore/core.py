@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from convnet import gradcheck, inspect, optimizers
+from convnet import gradcheck, optimizers, study
 from convnet.model import Sequential
 
 #: the input every explorer view works on: one MNIST-style digit
@@ -244,7 +244,7 @@ class Explorer:
         x = pixels.reshape((1,) + INPUT_SHAPE).astype(np.float32)
         y = np.array([target])
         with lock:
-            saliency = inspect.saliency_map(model, x, target=target)[0, :, :, 0].copy()
+            saliency = study.saliency_map(model, x, target=target)[0, :, :, 0].copy()
             out = model.forward(x, training=False)
             loss, dout, pre = model.compute_loss(y, out)
             dx = model.backward(dout, preactivation=pre, input_grad=True)
@@ -264,13 +264,13 @@ class Explorer:
     def gradcheck(self, session, pixels, target, per_tensor=GRADCHECK_DEFAULT, seed=0, h=1e-5):
         """Analytic against central-difference gradients of the loss for a few sampled entries of each array.
 
-        Runs on a float64 copy of the model (:func:`convnet.inspect.copy_model`)
+        Runs on a float64 copy of the model (:func:`convnet.study.copy_model`)
         with :func:`convnet.gradcheck.numerical_gradient` and
         :func:`convnet.gradcheck.relative_error`; the page's model is untouched.
         """
         model, lock = self._model(session)
         with lock:
-            clone = inspect.copy_model(model, np.float64)
+            clone = study.copy_model(model, np.float64)
         x = np.array(pixels.reshape((1,) + INPUT_SHAPE), dtype=np.float64)
         y = np.array([target])
         rng = np.random.default_rng(seed)
