@@ -40,9 +40,13 @@ clean evaluation of the final model on the training set (dropout off).
 """
 import argparse
 import contextlib
+import errno
+import math
+import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +69,14 @@ METRICS = "metrics.json"
 LATEST = "latest"
 PLOTS = ["data_labels.png", "data_samples.png", "history.png", "confusion_matrix.png", "misclassified.png",
          "filters.png"]
+
+
+class CLIError(Exception):
+    """A mistake or failure to report as one line ``error: ...``; ``code`` is the exit status (2: usage)."""
+
+    def __init__(self, message, code=2):
+        super().__init__(message)
+        self.code = code
 
 
 # ------------------------------------------------------------------ model
@@ -109,15 +121,43 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
-    if args.lr <= 0:
-        p.error(f"--lr must be positive, got {args.lr}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        p.error(f"--lr must be positive (and finite), got {args.lr}")
+    if not 0 <= args.momentum <= 1:                       # also false for nan
+        p.error(f"--momentum must be in [0, 1], got {args.momentum}")
     if args.optimizer != "sgd" and args.momentum:
         p.error("--momentum applies to --optimizer sgd only")
+    if not 0 <= args.seed < 2 ** 63:
+        p.error(f"--seed must be a non-negative integer (below 2**63), got {args.seed}")
     if args.resume and args.out is None:
         p.error("--resume needs --out DIR: the run directory holding the checkpoint")
+    data_dir = args.data_dir or os.environ.get("CONVNET_DATA") or None
+    if data_dir is not None:
+        problem = _not_a_directory(Path(data_dir).expanduser())
+        if problem:
+            p.error(f"{'--data-dir' if args.data_dir else 'CONVNET_DATA'} {data_dir}: {problem}")
     if args.out is None:
         args.out = _new_run_dir(Path("runs"))
+    problem = _not_a_directory(args.out, writable=True)
+    if problem:
+        p.error(f"--out {args.out}: {problem}")
     return args
+
+
+def _not_a_directory(path, writable=False):
+    """Why ``path`` cannot be (made into) a directory we can write in, or None.
+
+    Looks at ``path`` or, if it does not exist yet, at its nearest existing parent.
+    """
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return "is a file, not a directory" if probe == Path(os.path.abspath(path)) else \
+            f"{probe} is a file, not a directory"
+    if writable and not os.access(probe, os.W_OK | os.X_OK):
+        return "is not writable" if probe == Path(os.path.abspath(path)) else f"{probe} is not writable"
+    return None
 
 
 def _rates(text):
@@ -173,10 +213,38 @@ def load_data(args, say):
 
 # ------------------------------------------------------------------ run
 def main(argv=None):
-    """Run the experiment; returns the exit status (0 done, 130 interrupted)."""
+    """Run the experiment; returns the exit status (0 done, 1 failed, 2 usage error, 130 interrupted).
+
+    Every failure ends in one line ``error: ...`` on stderr, never a traceback.
+    """
+    from convnet.datasets import ChecksumError, MNISTUnavailableError
+    from convnet.datasets.idx import IDXError
+
     args = parse_args(argv)
-    with _thread_limit(args.threads):
-        return _run(args)
+    try:
+        with _thread_limit(args.threads):
+            return _run(args)
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:                           # before training started (fit's own is handled)
+        print("\ninterrupted before training started; nothing to resume.", file=sys.stderr)
+        return 130
+    except (MNISTUnavailableError, ChecksumError, IDXError) as e:
+        print(f"error: MNIST could not be loaded: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {_os_error(e)}", file=sys.stderr)
+        return 1
+
+
+def _os_error(e):
+    """An OSError as one readable clause, naming the file and saying when the disk is full."""
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    what = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what += " (the disk is full: free some space)"
+    return where + what
 
 
 @contextlib.contextmanager
@@ -206,49 +274,89 @@ def _run(args):
         say(f"resuming {out} after epoch {start_epoch} of {args.epochs}")
     else:
         if checkpoint_path.exists():
-            raise SystemExit(f"error: {checkpoint_path} exists: add --resume to continue that run, "
-                             f"or choose another --out")
+            raise CLIError(f"{checkpoint_path} exists: add --resume to continue that run, or choose another --out")
+        if out.is_dir() and any(out.iterdir()):
+            raise CLIError(f"--out {out} already holds files that are not a run's checkpoint: choose a new or "
+                           f"empty directory (nothing in it is overwritten)")
         model = build_model(args.seed, args.dropout)
         model.compile(make_optimizer(args.optimizer, args.lr, args.momentum),
                       "sparse_categorical_crossentropy", ["accuracy"])
         start_epoch, history = 0, {}
-    out.mkdir(parents=True, exist_ok=True)
-
-    (x_train, y_train), (x_test, y_test) = load_data(args, say)
-    if not args.no_plots:
-        _plot_data(out, x_train, y_train)
-    model.summary(print_fn=say)
-
+    created = _make_dirs(out)
     train_args = {k: getattr(args, k) for k in RESUME_ARGS}
     checkpoint = ModelCheckpoint(checkpoint_path, history=history, metadata={"args": train_args})
     try:
+        (x_train, y_train), (x_test, y_test) = load_data(args, say)
+        if not args.no_plots:
+            _plot_data(out, x_train, y_train)
+        model.summary(print_fn=say)
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                   validation_data=(x_test, y_test), seed=args.seed, verbose=0 if args.quiet else 1,
                   callbacks=[checkpoint], initial_epoch=start_epoch, record_gradients=True)
         results = _finish(args, model, checkpoint.history, (x_train, y_train), (x_test, y_test), start_epoch,
                           time.perf_counter() - started)
     except KeyboardInterrupt:
+        _clean_up_if_nothing_done(args, checkpoint, start_epoch, created)
         return _interrupted(args, checkpoint, start_epoch)
+    except (OSError, FloatingPointError) as e:
+        _clean_up_if_nothing_done(args, checkpoint, start_epoch, created)
+        return _failed(args, checkpoint, start_epoch, e)
     print(_summary(results, out), flush=True)
     return 0
+
+
+def _make_dirs(out):
+    """Create the run directory; returns the directories created (outermost first), and checks
+    that files can be created in it before any work is done."""
+    created, path = [], Path(os.path.abspath(out))
+    while not path.exists():
+        created.insert(0, path)
+        path = path.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".convnet-write-test-", dir=out)    # removed at once
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise CLIError(f"--out {out}: cannot write there: {_os_error(e)}") from None
+    return created
+
+
+def _clean_up_if_nothing_done(args, checkpoint, start_epoch, created):
+    """No epoch completed in a new run: remove what this run wrote (its plots) and the directories it
+    created, so no empty run is left behind. Nothing else is touched."""
+    if args.resume or checkpoint.epochs_completed or start_epoch:
+        return
+    if args.out.is_dir():
+        for name in PLOTS:
+            with contextlib.suppress(OSError):
+                (args.out / name).unlink()
+    for d in reversed(created):
+        with contextlib.suppress(OSError):
+            d.rmdir()                                  # only if empty
 
 
 def _resume(args, checkpoint_path):
     """Model, epochs done and history from the run's checkpoint, after checking the arguments match."""
     if not checkpoint_path.exists():
-        raise SystemExit(f"error: --resume: no checkpoint at {checkpoint_path}")
+        raise CLIError(f"--resume: no checkpoint at {checkpoint_path}")
     try:
         ckpt = load_checkpoint(checkpoint_path)
     except ModelFileError as e:
-        raise SystemExit(f"error: --resume: {e}") from e
-    saved = ckpt.metadata.get("args", {})
+        raise CLIError(f"--resume: {e}", code=1) from e
+    saved = ckpt.metadata.get("args")
+    if not isinstance(saved, dict):
+        raise CLIError(f"--resume: {checkpoint_path} does not record the settings of its run (metadata 'args' "
+                       f"is {type(saved).__name__}, expected an object): not written by experiments.mnist?", code=1)
     changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}"
                for k in RESUME_ARGS if saved.get(k) != getattr(args, k)]
     if changed:
-        raise SystemExit(f"error: --resume needs the same settings as the interrupted run; "
-                         f"changed: {', '.join(changed)}")
+        raise CLIError(f"--resume needs the same settings as the interrupted run; changed: {', '.join(changed)}")
     if ckpt.epoch > args.epochs:
-        raise SystemExit(f"error: {checkpoint_path} already has {ckpt.epoch} epochs, more than --epochs {args.epochs}")
+        raise CLIError(f"{checkpoint_path} already has {ckpt.epoch} epochs, more than --epochs {args.epochs}")
     return ckpt.model, ckpt.epoch, ckpt.history
 
 
@@ -259,10 +367,24 @@ def _interrupted(args, checkpoint, start_epoch):
     if done == 0:
         print("no epoch was completed, so there is nothing to resume.", file=sys.stderr)
     else:
-        command = " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.mnist", *_cli_args(args),
-                                                     "--resume"])
-        print(f"checkpoint of epoch {done}: {checkpoint.path}\nresume with:\n  {command}", file=sys.stderr)
+        print(f"checkpoint of epoch {done}: {checkpoint.path}\nresume with:\n  {_resume_command(args)}",
+              file=sys.stderr)
     return 130
+
+
+def _failed(args, checkpoint, start_epoch, e):
+    """A write failed (disk full, folder removed, ...) or the loss diverged: one line, then how to continue."""
+    message = _os_error(e) if isinstance(e, OSError) else str(e)
+    print(f"error: {message}", file=sys.stderr)
+    done = checkpoint.epochs_completed or start_epoch
+    if done and isinstance(e, OSError):
+        print(f"the checkpoint of epoch {done} is intact: {checkpoint.path}\nonce the problem is fixed, resume "
+              f"with:\n  {_resume_command(args)}", file=sys.stderr)
+    return 1
+
+
+def _resume_command(args):
+    return " ".join(shlex.quote(a) for a in ["python", "-m", "experiments.mnist", *_cli_args(args), "--resume"])
 
 
 def _cli_args(args):
@@ -271,6 +393,7 @@ def _cli_args(args):
             "--lr", repr(args.lr), "--seed", str(args.seed), "--out", str(args.out)]
     if args.optimizer == "sgd":
         argv += ["--momentum", repr(args.momentum)]
+    argv += ["--dropout", ",".join(repr(float(r)) for r in args.dropout)]
     for name in ("limit", "test_limit", "data_dir", "threads"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -332,9 +455,29 @@ def _finish(args, model, history, train, test, start_epoch, wall_seconds):
         "files": [MODEL, CHECKPOINT, METRICS] + ([] if args.no_plots else PLOTS),
     }
     write_json(results, out / METRICS)
-    with atomic_path(out.parent / LATEST) as tmp:
-        tmp.write_text(f"{out.resolve()}\n", encoding="utf-8")
+    _point_latest_at(out)
     return results
+
+
+def _point_latest_at(out):
+    """Rewrite ``<parent>/latest`` to name ``out``, unless a file of that name is not such a pointer
+    (then it is left alone: convnet never overwrites a file it did not write)."""
+    pointer = out.parent / LATEST
+    if pointer.exists() or pointer.is_symlink():
+        try:
+            ours = pointer.is_file() and not pointer.is_symlink() and pointer.stat().st_size < 4096 and \
+                os.path.isabs(pointer.read_text(encoding="utf-8").strip())
+        except (OSError, UnicodeDecodeError):
+            ours = False
+        if not ours:
+            print(f"note: {pointer} is not a run pointer written by experiments.mnist; left as it is",
+                  file=sys.stderr)
+            return
+    try:
+        with atomic_path(pointer) as tmp:
+            tmp.write_text(f"{out.resolve()}\n", encoding="utf-8")
+    except OSError as e:
+        print(f"note: could not record the run in {pointer}: {_os_error(e)}", file=sys.stderr)
 
 
 def _last(history, key):

@@ -149,29 +149,36 @@ def fake_checkpoint(out, **changes):
     save_model(model, out / "checkpoint.npz", epoch=1, history={"loss": [2.0]}, metadata={"args": saved})
 
 
-def test_resume_refuses_changed_settings(tmp_path):
+def one_error_line(capsys):
+    """What the command printed on stderr: exactly one line starting with ``error:`` (no traceback)."""
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_resume_refuses_changed_settings(tmp_path, capsys):
     fake_checkpoint(tmp_path, lr=0.01)
-    with pytest.raises(SystemExit, match=r"changed: --lr 0.01 -> 0.001"):
-        run(tmp_path, *TINY, "--epochs", "2", "--resume")
+    assert run(tmp_path, *TINY, "--epochs", "2", "--resume") == 2
+    assert "changed: --lr 0.01 -> 0.001" in one_error_line(capsys)
 
 
-def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path):
+def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path, capsys):
     fake_checkpoint(tmp_path)
     before = (tmp_path / "checkpoint.npz").read_bytes()
-    with pytest.raises(SystemExit, match="add --resume"):
-        run(tmp_path, *TINY, "--epochs", "2")
+    assert run(tmp_path, *TINY, "--epochs", "2") == 2
+    assert "add --resume" in one_error_line(capsys)
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
 
 
 def test_resume_without_checkpoint_or_out_is_an_error(tmp_path, capsys):
-    with pytest.raises(SystemExit, match="no checkpoint"):
-        run(tmp_path, *TINY, "--resume")
+    assert run(tmp_path, *TINY, "--resume") == 2
+    assert "no checkpoint" in one_error_line(capsys)
     with pytest.raises(SystemExit):
         mnist.main([*TINY, "--resume"])
     assert "--resume needs --out" in capsys.readouterr().err
     (tmp_path / "checkpoint.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(SystemExit, match=r"checkpoint\.npz: cannot be read"):
-        run(tmp_path, *TINY, "--resume")
+    assert run(tmp_path, *TINY, "--resume") == 1
+    assert "checkpoint.npz: cannot be read" in one_error_line(capsys)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -209,3 +216,138 @@ def test_dropout_option_parses_three_rates_and_rejects_others():
     for bad in ("0.2,0.2", "a,b,c", "0.2,0.2,1.0"):
         with pytest.raises(SystemExit):
             mnist.parse_args(["--dropout", bad, "--out", "x"])
+
+
+# ------------------------------------------------------------ every mistake: one line, no traceback
+@pytest.mark.parametrize("argv, message", [
+    (["--lr", "nan"], "--lr must be positive (and finite), got nan"),
+    (["--lr", "inf"], "--lr must be positive (and finite), got inf"),
+    (["--optimizer", "sgd", "--momentum", "1.5"], "--momentum must be in [0, 1], got 1.5"),
+    (["--optimizer", "sgd", "--momentum", "-0.1"], "--momentum must be in [0, 1]"),
+    (["--optimizer", "sgd", "--momentum", "nan"], "--momentum must be in [0, 1], got nan"),
+    (["--seed", "-1"], "--seed must be a non-negative integer"),
+])
+def test_bad_numbers_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        mnist.parse_args([*argv, "--out", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: " + message in err.splitlines()[-1] and "Traceback" not in err
+
+
+def test_paths_that_are_files_are_usage_errors(tmp_path, monkeypatch, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    cases = [(["--data-dir", str(a_file)], f"--data-dir {a_file}: is a file, not a directory"),
+             (["--data-dir", str(a_file / "mnist")], f"--data-dir {a_file / 'mnist'}: {a_file} is a file"),
+             (["--out", str(a_file)], f"--out {a_file}: is a file, not a directory"),
+             (["--out", str(a_file / "run")], f"--out {a_file / 'run'}: {a_file} is a file, not a directory")]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            mnist.parse_args(argv + ([] if "--out" in argv else ["--out", str(tmp_path / "run")]))
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err.splitlines()[-1]
+    monkeypatch.setenv("CONVNET_DATA", str(a_file))
+    with pytest.raises(SystemExit):
+        mnist.parse_args(["--out", str(tmp_path / "run")])
+    assert f"CONVNET_DATA {a_file}: is a file, not a directory" in capsys.readouterr().err
+    assert a_file.read_text() == "mine"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
+def test_read_only_out_is_a_usage_error(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(SystemExit):
+        mnist.parse_args(["--out", str(locked / "run")])
+    assert f"{locked} is not writable" in capsys.readouterr().err
+
+
+def test_out_holding_other_files_is_refused_and_left_alone(tmp_path, capsys):
+    (tmp_path / "model.npz").write_bytes(b"my own model")
+    assert run(tmp_path, *TINY, "--epochs", "1") == 2
+    assert "already holds files" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == ["model.npz"] and (tmp_path / "model.npz").read_bytes() == b"my own model"
+
+
+def test_checkpoint_that_is_a_directory_or_lacks_settings(tmp_path, capsys):
+    (tmp_path / "a" / "checkpoint.npz").mkdir(parents=True)
+    assert run(tmp_path / "a", *TINY, "--resume") == 1
+    assert "checkpoint.npz: is a directory" in one_error_line(capsys)
+    (tmp_path / "b").mkdir()
+    model = mnist.build_model(3)
+    save_model(model, tmp_path / "b" / "checkpoint.npz", epoch=1, metadata={"args": ["not", "a", "dict"]})
+    assert run(tmp_path / "b", *TINY, "--resume") == 1
+    assert "does not record the settings of its run" in one_error_line(capsys)
+
+
+def test_ctrl_c_before_training_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    def interrupted(args, say):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(mnist, "load_data", interrupted)
+    out = tmp_path / "runs" / "new"
+    assert run(out, *TINY) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []                  # neither runs/new nor runs is left
+
+
+def test_mnist_unavailable_is_one_error(tmp_path, monkeypatch, capsys):
+    from convnet.datasets import MNISTUnavailableError
+
+    def unavailable(args, say):
+        raise MNISTUnavailableError("could not obtain the MNIST file(s) train-images-idx3-ubyte.")
+    monkeypatch.setattr(mnist, "load_data", unavailable)
+    assert run(tmp_path / "run", *TINY) == 1
+    assert "MNIST could not be loaded: could not obtain" in one_error_line(capsys)
+
+
+def test_diverging_loss_is_one_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Sequential, "train_step", lambda self, x, y: (float("nan"), 0))
+    assert run(tmp_path / "run", *TINY) == 1
+    assert "loss became nan" in one_error_line(capsys)
+
+
+def test_disk_full_keeps_the_last_checkpoint_and_prints_the_resume_command(straight, tmp_path, monkeypatch,
+                                                                            capsys):
+    import errno
+    from convnet import callbacks
+    original, saves = callbacks.save_model, []
+
+    def full_disk(model, path, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(model, path, **kwargs)
+
+    monkeypatch.setattr(callbacks, "save_model", full_disk)
+    out = tmp_path / "run"
+    assert run(out, *TINY, "--epochs", "2") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out / 'checkpoint.npz'}: No space left on device (the disk is full")
+    assert "Traceback" not in err
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 1
+    assert not [f for f in os.listdir(out) if f.startswith(".")]
+    monkeypatch.undo()
+    command = shlex.split(err.strip().splitlines()[-1])
+    assert mnist.main(command[3:]) == 0
+    assert_same_run(straight, out)
+
+
+def test_resume_command_reproduces_every_setting(tmp_path):
+    args = mnist.parse_args(["--epochs", "3", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9",
+                             "--seed", "7", "--dropout", "0.1,0.2,0.3", "--limit", "100", "--test-limit", "50",
+                             "--threads", "1", "--data-dir", str(tmp_path), "--quiet", "--no-plots",
+                             "--out", str(tmp_path / "run")])
+    command = shlex.split(mnist._resume_command(args))
+    again = mnist.parse_args(command[3:])
+    assert vars(again) == {**vars(args), "resume": True}
+
+
+def test_latest_pointer_is_written_only_over_a_pointer(tmp_path, capsys):
+    (tmp_path / "latest").write_text("my shopping list\n")
+    assert mnist._point_latest_at(tmp_path / "run") is None
+    assert (tmp_path / "latest").read_text() == "my shopping list\n"
+    assert "left as it is" in capsys.readouterr().err
+    (tmp_path / "latest").write_text(f"{tmp_path / 'old'}\n")
+    mnist._point_latest_at(tmp_path / "run")
+    assert mnist.latest_run(tmp_path) == (tmp_path / "run").resolve()
