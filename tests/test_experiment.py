@@ -310,8 +310,8 @@ def test_diverging_loss_is_one_error(tmp_path, monkeypatch, capsys):
 def test_disk_full_keeps_the_last_checkpoint_and_prints_the_resume_command(straight, tmp_path, monkeypatch,
                                                                             capsys):
     import errno
-    from convnet import callbacks
-    original, saves = callbacks.save_model, []
+    from convnet import saving
+    original, saves = saving.save_model, []
 
     def full_disk(model, path, **kwargs):
         saves.append(path)
@@ -319,7 +319,7 @@ def test_disk_full_keeps_the_last_checkpoint_and_prints_the_resume_command(strai
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
         return original(model, path, **kwargs)
 
-    monkeypatch.setattr(callbacks, "save_model", full_disk)
+    monkeypatch.setattr(saving, "save_model", full_disk)           # what ModelCheckpoint calls
     out = tmp_path / "run"
     assert run(out, *TINY, "--epochs", "2") == 1
     err = capsys.readouterr().err
