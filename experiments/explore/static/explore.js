@@ -277,7 +277,7 @@ function scheduleDrawUpdate() {
   draw.toBlob(async (blob) => {
     try {
       const prepared = await api("/api/prepare", blob);
-      await setInput(prepared.pixels, "your drawing");
+      await setInput(prepared.pixels, "your drawing", drawing);
     } catch (e) {
       if (e.status === 422) { $("#draw-hint").textContent = "No digit yet: draw a stroke."; }
       else showError(e.message);
@@ -347,13 +347,24 @@ function showReceptiveField(rf) {
 }
 
 // ------------------------------------------------------------------ the input and its prediction
-async function setInput(pixels, source) {
+async function setInput(pixels, source, light = false) {
   state.pixels = pixels;
   state.source = source;
   $("#draw-hint").textContent = "Draw with the mouse, a pen or a finger; the prediction follows as you draw.";
   paintInput(pixels);
   note(`input: ${source}`);
-  await refresh();
+  if (light) await quickPredict();
+  else await refresh();
+}
+
+// In the middle of a stroke only the prediction is updated (a small reply, redrawn at once);
+// the layer views follow when the stroke ends.
+async function quickPredict() {
+  const t0 = performance.now();
+  const res = await api("/api/predict", { pixels: state.pixels });
+  $("#prediction").textContent = String(res.prediction);
+  renderProbabilities(res.probabilities);
+  $("#predict-timing").textContent = `round trip ${(performance.now() - t0).toFixed(1)} ms (server ${res.server_ms.toFixed(1)} ms)`;
 }
 
 async function refresh() {
