@@ -142,7 +142,7 @@ def test_drawing_a_one_and_a_zero_and_the_forward_view(page, tmp_path):
     assert page.locator("#tooltip").is_visible()
     assert page.locator("#tooltip").text_content().startswith("conv2d channel 3, (")
     # clicking a unit shows its receptive field and its dot product
-    fmap.click(position={"x": 36, "y": 36})
+    fmap.click(position={"x": 19, "y": 36})             # on the ring of the 0
     formula = page.locator("#unit-formula")
     formula.wait_for()
     text = formula.text_content()
