@@ -157,6 +157,16 @@ def test_every_layer_and_setting_computes_the_same(case, tmp_path):
     np.testing.assert_array_equal(back.predict(x), model.predict(x))
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_the_graph_matches_either_backend(backend, tmp_path):
+    """The export reads only the layers' parameters and settings: both tiers compute what it computes."""
+    import convnet
+    model = CASES["strided same conv net"]()
+    path = to_onnx(model, tmp_path / "m.onnx")
+    with convnet.backend(backend):
+        assert_same_function(model, path, np.random.default_rng(6).random((5, 17, 13, 3), dtype=np.float32))
+
+
 def test_the_cases_cover_every_layer_class():
     used = {type(layer).__name__ for make in CASES.values() for layer in make().layers}
     assert used == set(layers.LAYER_CLASSES)
