@@ -136,7 +136,7 @@ def test_gradcheck_agrees_and_catches_a_wrong_gradient(explorer, image, monkeypa
     keys = [t["tensor"] for t in r["tensors"]]
     assert keys == ["input"] + [k for k, _, _ in explorer.base.params_and_grads()]
     for t in r["tensors"]:
-        assert len(t["entries"]) == 3
+        assert len(t["entries"]) == 3 and t["kinks"] == 0
         assert t["norm_error"] < 1e-5, t
     # a backward that is off by 10% in one layer must show up
     from convnet import layers
@@ -152,6 +152,20 @@ def test_gradcheck_agrees_and_catches_a_wrong_gradient(explorer, image, monkeypa
         r = explorer.gradcheck(None, image, 5, per_tensor=3)
     errors = {t["tensor"]: t["norm_error"] for t in r["tensors"]}
     assert errors["dense_1/kernel"] > 1e-2 and errors["conv2d/kernel"] < 1e-5
+
+
+def test_gradcheck_marks_entries_at_a_kink(explorer):
+    # a flat block of ink: max-pool windows full of ties, so nudging one pixel changes a winner
+    flat = np.zeros((28, 28), np.float32)
+    flat[5:20, 10:16] = 1
+    r = explorer.gradcheck(None, flat, 3, per_tensor=10)
+    pixels = r["tensors"][0]
+    assert pixels["tensor"] == "input" and pixels["kinks"] > 0
+    for e in pixels["entries"]:
+        if not e["kink"]:
+            assert e["relative_error"] < 1e-5 or abs(e["analytic"] - e["numeric"]) < 1e-9
+    # the weights are smooth there: no kinks, every error small
+    assert all(t["kinks"] == 0 and t["norm_error"] < 1e-5 for t in r["tensors"][1:])
 
 
 def test_previewed_step_is_the_applied_step_and_reset_restores(image, make_explorer):

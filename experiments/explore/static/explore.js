@@ -567,14 +567,18 @@ $("#gradcheck-run").addEventListener("click", async () => {
     for (const row of r.tensors) {
       row.entries.forEach((e, k) => {
         const ok = e.relative_error < 1e-5 || Math.abs(e.analytic - e.numeric) < 1e-9;
+        const cls = e.kink ? "kink" : ok ? "ok" : "bad";
+        const tensorError = row.norm_error === null ? "n/a (all at kinks)" : row.norm_error.toExponential(2);
         t.append(el("tr", {}, el("td", { text: k === 0 ? row.tensor : "" }), el("td", { text: `[${e.index.join(", ")}]` }),
           el("td", { text: fmt(e.analytic) }), el("td", { text: fmt(e.numeric) }),
-          el("td", { class: ok ? "ok" : "bad", text: e.relative_error.toExponential(2) }),
-          el("td", { text: k === 0 ? row.norm_error.toExponential(2) : "" })));
+          el("td", { class: cls, text: e.relative_error.toExponential(2) + (e.kink ? " (kink)" : "") }),
+          el("td", { text: k === 0 ? tensorError : "" })));
       });
     }
     box.replaceChildren(el("p", { class: "hint", text: `target ${r.target}, h = ${r.h}, ${r.dtype}; rel. error = |a - n| / (|a| + |n|). ` +
-      "A large error on a tiny gradient can be round-off; a large one on a big gradient would be a bug (or a ReLU kink crossed by the step)." }), t);
+      "(kink): the step ±h crosses a point where the loss has no derivative (a ReLU switching, a tie in a max-pool " +
+      "window changing its winner, common where the ink is flat), seen as different slopes left and right; such " +
+      "entries are left out of the tensor's error. A large error elsewhere would be a bug in backward." }), t);
   } catch (e) { box.replaceChildren(); showError(e.message); }
 });
 
