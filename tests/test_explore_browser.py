@@ -112,6 +112,12 @@ def _expect_prediction(pg, digit):
     assert pg.locator("#prediction").text_content() == str(digit)
 
 
+def _shaded(pg):
+    """How many pixels of the 28x28 receptive-field overlay are shaded."""
+    return pg.evaluate("""() => { const d = document.querySelector('#rf-overlay').getContext('2d')
+        .getImageData(0, 0, 28, 28).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }""")
+
+
 def _save_screenshot(pg, tmp_path, name):
     path = tmp_path / name
     pg.screenshot(path=str(path))
@@ -141,6 +147,9 @@ def test_drawing_a_one_and_a_zero_and_the_forward_view(page, tmp_path):
     fmap.hover(position={"x": 20, "y": 30})
     assert page.locator("#tooltip").is_visible()
     assert page.locator("#tooltip").text_content().startswith("conv2d channel 3, (")
+    # hovering a unit of the second conv layer shades its 11x11 receptive field on the input
+    page.locator("#layer-conv2d_1 canvas.map").nth(5).hover(position={"x": 20, "y": 20})
+    assert _shaded(page) == 121
     # clicking a unit shows its receptive field and its dot product
     fmap.click(position={"x": 19, "y": 36})             # on the ring of the 0
     formula = page.locator("#unit-formula")
@@ -148,9 +157,7 @@ def test_drawing_a_one_and_a_zero_and_the_forward_view(page, tmp_path):
     text = formula.text_content()
     assert "Σ products" in text and "+ bias" in text and "relu(z)" in text
     assert "Receptive field: input rows" in page.locator("#unit").text_content()
-    overlay = page.evaluate("""() => { const d = document.querySelector('#rf-overlay').getContext('2d')
-        .getImageData(0, 0, 28, 28).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }""")
-    assert overlay == 16                    # a 4x4 window of the input is shaded
+    assert _shaded(page) == 16              # a 4x4 window of the input is shaded
     _save_screenshot(page, tmp_path, "explorer.png")
     # a dense unit: the top products, the bias and the softmax
     bars = page.locator("#layer-dense_1 canvas.bars")

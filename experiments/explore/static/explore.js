@@ -31,7 +31,7 @@ const SESSION = (() => {
 const state = {
   info: null, pixels: null, source: "", prediction: null, probabilities: null,
   layers: null, target: null, targetPinned: false, label: null, labelPinned: false,
-  tab: "forward", unit: null, mnistKind: "all", mnistOffset: 0, trainTimer: null,
+  tab: "forward", unit: null, unitRF: null, mnistKind: "all", mnistOffset: 0, trainTimer: null,
 };
 
 // ------------------------------------------------------------------ API
@@ -146,7 +146,7 @@ function cellAt(ev, canvas, rows, cols) {
 }
 
 // Feature maps of an (H, W, C) array: one small canvas per channel, one colour scale for all.
-function featureMaps(arr, scale, name, onClick, px = 72) {
+function featureMaps(arr, scale, name, onClick, px = 72, onHover = null) {
   const [H, W, C] = arr.shape, d = arr.data;
   const box = el("div", { class: "maps" });
   const size = Math.max(2, Math.round(px / Math.max(H, W)));
@@ -156,8 +156,10 @@ function featureMaps(arr, scale, name, onClick, px = 72) {
     cv.style.width = `${W * size}px`; cv.style.height = `${H * size}px`;
     hoverable(cv, (ev) => {
       const [r, c] = cellAt(ev, cv, H, W);
+      if (onHover) onHover([r, c, ch]);
       return `${name} channel ${ch}, (${r}, ${c}): ${fmt(d[(r * W + c) * C + ch])}`;
     });
+    if (onHover) cv.addEventListener("mouseleave", () => onHover(null));
     if (onClick) cv.addEventListener("click", (ev) => { const [r, c] = cellAt(ev, cv, H, W); onClick([r, c, ch]); });
     box.append(cv);
   }
@@ -290,7 +292,7 @@ function scheduleDrawUpdate() {
 
 $("#clear").addEventListener("click", () => {
   clearCanvas();
-  state.pixels = null; state.prediction = null; state.layers = null; state.unit = null;
+  state.pixels = null; state.prediction = null; state.layers = null; state.unit = null; state.unitRF = null;
   $("#prediction").textContent = "–";
   renderProbabilities(null);
   paintInput(null);
@@ -425,12 +427,27 @@ function renderForward() {
     if (info.type === "Dropout") meta += ` (rate ${info.rate}; off at inference: output = input)`;
     const onClick = (position) => showUnit(i, position);
     let view;
-    if (arr.shape.length === 3) view = featureMaps(arr, scale, l.name, onClick);
+    const onHover = (position) => showReceptiveField(position ? receptiveField(i, position) : state.unitRF);
+    if (arr.shape.length === 3) view = featureMaps(arr, scale, l.name, onClick, 72, onHover);
     else view = bars(arr, scale, l.name, onClick, arr.shape[0] <= 10 ? [...Array(arr.shape[0]).keys()] : null);
     box.append(el("div", { class: "layer", id: `layer-${l.name}`, "data-layer": i },
       el("div", { class: "layer-head" }, el("b", { text: `${l.name} (${l.type})` }), el("span", { class: "meta", text: meta }),
         legend(scale)), view));
   });
+}
+
+// The input pixels a feature-map unit depends on, walking down through the window layers
+// (the same rule as the server's core.receptive_field, for hovering without a request).
+function receptiveField(layerIndex, pos) {
+  let rows = [pos[0], pos[0]], cols = [pos[1], pos[1]];
+  for (let i = layerIndex; i >= 0; i--) {
+    const w = state.info.layers[i].window;
+    if (w) {
+      rows = [rows[0] * w.strides[0] - w.padding[0], rows[1] * w.strides[0] - w.padding[0] + w.size[0] - 1];
+      cols = [cols[0] * w.strides[1] - w.padding[1], cols[1] * w.strides[1] - w.padding[1] + w.size[1] - 1];
+    }
+  }
+  return { top: Math.max(rows[0], 0), bottom: Math.min(rows[1], 27), left: Math.max(cols[0], 0), right: Math.min(cols[1], 27) };
 }
 
 async function showUnit(layer, position) {
@@ -439,6 +456,7 @@ async function showUnit(layer, position) {
     const u = await api("/api/unit", { pixels: state.pixels, layer, position });
     state.unit = { layer, position };
     renderUnit(u);
+    state.unitRF = u.receptive_field;
     showReceptiveField(u.receptive_field);
   } catch (e) { showError(e.message); }
 }
