@@ -25,7 +25,8 @@ before the model is used, and a problem raises :class:`ModelFileError`
 naming the file and what is wrong. Only the entries above are read, each
 after its size has been checked against what the architecture implies; the
 architecture itself is bounded (:data:`MAX_WEIGHT_BYTES`, :data:`MAX_LAYERS`,
-:data:`MAX_UNITS`) and is built without drawing random weights, so no file
+:data:`MAX_UNITS`), its shapes are compared with the stored arrays' before
+anything is allocated, and it is built without drawing random weights, so no file
 can make loading use more than a few hundred MB. float16 weights are widened
 to float32; other dtypes and NaN or infinite values are rejected.
 
@@ -416,47 +417,45 @@ def _prod(shape):
 def _build_model(path, config, stored):
     """Rebuild the architecture in ``config`` without drawing random weights (they are loaded next).
 
-    The config is checked first (layer classes, argument names, bounded sizes), and the build
-    cannot ask for more parameters than the file stores: each layer's parameters are created
-    by an initializer that counts what it is asked for against the stored total.
+    The config is checked first (layer classes, argument names, bounded sizes), then every
+    layer's output and parameter shapes are worked out without allocating anything and
+    compared with the stored arrays; only then is the model built.
     """
-    from . import initializers
     from .model import Sequential
     layer_objs = _layers_from_config(path, config)
-    budget = {"left": sum(_prod(shape) for shape, _ in stored.values())}
-
-    def bounded_zeros(shape, rng=None, dtype=np.float32):
-        budget["left"] -= _prod(shape)
-        if budget["left"] < 0:
-            raise _TooLarge()
-        return initializers.zeros(shape, rng, dtype)
-
+    input_shape = _input_shape(path, config)
     try:
         model = Sequential(layer_objs, name=config.get("name", "sequential"), seed=config.get("seed"))
-        restore = []
-        for layer in model.layers:
-            for attr, value in list(vars(layer).items()):
-                if attr.endswith("_initializer") and callable(value):
-                    restore.append((layer, attr, value))
-                    setattr(layer, attr, bounded_zeros)
-        model.build(_input_shape(path, config))
-        for layer, attr, value in restore:          # so a later re-build draws weights as usual
-            setattr(layer, attr, value)
-    except _TooLarge:
-        raise ModelFileError(f"{path}: the stored architecture has more parameters than the file stores "
-                             f"({sum(_prod(s) for s, _ in stored.values()):,} values): different architecture "
-                             f"or corrupt config") from None
+        shape, expected = input_shape, []
+        for layer in model.layers:                  # shapes only: nothing is allocated
+            layer.input_shape = shape
+            shape = layer.compute_output_shape(shape)
+            if not all(isinstance(d, int) and d >= 1 for d in shape) or _prod(shape) > MAX_UNITS:
+                raise ModelFileError(f"{path}: layer {layer.name!r} would output {shape} per image; expected "
+                                     f"positive sizes, at most {MAX_UNITS:,} values (convnet.saving.MAX_UNITS)")
+            expected += [(f"{layer.name}/{k}", tuple(s)) for k, s in layer.param_shapes().items()]
+    except ModelFileError:
+        raise
     except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as e:
         raise ModelFileError(f"{path}: the stored architecture cannot be rebuilt: {type(e).__name__}: {e}") from e
-    for layer in model.layers:
-        if _prod(layer.output_shape) > MAX_UNITS:
-            raise ModelFileError(f"{path}: layer {layer.name!r} outputs {layer.output_shape} per image, more than "
-                                 f"{MAX_UNITS:,} values (convnet.saving.MAX_UNITS)")
+    _check_shapes(path, expected, stored)
+    model.build(input_shape, initialize=False)
     return model
 
 
-class _TooLarge(Exception):
-    """A layer asked for more parameters than the file stores."""
+def _check_shapes(path, expected, stored):
+    """The stored weights (``{name: (shape, dtype)}``) must match ``expected`` ``[(name, shape)]`` in order."""
+    if len(stored) != len(expected):
+        raise ModelFileError(
+            f"{path}: holds {len(stored)} weight arrays ({', '.join(stored)}), but the model has "
+            f"{len(expected)} ({', '.join(n for n, _ in expected)}): different architecture")
+    for (name, shape), (saved_name, (saved_shape, dtype)) in zip(expected, stored.items()):
+        if saved_shape != shape:
+            raise ModelFileError(f"{path}: weight {saved_name} has shape {saved_shape}, but the model's "
+                                 f"{name} has shape {shape}: different architecture")
+        if dtype.newbyteorder("=") not in FLOAT_DTYPES + (np.dtype(np.float16),):
+            raise ModelFileError(f"{path}: weight {saved_name} has dtype {dtype}, expected float32 or float64 "
+                                 f"(float16 is widened to float32)")
 
 
 def _input_shape(path, config):
@@ -530,17 +529,7 @@ def _set_weights(archive, model, stored, adopt_dtype=False):
     """
     path = archive.path
     expected = list(zip(_weight_names(model), _weights(model)))
-    if len(stored) != len(expected):
-        raise ModelFileError(
-            f"{path}: holds {len(stored)} weight arrays ({', '.join(stored)}), but the model has "
-            f"{len(expected)} ({', '.join(n for n, _ in expected)}): different architecture")
-    for (name, param), (saved_name, (shape, dtype)) in zip(expected, stored.items()):
-        if shape != param.shape:
-            raise ModelFileError(f"{path}: weight {saved_name} has shape {shape}, but the model's "
-                                 f"{name} has shape {param.shape}: different architecture")
-        if dtype.newbyteorder("=") not in FLOAT_DTYPES + (np.dtype(np.float16),):
-            raise ModelFileError(f"{path}: weight {saved_name} has dtype {dtype}, expected float32 or float64 "
-                                 f"(float16 is widened to float32)")
+    _check_shapes(path, [(name, p.shape) for name, p in expected], stored)
     values = []
     for (name, param), (saved_name, (shape, dtype)) in zip(expected, stored.items()):
         w = archive.array(WEIGHTS_PREFIX + saved_name, shape, FLOAT_DTYPES + (np.dtype(np.float16),),
