@@ -17,6 +17,7 @@ import io
 import json
 import math
 import mimetypes
+import os
 import re
 import socket
 import sys
@@ -136,8 +137,14 @@ def parse_json(raw):
 def prepare_image(raw):
     """An uploaded image file (bytes) made MNIST-style by :func:`convnet.imageprep.mnist_style`.
 
-    The header is read first and the size checked before any pixel is decoded.
+    The header is read first and the size checked against this server's
+    tighter limits before any pixel is decoded; then the bytes go through
+    imageprep's own file loading (its pixel limits, shrinking while decoding,
+    its error messages), from a temporary file that is removed afterwards.
     """
+    import tempfile
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     from convnet.imageprep import ImagePrepError, mnist_style
@@ -145,23 +152,26 @@ def prepare_image(raw):
     if not raw:
         raise ExploreError("the body is empty; expected an image file (PNG, JPEG, ...)")
     try:
-        im = Image.open(io.BytesIO(raw))
+        with warnings.catch_warnings():            # the size is checked just below, against a lower limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as im:     # the header only
+                w, h = im.size
     except UnidentifiedImageError:
         raise ExploreError("not an image file that Pillow can read (expected PNG, JPEG, BMP, GIF, ...)",
                            status=415) from None
-    except Exception as e:
+    except Exception as e:                          # a damaged header
         raise ExploreError(f"cannot read the image ({e})", status=422) from None
-    w, h = im.size
     if w < 1 or h < 1 or max(w, h) > MAX_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
         raise ExploreError(f"the image is {w}x{h} pixels; at most {MAX_IMAGE_SIDE} per side and "
                            f"{MAX_IMAGE_PIXELS:,} in all", status=413)
-    try:
-        im.load()
-        return mnist_style(im)
-    except ImagePrepError as e:
-        raise ExploreError(f"cannot use this image: {e.reason}", status=422) from None
-    except Exception as e:                  # truncated or corrupt data
-        raise ExploreError(f"cannot read the image ({e})", status=422) from None
+    with tempfile.TemporaryDirectory(prefix="convnet-explore-") as folder:
+        path = os.path.join(folder, "upload")
+        with open(path, "wb") as f:
+            f.write(raw)
+        try:
+            return mnist_style(path)
+        except ImagePrepError as e:
+            raise ExploreError(e.reason, status=415 if e.reason.startswith("not an image") else 422) from None
 
 
 # ------------------------------------------------------------------ the handler
