@@ -89,7 +89,18 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads for every library (default: the cores this process may use)")
     p.add_argument("--no-plot", action="store_true", help="do not draw benchmark.png")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    check_out(p, args.out)
+    return args
+
+
+def check_out(parser, out):
+    """A usage error now, not after minutes of timing, if ``--out`` cannot take the results."""
+    from convnet.utils import directory_problem
+
+    problem = directory_problem(out)
+    if problem:
+        parser.error(f"--out {out}: {problem}")
 
 
 def settings_from(args):

@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cli import bounded_int, comma_list
+from .cli import bounded_int, check_out, comma_list
 
 _STARTED_WALL = time.time()              # when this module began to run (worker start-up phases)
 _STARTED = time.perf_counter()
@@ -141,6 +141,8 @@ def parse_args(argv=None):
             parser.error("--quick and --repeats are for the parent, not for --worker")
     elif args.weights is not None or args.data_dir is not None or args.launched_at is not None:
         parser.error("--weights, --data-dir and --launched-at are only for --worker")
+    else:
+        check_out(parser, args.out)
     settings = dict(QUICK) if args.quick else dict(repeats=DEFAULT_REPEATS, steps=EPOCH_STEPS, images=TEST_IMAGES)
     for key in ("repeats", "steps", "images"):
         if getattr(args, key) is not None:

@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.cli import bounded_int  # noqa: E402
 from convnet.architectures import mnist_cnn  # noqa: E402
 
 
@@ -149,9 +150,9 @@ def profile(model, data, warmup=20):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=200, help="timed steps (after warm-up)")
-    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--batch", type=bounded_int(1), default=32)
+    parser.add_argument("--steps", type=bounded_int(1), default=200, help="timed steps (after warm-up)")
+    parser.add_argument("--warmup", type=bounded_int(0), default=20)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", default=None,
                         help="convnet.engine.threads.set_num_threads for the run: a positive number or 'none' "
@@ -159,7 +160,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads is not None:
         from convnet.engine import threads
-        threads.set_num_threads(threads._parse(args.threads, "--threads"))
+        try:
+            threads.set_num_threads(threads._parse(args.threads, "--threads"))
+        except ValueError as e:
+            parser.error(str(e))
 
     model = mnist_cnn(seed=0)
     if args.dtype == "float64":

@@ -70,3 +70,22 @@ def atomic_path(path, suffix=""):
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def directory_problem(path, writable=True):
+    """Why ``path`` cannot be used (or created) as a directory to write files into, or None.
+
+    Looks at ``path`` or, if it does not exist yet, at its nearest existing parent:
+    ``"is a file, not a directory"``, ``"<parent> is a file, not a directory"``, ``"is not writable"``...
+    Command-line tools call it before any work, so a bad ``--out`` is reported at once.
+    """
+    target = Path(os.path.abspath(path))
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    name = "" if probe == target else f"{probe} "
+    if not probe.is_dir():
+        return f"{name}is a file, not a directory" if name else "is a file, not a directory"
+    if writable and not os.access(probe, os.W_OK | os.X_OK):
+        return f"{name}is not writable"
+    return None

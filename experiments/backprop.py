@@ -35,7 +35,7 @@ import numpy as np
 from convnet import Sequential, callbacks, layers, study
 from convnet.plotting import plot_filters
 from experiments.mnist import build_model
-from experiments.predict import NoModelError, resolve_model_path
+from experiments.predict import NoModelError, check_output_dir, resolve_model_path
 
 __all__ = ["load_or_init_model", "recorded_grad_norms", "short_training_grad_norms", "main"]
 
@@ -125,7 +125,12 @@ def build_parser():
 
 
 def main(argv=None):
-    from convnet.datasets import load_mnist, preprocess
+    """Run the study; returns the exit status (0 done, 1 failed, 2 usage error, 130 interrupted).
+
+    Every problem ends in one line ``error: ...`` on stderr, found before the work where possible.
+    """
+    from convnet.datasets import ChecksumError, MNISTUnavailableError
+    from convnet.datasets.idx import IDXError
 
     args = build_parser().parse_args(argv)
     for name in ("batch_size", "steps", "check_entries", "check_examples"):
@@ -133,11 +138,44 @@ def main(argv=None):
             print(f"error: --{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}",
                   file=sys.stderr)
             return 2
+    if args.seed < 0:
+        print(f"error: --seed must be a non-negative integer, got {args.seed}", file=sys.stderr)
+        return 2
     try:
+        check_output_dir(args.out)
         model, description, model_path = load_or_init_model(args.model, args.runs_dir, seed=args.seed)
+        check_model(model, description)
     except (NoModelError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    try:
+        return _study(args, model, description, model_path)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except (MNISTUnavailableError, ChecksumError, IDXError) as e:
+        print(f"error: MNIST could not be loaded: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+def check_model(model, description):
+    """The study needs an MNIST model (28x28x1 in, 10 classes out) with a Conv2D layer; raise NoModelError if not."""
+    if tuple(model.input_shape) != (28, 28, 1) or tuple(model.output_shape) != (10,):
+        raise NoModelError(f"{description}: maps {model.input_shape} to {model.output_shape}; the study runs MNIST "
+                           f"digits through it and needs (28, 28, 1) -> (10,)")
+    if not any(isinstance(layer, layers.Conv2D) for layer in model.layers):
+        raise NoModelError(f"{description}: has no Conv2D layer, whose feature maps and filters the study draws")
+
+
+def _study(args, model, description, model_path):
+    from convnet.datasets import load_mnist, preprocess
+
     print(description)
     (x_train, y_train), (x_test, y_test) = load_mnist()
     rng = np.random.default_rng(args.seed)

@@ -57,7 +57,7 @@ from convnet import optimizers
 from convnet.architectures import mnist_cnn
 from convnet.callbacks import ModelCheckpoint
 from convnet.saving import ModelFileError, load_checkpoint, save_model, write_json
-from convnet.utils import atomic_path
+from convnet.utils import atomic_path, directory_problem
 
 #: Arguments that must not change between a run and its ``--resume``.
 RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit", "dropout")
@@ -133,31 +133,15 @@ def parse_args(argv=None):
         p.error("--resume needs --out DIR: the run directory holding the checkpoint")
     data_dir = args.data_dir or os.environ.get("CONVNET_DATA") or None
     if data_dir is not None:
-        problem = _not_a_directory(Path(data_dir).expanduser())
+        problem = directory_problem(Path(data_dir).expanduser(), writable=False)
         if problem:
             p.error(f"{'--data-dir' if args.data_dir else 'CONVNET_DATA'} {data_dir}: {problem}")
     if args.out is None:
         args.out = _new_run_dir(Path("runs"))
-    problem = _not_a_directory(args.out, writable=True)
+    problem = directory_problem(args.out)
     if problem:
         p.error(f"--out {args.out}: {problem}")
     return args
-
-
-def _not_a_directory(path, writable=False):
-    """Why ``path`` cannot be (made into) a directory we can write in, or None.
-
-    Looks at ``path`` or, if it does not exist yet, at its nearest existing parent.
-    """
-    probe = Path(os.path.abspath(path))
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        return "is a file, not a directory" if probe == Path(os.path.abspath(path)) else \
-            f"{probe} is a file, not a directory"
-    if writable and not os.access(probe, os.W_OK | os.X_OK):
-        return "is not writable" if probe == Path(os.path.abspath(path)) else f"{probe} is not writable"
-    return None
 
 
 def _rates(text):

@@ -136,13 +136,11 @@ def output_names(images):
 
 def check_output_dir(path):
     """Raise ``OSError`` with a clear message unless ``path`` is (or can be made) a writable directory."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe):                 # the nearest existing ancestor
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise NotADirectoryError(f"--out {path}: {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"--out {path}: {probe} is not writable")
+    from convnet.utils import directory_problem
+
+    problem = directory_problem(path)
+    if problem:
+        raise OSError(f"--out {path}: {problem}")
 
 
 def build_parser():

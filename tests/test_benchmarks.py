@@ -134,3 +134,22 @@ def test_tensorflow_kernels_agree_with_convnet():
     for case in rows:
         assert case.check(), (case.name, case.checks)
         assert case.checks["tensorflow"]["max_rel_err"] < 1e-5
+
+
+def test_unusable_out_and_bad_numbers_are_usage_errors_before_any_timing(tmp_path, capsys):
+    """A mistake on the command line is one line ``error: ...`` and exit status 2, found before any work."""
+    from benchmarks import cli, isolated, profile_step
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    cases = [(cli.parse_args, ["--out", str(a_file)], "is a file, not a directory"),
+             (cli.parse_args, ["--out", str(a_file / "sub")], f"{a_file} is a file, not a directory"),
+             (isolated.parse_args, ["--out", str(a_file)], "is a file, not a directory"),
+             (profile_step.main, ["--batch", "0"], "expected an integer at least 1, got 0"),
+             (profile_step.main, ["--threads", "many"], "expected a positive integer or 'none'")]
+    for parse, argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            parse(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err.splitlines()[-1] and "error: " in err.splitlines()[-1] and "Traceback" not in err
+    assert a_file.read_text() == "mine"

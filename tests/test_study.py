@@ -203,6 +203,28 @@ def test_cli_errors(tmp_path, capsys):
     assert "--batch-size must be at least 1" in capsys.readouterr().err
 
 
+def test_cli_mistakes_are_found_before_the_work(tmp_path, capsys, monkeypatch):
+    """--out a file, a model without Conv2D or of other shapes, a negative seed: one line each, exit 2,
+    before MNIST is even loaded."""
+    from convnet import Sequential, layers as L
+    monkeypatch.setattr("convnet.datasets.load_mnist", lambda *a, **k: pytest.fail("MNIST was loaded"))
+    model = small_mnist_model()
+    good = save_model(model, tmp_path / "model.npz")
+    (tmp_path / "notes.txt").write_text("mine")
+    dense = Sequential([L.Flatten(), L.Dense(10, activation="softmax")], input_shape=(28, 28, 1), seed=0)
+    other = Sequential([L.Conv2D(2, 3), L.Flatten(), L.Dense(3, activation="softmax")], input_shape=(8, 8, 1))
+    cases = [(["--model", str(good), "--out", str(tmp_path / "notes.txt")], "is a file, not a directory"),
+             (["--model", str(good), "--out", str(tmp_path / "notes.txt" / "sub")], "is a file, not a directory"),
+             (["--model", str(save_model(dense, tmp_path / "dense.npz"))], "has no Conv2D layer"),
+             (["--model", str(save_model(other, tmp_path / "other.npz"))], "needs (28, 28, 1) -> (10,)"),
+             (["--seed", "-1"], "--seed must be a non-negative integer")]
+    for argv, message in cases:
+        assert backprop.main(argv + ["--runs-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_default_without_runs_is_an_untrained_seed_model(tmp_path):
     model, description, path = backprop.load_or_init_model(None, runs_dir=str(tmp_path))
     assert path is None and "UNTRAINED" in description
