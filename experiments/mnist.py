@@ -3,6 +3,7 @@
     python -m experiments.mnist                       # 10 epochs, batch 32, Adam(1e-3)
     python -m experiments.mnist --epochs 1 --limit 5000
     python -m experiments.mnist --out runs/a --resume  # continue an interrupted run
+    python -m experiments.mnist --backend numpy --epochs 1 --limit 5000   # the textbook tier alone
 
 The model is the Keras MNIST CNN (150,858 parameters)::
 
@@ -114,6 +115,9 @@ def parse_args(argv=None):
                         "convnet.engine.threads' default, 2 on a machine with 2+ cores; 1 is fully serial)")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="MNIST cache (default $CONVNET_DATA or ~/.cache/convnet/mnist)")
+    p.add_argument("--backend", choices=convnet.backends.BACKENDS, default="numba",
+                   help="numba: the engine (default); numpy: the textbook tier alone (same results to "
+                        "rounding, about 5x slower)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "limit", "test_limit", "threads"):
         value = getattr(args, name)
@@ -206,7 +210,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     try:
-        with _thread_limit(args.threads):
+        with _thread_limit(args.threads), convnet.backend(args.backend):
             return _run(args)
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -381,6 +385,8 @@ def _cli_args(args):
     for name in ("limit", "test_limit", "data_dir", "threads"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.backend != "numba":
+        argv += ["--backend", args.backend]
     argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-plots", args.no_plots)) if on]
     return argv
 

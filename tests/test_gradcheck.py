@@ -388,3 +388,20 @@ def test_norm_relative_error_ignores_roundoff_on_tiny_entries_but_not_real_error
         norm_relative_error(np.zeros(3), np.zeros(4))
 
 
+
+
+# ------------------------------------------------ the checker works in float64 whatever it is given
+def test_check_layer_casts_a_float32_input_to_float64(rng, each_backend):
+    """Perturbing a float32 copy by h = 1e-5 would lose half the digits: the checker must cast first."""
+    layer = float64_layer(layers.Dense(4, activation="softmax"), (6,))
+    x32 = rng.standard_normal((3, 6)).astype(np.float32)
+    assert_all_small(gradcheck.check_layer(layer, x32))
+
+
+def test_check_model_casts_a_float32_input_to_float64(rng, each_backend):
+    model = Sequential([layers.Dense(5, activation="relu"), layers.Dense(3, activation="softmax")],
+                       input_shape=(4,), seed=2)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.astype(np.float64)
+    x32 = (rng.standard_normal((3, 4)) + 0.05).astype(np.float32)
+    assert_all_small(gradcheck.check_model(model, x32, np.array([0, 2, 1]), max_entries=None))

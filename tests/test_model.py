@@ -320,3 +320,41 @@ def test_integer_images_are_rejected_by_fit_predict_and_evaluate(rng, make_small
                  lambda: model.evaluate(pixels, y)):
         with pytest.raises(ValueError, match=r"uint8.*float"):
             call()
+
+
+# --------------------------------------------------------------- dropout masks across epochs
+def test_every_epoch_draws_new_dropout_masks_and_a_rerun_draws_the_same(rng, make_small_convnet, each_backend):
+    """Masks come from (seed, epoch, layer): a resumed run repeats them, but no two epochs share them."""
+    x = rng.random((16, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 3, 16)
+
+    class FirstMasks:
+        def __init__(self):
+            self.masks = []
+
+        def on_batch_end(self, batch, logs):
+            if batch == 0:
+                self.masks.append(self.model.layers[2].mask.copy())
+
+    runs = []
+    for _ in range(2):
+        model, recorder = make_small_convnet(seed=1), FirstMasks()
+        model.compile("sgd")
+        model.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0, seed=5, callbacks=[recorder])
+        runs.append(recorder.masks)
+    first, again = runs
+    assert len(first) == 3
+    assert not np.array_equal(first[0], first[1]) and not np.array_equal(first[1], first[2])
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_seed_dropout_depends_on_seed_epoch_and_layer(make_small_convnet):
+    model = make_small_convnet(seed=0)
+    layer = model.layers[2]
+    keys = {}
+    for seed, epoch in [(1, 0), (1, 1), (2, 0), (1, 0)]:
+        model.seed_dropout(seed, epoch)
+        keys.setdefault((seed, epoch), []).append(int(layer.next_key()))
+    assert keys[(1, 0)][0] == keys[(1, 0)][1]
+    assert len({keys[(1, 0)][0], keys[(1, 1)][0], keys[(2, 0)][0]}) == 3
