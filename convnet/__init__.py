@@ -14,9 +14,9 @@ blocking). :func:`set_backend` chooses: ``"numba"`` (the engine, default) or
 from . import activations, gradcheck, initializers, layers, losses, optimizers, reference
 from .backends import backend, get_backend, set_backend
 from .model import History, Sequential
-from .saving import load_model
+from .saving import load_model, save_model
 
 __version__ = "0.1.0"
 
-__all__ = ["Sequential", "History", "load_model", "layers", "losses", "optimizers", "activations", "initializers",
+__all__ = ["Sequential", "History", "load_model", "save_model", "layers", "losses", "optimizers", "activations", "initializers",
            "reference", "gradcheck", "set_backend", "get_backend", "backend"]

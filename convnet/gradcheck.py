@@ -62,24 +62,79 @@ def numerical_gradient(f, x, h=1e-5, indices=None):
 
 def _sample(size, max_entries, rng):
     if max_entries is None or size <= max_entries:
-        return None
+        return np.arange(size)
     return rng.choice(size, size=max_entries, replace=False)
 
 
-def _compare(analytic, numeric, indices):
-    if indices is None:
-        return relative_error(analytic, numeric)
-    return relative_error(analytic.reshape(-1)[indices], numeric.reshape(-1)[indices])
+def switches(model, x):
+    """The discrete choices of ``model``'s last forward pass on ``x``: which ReLUs are on, which pixel won each max-pool window.
+
+    Inside a region where none of these changes, the network is a smooth
+    (piecewise-linear) function, so central differences are exact up to
+    rounding; across a change (a *kink*) the derivative does not exist.
+    """
+    from .activations import ReLUFunction
+    from .layers import MaxPool2D
+    from .windows import im2col
+
+    found, below = [], x
+    for layer in model.layers:
+        if isinstance(layer, MaxPool2D):                     # recomputed from the layer's input: any backend
+            windows = im2col(np.asarray(below), layer.window, fill=-np.inf)
+            found.append(windows.reshape(len(windows), -1, below.shape[3]).argmax(axis=1))
+        if isinstance(layer.activation, ReLUFunction):
+            found.append(layer.output > 0)
+        below = layer.output
+    return found
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def _check_entries(f, array, analytic, indices, h, state=None):
+    """Central differences of ``f`` at the flat ``indices`` of ``array``, compared with ``analytic``.
+
+    With ``state`` (a function returning the forward pass's discrete
+    choices, see :func:`switches`), an entry whose perturbation changes them
+    sits on a kink and is counted in ``kinks`` instead of compared.
+    Returns ``{"error", "norm_error", "checked", "kinks"}``.
+    """
+    flat, grad = array.reshape(-1), np.asarray(analytic).reshape(-1)
+    if not np.shares_memory(flat, array):
+        raise ValueError("the array must be contiguous so it can be perturbed in place")
+    if state is not None:
+        f()
+        base = state()
+    analytic_values, numeric_values, kinks = [], [], 0
+    for i in indices:
+        old = flat[i]
+        flat[i] = old + h
+        f_plus, state_plus = f(), state() if state is not None else None
+        flat[i] = old - h
+        f_minus, state_minus = f(), state() if state is not None else None
+        flat[i] = old
+        if state is not None and not (_same(state_plus, base) and _same(state_minus, base)):
+            kinks += 1
+            continue
+        analytic_values.append(grad[i])
+        numeric_values.append((f_plus - f_minus) / (2 * h))
+    if not analytic_values:
+        return {"error": float("nan"), "norm_error": float("nan"), "checked": 0, "kinks": kinks}
+    return {"error": relative_error(analytic_values, numeric_values),
+            "norm_error": norm_relative_error(analytic_values, numeric_values),
+            "checked": len(analytic_values), "kinks": kinks}
 
 
 def check_layer(layer, x, training=False, h=1e-5, seed=0, max_entries=None):
     """Relative errors of a layer's input and parameter gradients.
 
-    Returns ``{"input": err, "kernel": err, "bias": err, ...}``. ``x`` should
-    be float64 and the layer cast with ``layer.astype(np.float64)``.
+    Returns ``{"input": err, "kernel": err, "bias": err, ...}`` (the largest
+    element-wise relative error of each). ``x`` is cast to float64; cast the
+    layer with ``layer.astype(np.float64)``.
     """
     rng = np.random.default_rng(seed)
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64)                 # a float64 copy we may perturb in place
     out = layer.forward(x, training=training)
     R = rng.standard_normal(out.shape)
 
@@ -88,29 +143,27 @@ def check_layer(layer, x, training=False, h=1e-5, seed=0, max_entries=None):
 
     layer.forward(x, training=training)
     layer.need_input_grad = True
-    dx = layer.backward(R)
-    analytic = {"input": dx, **{k: g.copy() for k, g in layer.grads.items()}}
-    errors = {}
-    idx = _sample(x.size, max_entries, rng)
-    errors["input"] = _compare(analytic["input"], numerical_gradient(f, x, h, idx), idx)
-    for name, p in layer.params.items():
-        idx = _sample(p.size, max_entries, rng)
-        errors[name] = _compare(analytic[name], numerical_gradient(f, p, h, idx), idx)
-    return errors
+    targets = [("input", x, layer.backward(R))] + [(k, layer.params[k], g.copy()) for k, g in layer.grads.items()]
+    return {key: _check_entries(f, array, grad, _sample(array.size, max_entries, rng), h)["error"]
+            for key, array, grad in targets}
 
 
-def check_model(model, x, y, h=1e-5, seed=0, max_entries=30, training=False):
+def check_model(model, x, y, h=1e-5, seed=0, max_entries=30, training=False, kinks=False):
     """Relative errors of the whole model's gradients of its compiled loss.
 
     Checks dL/d(input) and every parameter, on a random sample of at most
-    ``max_entries`` entries each. With ``training=True`` the dropout layers
-    draw one mask which is then held fixed for every evaluation.
-    Returns ``{"input": err, "conv2d/kernel": err, ...}``.
+    ``max_entries`` entries each (``None``: all). With ``training=True`` the
+    dropout layers draw one mask which is then held fixed for every
+    evaluation. Returns ``{"input": err, "conv2d/kernel": err, ...}``.
+
+    ``kinks=True`` leaves out entries whose perturbation flips a ReLU or
+    moves a max-pool winner (see :func:`switches`) and returns, per key,
+    ``{"error", "norm_error", "checked", "kinks"}`` instead of the error alone.
     """
     from .layers import Dropout
 
     rng = np.random.default_rng(seed)
-    x = np.array(x, dtype=np.float64)
+    x = np.array(x, dtype=np.float64)                 # a float64 copy we may perturb in place
     dropouts = [l for l in model.layers if isinstance(l, Dropout)]
     if training:
         model.forward(x, training=True)
@@ -124,16 +177,11 @@ def check_model(model, x, y, h=1e-5, seed=0, max_entries=30, training=False):
         out = model.forward(x, training=training)
         _, dout, pre = model.compute_loss(y, out)
         dx = model.backward(dout, preactivation=pre, input_grad=True)
-        analytic = {"input": dx}
-        for key, _, g in model.params_and_grads():
-            analytic[key] = g.copy()
-        errors = {}
-        idx = _sample(x.size, max_entries, rng)
-        errors["input"] = _compare(analytic["input"], numerical_gradient(f, x, h, idx), idx)
-        for key, p, _ in model.params_and_grads():
-            idx = _sample(p.size, max_entries, rng)
-            errors[key] = _compare(analytic[key], numerical_gradient(f, p, h, idx), idx)
-        return errors
+        targets = [("input", x, dx)] + [(key, p, g.copy()) for key, p, g in model.params_and_grads()]
+        state = (lambda: switches(model, x)) if kinks else None
+        results = {key: _check_entries(f, array, grad, _sample(array.size, max_entries, rng), h, state)
+                   for key, array, grad in targets}
+        return results if kinks else {key: r["error"] for key, r in results.items()}
     finally:
         for layer in dropouts:
             layer.fixed_mask = None

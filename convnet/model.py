@@ -376,12 +376,7 @@ class Sequential:
         for layer in self.layers:
             layer.clear_cache()
 
-    # --------------------------------------------------------- persistence
-    def save(self, path, include_optimizer=True):
-        """Write architecture, weights and optimizer state to one ``.npz`` (see :mod:`convnet.saving`)."""
-        from .saving import save_model
-        return save_model(self, path, include_optimizer=include_optimizer)
-
+    # ----------------------------------------------------------- config
     def get_config(self):
         return {"name": self.name, "seed": self.seed, "input_shape": list(self.input_shape),
                 "layers": [{"class_name": type(l).__name__, "config": l.get_config()} for l in self.layers]}

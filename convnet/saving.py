@@ -30,7 +30,7 @@ anything is allocated, and it is built without drawing random weights, so no fil
 can make loading use more than a few hundred MB. float16 weights are widened
 to float32; other dtypes and NaN or infinite values are rejected.
 
->>> model.save("model.npz")
+>>> convnet.save_model(model, "model.npz")
 >>> model = convnet.load_model("model.npz")          # compiled, optimizer state restored
 >>> ckpt = load_checkpoint("checkpoint.npz")         # + epochs done and history, to resume
 >>> ckpt.model.fit(x, y, epochs=10, initial_epoch=ckpt.epoch, callbacks=[...])
@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from . import losses, optimizers
+from .model import Sequential
 from .utils import atomic_path
 
 #: What identifies our files; bump the version when the layout changes.
@@ -421,7 +422,6 @@ def _build_model(path, config, stored):
     layer's output and parameter shapes are worked out without allocating anything and
     compared with the stored arrays; only then is the model built.
     """
-    from .model import Sequential
     layer_objs = _layers_from_config(path, config)
     input_shape = _input_shape(path, config)
     try:

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import gradcheck, losses
 from .activations import ReLUFunction, SoftmaxFunction
-from .layers import Conv2D, MaxPool2D
+from .layers import Conv2D
 
 __all__ = ["layer_statistics", "format_layer_statistics", "copy_model", "gradient_check",
            "format_gradient_check", "saliency_map", "conv_feature_maps",
@@ -105,27 +105,6 @@ def copy_model(model, dtype=np.float64):
     return clone
 
 
-def _switches(model):
-    """The discrete choices of the last forward pass: which ReLUs are on, which pixel won each max-pool window.
-
-    Inside a region where none of these changes the network is a smooth
-    (piecewise-linear) function, so central differences are exact up to
-    rounding; across a change (a "kink") the derivative does not exist.
-    """
-    switches = []
-    for layer in model.layers:
-        if isinstance(layer.activation, ReLUFunction):
-            switches.append(layer.output > 0)
-        argmax = getattr(layer, "argmax", None) if isinstance(layer, MaxPool2D) else None
-        if argmax is not None:
-            switches.append(np.array(argmax, copy=True))
-    return switches
-
-
-def _same(a, b):
-    return all(np.array_equal(u, v) for u, v in zip(a, b))
-
-
 def gradient_check(model, x, y, max_entries=10, seed=0, h=1e-5, jitter_zero_biases=False):
     """Analytic vs numerical gradient for a random sample of entries of the input and every parameter.
 
@@ -153,43 +132,13 @@ def gradient_check(model, x, y, max_entries=10, seed=0, h=1e-5, jitter_zero_bias
     such an entry large although backward is right: read ``norm_error``.
     """
     clone = copy_model(model, np.float64)
-    x = np.array(x, dtype=np.float64)            # contiguous copy we may perturb in place
     rng = np.random.default_rng(seed)
     if jitter_zero_biases:
         for layer in clone.layers:
             bias = layer.params.get("bias")
             if bias is not None and not np.any(bias):
                 bias[...] = rng.uniform(-0.01, 0.01, size=bias.shape)
-
-    def loss_and_switches():
-        out = clone.forward(x, training=False)
-        return clone.compute_loss(y, out)[0], _switches(clone)
-
-    out = clone.forward(x, training=False)
-    base_switches = _switches(clone)
-    _, dout, pre = clone.compute_loss(y, out)
-    dx = clone.backward(dout, preactivation=pre, input_grad=True)
-    targets = [("input", x, dx)] + [(key, p, g.copy()) for key, p, g in clone.params_and_grads()]
-    results = {}
-    for key, array, grad in targets:
-        flat, gflat = array.reshape(-1), grad.reshape(-1)          # views: writes go into the model
-        analytic, numeric, kinks = [], [], 0
-        for i in rng.choice(array.size, size=min(max_entries, array.size), replace=False):
-            old = flat[i]
-            flat[i] = old + h
-            loss_plus, sw_plus = loss_and_switches()
-            flat[i] = old - h
-            loss_minus, sw_minus = loss_and_switches()
-            flat[i] = old
-            if not (_same(sw_plus, base_switches) and _same(sw_minus, base_switches)):
-                kinks += 1
-                continue
-            analytic.append(gflat[i])
-            numeric.append((loss_plus - loss_minus) / (2 * h))
-        error = gradcheck.relative_error(analytic, numeric) if analytic else float("nan")
-        norm_error = gradcheck.norm_relative_error(analytic, numeric) if analytic else float("nan")
-        results[key] = {"error": error, "norm_error": norm_error, "checked": len(analytic), "kinks": kinks}
-    return results
+    return gradcheck.check_model(clone, x, y, h=h, seed=seed, max_entries=max_entries, kinks=True)
 
 
 def format_gradient_check(results):

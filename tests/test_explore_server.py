@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from convnet.architectures import mnist_cnn
+from convnet.saving import save_model
 from experiments.explore import __main__ as cli
 from experiments.explore import server as srv
 from experiments.explore.core import Explorer, decode
@@ -290,7 +291,7 @@ def test_cli_usage_errors(tmp_path, capsys):
 
 def test_cli_port_in_use(tmp_path, capsys, server, model):
     path = tmp_path / "m.npz"
-    model.save(path)
+    save_model(model, path)
     port = server.server_address[1]
     assert cli.main(["--model", str(path), "--port", str(port), "--no-browser"]) == 2
     assert "cannot listen" in capsys.readouterr().err

@@ -405,3 +405,22 @@ def test_check_model_casts_a_float32_input_to_float64(rng, each_backend):
     model.astype(np.float64)
     x32 = (rng.standard_normal((3, 4)) + 0.05).astype(np.float32)
     assert_all_small(gradcheck.check_model(model, x32, np.array([0, 2, 1]), max_entries=None))
+
+
+def test_switches_see_a_flipped_relu_and_a_moved_pool_winner(each_backend):
+    model = Sequential([layers.Dense(4, activation="relu"), layers.Dense(4), layers.Flatten()],
+                       input_shape=(4,), seed=0)
+    pool = Sequential([layers.MaxPool2D(2), layers.Flatten()], input_shape=(2, 2, 1))
+    x = np.array([[[[1.0], [2.0]], [[0.0], [0.5]]]])
+    pool.forward(x)
+    before = gradcheck.switches(pool, x)
+    x[0, 0, 0, 0] = 3.0                                    # a new winner, same shapes
+    pool.forward(x)
+    assert not all(np.array_equal(a, b) for a, b in zip(before, gradcheck.switches(pool, x)))
+    v = np.array([[0.5, -0.2, 0.1, 0.3]])
+    model.forward(v)
+    on = gradcheck.switches(model, v)
+    model.layers[0].params["bias"][:] += 10.0             # every ReLU on
+    model.forward(v)
+    assert gradcheck.switches(model, v)[0].all() and not all(np.array_equal(a, b)
+                                                            for a, b in zip(on, gradcheck.switches(model, v)))

@@ -61,7 +61,7 @@ def json_bytes(obj):
 
 # ------------------------------------------------------------ round trips
 def test_round_trip_predicts_bit_for_bit(trained, data, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     loaded = convnet.load_model(path)
     assert loaded.get_config() == trained.get_config()
     assert np.array_equal(loaded.predict(data[0]), trained.predict(data[0]))
@@ -81,7 +81,7 @@ def test_seed_model_round_trip(tmp_path):
 
 def test_continued_training_is_identical(trained, data, tmp_path):
     x, y = data
-    loaded = load_model(trained.save(tmp_path / "model.npz"))
+    loaded = load_model(save_model(trained, tmp_path / "model.npz"))
     assert loaded.optimizer.get_config() == trained.optimizer.get_config()
     assert loaded.optimizer.iterations == trained.optimizer.iterations == 6
     h1 = trained.fit(x, y, epochs=3, initial_epoch=1, batch_size=16, seed=7, verbose=0)
@@ -94,7 +94,7 @@ def test_continued_training_is_identical(trained, data, tmp_path):
 def test_optimizer_state_matters_for_continuation(trained, data, tmp_path):
     """Without the optimizer state the continuation differs: the round trip above is not vacuous."""
     x, y = data
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     no_state = load_model(save_model(trained, tmp_path / "weights_only.npz", include_optimizer=False))
     assert no_state.optimizer is None
     no_state.compile(optimizers.Adam(2e-3))
@@ -109,7 +109,7 @@ def test_sgd_momentum_and_float64_round_trip(data, tmp_path):
     model = small_model().astype(np.float64)
     model.compile(optimizers.SGD(0.05, momentum=0.9, nesterov=True))
     model.fit(x, y, epochs=1, batch_size=32, seed=1, verbose=0)
-    loaded = load_model(model.save(tmp_path / "sgd"))
+    loaded = load_model(save_model(model, tmp_path / "sgd"))
     assert loaded.get_weights()[0].dtype == np.float64
     assert isinstance(loaded.optimizer, optimizers.SGD)
     assert loaded.optimizer.get_config() == {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True}
@@ -120,14 +120,14 @@ def test_sgd_momentum_and_float64_round_trip(data, tmp_path):
 
 
 def test_npz_suffix_is_appended_like_numpy(trained, tmp_path):
-    path = trained.save(tmp_path / "model")
+    path = save_model(trained, tmp_path / "model")
     assert path == tmp_path / "model.npz" and path.is_file()
     assert os.listdir(tmp_path) == ["model.npz"]
     load_model(tmp_path / "model")                       # the name without suffix finds it too
 
 
 def test_archive_needs_no_pickle(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     with np.load(path, allow_pickle=False) as z:
         names = set(z.files)
         assert all(z[k].dtype != object for k in z.files)
@@ -141,7 +141,7 @@ def test_checkpoint_records_epoch_history_and_metadata(trained, tmp_path):
     path = save_model(trained, tmp_path / "ckpt.npz", epoch=2, history=history, metadata={"run": "a"})
     ckpt = load_checkpoint(path)
     assert (ckpt.epoch, ckpt.history, ckpt.metadata) == (2, history, {"run": "a"})
-    assert load_checkpoint(trained.save(tmp_path / "plain.npz")).epoch == 0
+    assert load_checkpoint(save_model(trained, tmp_path / "plain.npz")).epoch == 0
 
 
 class StopAfter(Callback):
@@ -182,7 +182,7 @@ def test_model_checkpoint_then_resume_equals_uninterrupted(data, tmp_path):
 
 # ------------------------------------------------------------ atomicity
 def test_failed_save_keeps_old_file_and_leaves_no_temp_files(trained, tmp_path, monkeypatch):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     before = path.read_bytes()
 
     def interrupted_savez(f, **arrays):
@@ -191,7 +191,7 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp_files(trained, tmp_path, 
 
     monkeypatch.setattr(np, "savez", interrupted_savez)
     with pytest.raises(KeyboardInterrupt):
-        trained.save(path)
+        save_model(trained, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["model.npz"]
 
@@ -199,20 +199,20 @@ def test_failed_save_keeps_old_file_and_leaves_no_temp_files(trained, tmp_path, 
 def test_save_gives_normal_file_permissions(trained, tmp_path):
     mask = os.umask(0)
     os.umask(mask)
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 # ------------------------------------------------------------ bad files
 def test_other_format_is_rejected(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     bad = rewrite(path, tmp_path / "other.npz", replace={"format": json_bytes({"format": "keras-h5", "version": 1})})
     with pytest.raises(ModelFileError, match=r"other\.npz.*'keras-h5'.*'convnet-model'"):
         load_model(bad)
 
 
 def test_other_version_is_rejected(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     bad = rewrite(path, tmp_path / "v2.npz", replace={"format": json_bytes({"format": "convnet-model", "version": 2})})
     with pytest.raises(ModelFileError, match=r"v2\.npz.*version 2.*reads version 1"):
         load_model(bad)
@@ -234,7 +234,7 @@ def test_missing_file_is_named(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.99])
 def test_truncated_file_is_rejected(trained, tmp_path, fraction):
-    data = trained.save(tmp_path / "model.npz").read_bytes()
+    data = save_model(trained, tmp_path / "model.npz").read_bytes()
     cut = tmp_path / "cut.npz"
     cut.write_bytes(data[:int(len(data) * fraction)])
     with pytest.raises(ModelFileError, match=r"cut\.npz"):
@@ -243,7 +243,7 @@ def test_truncated_file_is_rejected(trained, tmp_path, fraction):
 
 def test_corrupted_bytes_are_detected(trained, tmp_path):
     """Flip bytes inside the stored kernel: the zip CRC check catches it."""
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("weights/dense/kernel.npy")
     data = bytearray(path.read_bytes())
@@ -261,21 +261,21 @@ def test_corrupted_bytes_are_detected(trained, tmp_path):
     ("optimizer_state/iterations", r"no 'iterations'"),
 ])
 def test_missing_entry_is_named(trained, tmp_path, entry, message):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     bad = rewrite(path, tmp_path / "missing.npz", drop=[entry])
     with pytest.raises(ModelFileError, match=message):
         load_model(bad)
 
 
 def test_corrupt_json_entry_is_named(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     bad = rewrite(path, tmp_path / "json.npz", replace={"model_config": np.frombuffer(b"{not json", np.uint8)})
     with pytest.raises(ModelFileError, match=r"'model_config' is not valid JSON"):
         load_model(bad)
 
 
 def test_unknown_layer_class_is_named(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     config = trained.get_config()
     config["layers"][0]["class_name"] = "Conv3D"
     bad = rewrite(path, tmp_path / "conv3d.npz", replace={"model_config": json_bytes(config)})
@@ -284,7 +284,7 @@ def test_unknown_layer_class_is_named(trained, tmp_path):
 
 
 def test_optimizer_state_of_wrong_shape_is_rejected(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     bad = rewrite(path, tmp_path / "state.npz", replace={"optimizer_state/m/dense/bias": np.zeros(3, np.float32)})
     with pytest.raises(ModelFileError, match=r"optimizer state 'm/dense/bias' has shape \(3,\), expected \(16,\)"):
         load_model(bad)
@@ -292,7 +292,7 @@ def test_optimizer_state_of_wrong_shape_is_rejected(trained, tmp_path):
 
 # ---------------------------------------------- loading into existing models
 def test_load_weights_into_matching_model(trained, data, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     fresh = small_model(seed=99)
     assert not np.array_equal(fresh.predict(data[0]), trained.predict(data[0]))
     load_weights(fresh, path)
@@ -300,7 +300,7 @@ def test_load_weights_into_matching_model(trained, data, tmp_path):
 
 
 def test_architecture_mismatch_names_the_weight_and_changes_nothing(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     other = small_model(seed=1, units=32)               # dense kernel (64, 32) instead of (64, 16)
     before = other.get_weights()
     with pytest.raises(ModelFileError, match=r"model\.npz: weight dense/kernel has shape \(64, 16\).*"
@@ -311,7 +311,7 @@ def test_architecture_mismatch_names_the_weight_and_changes_nothing(trained, tmp
 
 
 def test_layer_count_mismatch_is_named(trained, tmp_path):
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
     deeper = Sequential([layers.Flatten(), layers.Dense(8), layers.Dense(8), layers.Dense(8), layers.Dense(10)],
                         input_shape=(10, 10, 1))
     with pytest.raises(ModelFileError, match=r"holds 6 weight arrays.*the model has 8"):
@@ -339,7 +339,7 @@ def entries_of(path):
 def test_config_asking_for_a_huge_layer_is_rejected_before_building(trained, tmp_path, monkeypatch):
     """A Dense of 300,000 units would take 77 MB (and 3e5 units x 3e5 inputs far more); the file stores 2,714."""
     monkeypatch.setattr(layers.Layer, "build", lambda *a, **k: pytest.fail("a layer was built"))
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     config = trained.get_config()
     config["layers"][4]["config"]["units"] = 300_000
     entries["model_config"] = json_bytes(config)
@@ -351,7 +351,7 @@ def test_config_asking_for_a_huge_layer_is_rejected_before_building(trained, tmp
 
 def test_loading_draws_no_random_weights(trained, tmp_path, monkeypatch):
     from convnet import initializers
-    path = trained.save(tmp_path / "model.npz")
+    path = save_model(trained, tmp_path / "model.npz")
 
     def no_random(*args, **kwargs):
         raise AssertionError("glorot_uniform was called while loading")
@@ -364,7 +364,7 @@ def test_loading_draws_no_random_weights(trained, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float16, np.longdouble, np.int32, np.complex64, ">f4"])
 def test_weight_dtypes_are_converted_or_rejected(trained, tmp_path, dtype):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     entries["weights/dense/kernel"] = entries["weights/dense/kernel"].astype(dtype)
     path = write_zip(tmp_path / "dtype.npz", entries)
     if np.dtype(dtype) in (np.dtype(np.float16), np.dtype(">f4")):
@@ -380,7 +380,7 @@ def test_weight_dtypes_are_converted_or_rejected(trained, tmp_path, dtype):
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 def test_non_finite_weights_are_rejected(trained, tmp_path, value):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     entries["weights/dense_1/bias"] = entries["weights/dense_1/bias"].copy()
     entries["weights/dense_1/bias"][3] = value
     with pytest.raises(ModelFileError, match=r"weight dense_1/bias holds NaN or infinite values"):
@@ -388,7 +388,7 @@ def test_non_finite_weights_are_rejected(trained, tmp_path, value):
 
 
 def test_unused_entries_are_never_read(trained, tmp_path, monkeypatch):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     path = write_zip(tmp_path / "extra.npz", {**entries, "junk": np.zeros(10, np.uint8)}, zipfile.ZIP_DEFLATED)
     opened = []
     original = zipfile.ZipFile.open
@@ -404,7 +404,7 @@ def test_unused_entries_are_never_read(trained, tmp_path, monkeypatch):
 ])
 def test_sizes_in_headers_are_checked_before_reading(trained, tmp_path, entry, shape, message):
     """An .npy header claiming a huge array (the data is not even there) is rejected from the header alone."""
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     path = write_zip(tmp_path / "claims.npz", {k: v for k, v in entries.items() if k != entry})
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "|u1" if entry == "model_config" else "<f4",
@@ -416,7 +416,7 @@ def test_sizes_in_headers_are_checked_before_reading(trained, tmp_path, entry, s
 
 
 def test_entry_bigger_than_its_array_is_rejected(trained, tmp_path):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     path = write_zip(tmp_path / "padded.npz", {k: v for k, v in entries.items() if k != "format"})
     header = io.BytesIO()
     np.lib.format.write_array(header, entries["format"])
@@ -427,7 +427,7 @@ def test_entry_bigger_than_its_array_is_rejected(trained, tmp_path):
 
 
 def test_huge_zip_directory_is_rejected(trained, tmp_path):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     path = write_zip(tmp_path / "many.npz", entries)
     with zipfile.ZipFile(path, "a") as z:
         for i in range(12_000):
@@ -457,7 +457,7 @@ def test_huge_zip_directory_is_rejected(trained, tmp_path):
      r"holds 6 weight arrays.*has 8|cannot be rebuilt|more parameters"),
 ])
 def test_bad_config_values_are_named(trained, tmp_path, change, message):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     config = trained.get_config()
     change(config)
     entries["model_config"] = json_bytes(config)
@@ -492,7 +492,7 @@ def test_bad_training_entry_is_named(trained, tmp_path, training, message):
     (lambda c: c.update(metrics=["auc"]), r"unknown metrics"),
 ])
 def test_bad_compile_config_is_named(trained, tmp_path, change, message):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     config = json.loads(entries["compile_config"].tobytes())
     change(config)
     entries["compile_config"] = np.frombuffer(json.dumps(config).replace("Infinity", "1e400").encode(), np.uint8)
@@ -501,7 +501,7 @@ def test_bad_compile_config_is_named(trained, tmp_path, change, message):
 
 
 def test_nan_in_json_is_rejected(trained, tmp_path):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     entries["compile_config"] = np.frombuffer(
         entries["compile_config"].tobytes().replace(b'"learning_rate": 0.002', b'"learning_rate": NaN'), np.uint8)
     with pytest.raises(ModelFileError, match=r"'compile_config' is not valid JSON: .*NaN is not allowed"):
@@ -516,7 +516,7 @@ def test_nan_in_json_is_rejected(trained, tmp_path):
     ("optimizer_state/m/dense/bias", np.zeros(16, np.int8), r"'m/dense/bias' has dtype int8"),
 ])
 def test_bad_optimizer_state_is_named(trained, tmp_path, entry, value, message):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     entries[entry] = np.asarray(value)
     with pytest.raises(ModelFileError, match=r"state\.npz: .*" + message):
         load_model(write_zip(tmp_path / "state.npz", entries))
@@ -529,7 +529,7 @@ def test_directory_is_named(tmp_path):
 
 
 def test_fortran_order_and_object_arrays_are_rejected(trained, tmp_path):
-    entries = entries_of(trained.save(tmp_path / "model.npz"))
+    entries = entries_of(save_model(trained, tmp_path / "model.npz"))
     entries["weights/dense/kernel"] = np.asfortranarray(entries["weights/dense/kernel"])
     with pytest.raises(ModelFileError, match=r"'weights/dense/kernel' has an unsupported layout"):
         load_model(write_zip(tmp_path / "fortran.npz", entries))
