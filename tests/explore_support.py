@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet.architectures import mnist_cnn
+from convnet.saving import save_model
 
 TRAIN_IMAGES = 8000
 
@@ -26,7 +27,7 @@ def trained_model_path():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x[:TRAIN_IMAGES], y[:TRAIN_IMAGES], epochs=1, batch_size=32, verbose=0, seed=0)
     path = Path(tempfile.mkdtemp(prefix="explore-test-")) / "model.npz"
-    model.save(path)
+    save_model(model, path)
     return path
 
 

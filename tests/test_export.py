@@ -10,6 +10,7 @@ ort = pytest.importorskip("onnxruntime")
 from convnet import Sequential, layers  # noqa: E402  (after the importorskip)
 from convnet.interop import from_onnx  # noqa: E402
 from experiments import export  # noqa: E402
+from convnet.saving import save_model
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def model_file(tmp_path):
     model = Sequential([layers.Conv2D(4, 3, strides=2, padding="same", activation="relu"), layers.MaxPool2D(2),
                         layers.Dropout(0.25), layers.Flatten(), layers.Dense(10, activation="softmax")],
                        input_shape=(28, 28, 1), seed=3)
-    return model, model.save(tmp_path / "model.npz")
+    return model, save_model(model, tmp_path / "model.npz")
 
 
 def one_error_line(capsys):

@@ -15,6 +15,7 @@ from convnet import Sequential, layers, optimizers
 from convnet.datasets import load_mnist, preprocess
 from convnet.imageprep import ImagePrepError, center_by_mass, fit_into_box, mnist_style
 from experiments import predict
+from convnet.saving import save_model
 
 
 # ---------------------------------------------------------------- fixtures
@@ -37,7 +38,7 @@ def trained_model(mnist):
 
 @pytest.fixture(scope="module")
 def model_file(trained_model, tmp_path_factory):
-    return str(trained_model.save(tmp_path_factory.mktemp("model") / "model.npz"))
+    return str(save_model(trained_model, tmp_path_factory.mktemp("model") / "model.npz"))
 
 
 def render_like_a_photo(digit, rng):

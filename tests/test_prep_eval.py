@@ -6,6 +6,7 @@ import pytest
 
 from convnet import Sequential, layers
 from experiments import prep_eval
+from convnet.saving import save_model
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +14,7 @@ def model_file(tmp_path_factory):
     """An untrained tiny model: the command's plumbing does not need a good one."""
     model = Sequential([layers.Flatten(), layers.Dense(10, activation="softmax")], input_shape=(28, 28, 1), seed=0)
     model.compile("adam")
-    return str(model.save(tmp_path_factory.mktemp("m") / "model.npz"))
+    return str(save_model(model, tmp_path_factory.mktemp("m") / "model.npz"))
 
 
 def dark_bar_on_paper():
