@@ -260,6 +260,29 @@ class Sequential:
             raise ValueError(f"{what} has {len(x)} samples but the labels have {len(y)}")
         return x
 
+    def _check_set(self, x, y, what, batch_size=None):
+        """``(x, y)`` as arrays after checking what ``fit``/``evaluate`` need, before any work: a positive
+        integer ``batch_size``, at least one sample, numeric labels, one per sample, and no NaN or
+        infinite input value (found with one cheap sum; only then is the first bad sample looked for)."""
+        if batch_size is not None:
+            _check_count("batch_size", batch_size, 1)
+        y = np.asarray(y)
+        if y.ndim == 0:
+            raise ValueError(f"{what}: the labels must be an array with one label per sample, got {y!r}")
+        x = self._check_data(x, y, what=f"{what}: x")
+        if len(x) == 0:
+            raise ValueError(f"{what}: x is empty; at least one sample is needed")
+        if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+            raise ValueError(f"{what}: the labels have dtype {y.dtype}; expected integer class indices "
+                             f"(or one-hot rows), e.g. y.astype(int)")
+        bad = None
+        if not math.isfinite(float(np.sum(x, dtype=np.float64))):     # (a huge but finite sum: scan finds none)
+            bad = next((i for i in range(len(x)) if not np.isfinite(x[i]).all()), None)
+        if bad is not None:
+            raise ValueError(f"{what}: x holds NaN or infinite values (the first in sample {bad}); "
+                             f"training on them makes the loss NaN")
+        return x, y
+
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
             shuffle=True, seed=None, verbose=1, callbacks=(), initial_epoch=0, record_gradients=False):
         """Train; returns a :class:`History`.
@@ -275,13 +298,22 @@ class Sequential:
         """
         if self.optimizer is None:
             raise ValueError("call compile() before fit()")
-        x = self._check_data(x, y)
-        y = np.asarray(y)
+        x, y = self._check_set(x, y, "fit", batch_size)
+        _check_count("epochs", epochs, 0)
+        _check_count("initial_epoch", initial_epoch, 0)
         if validation_split and validation_data is None:
-            if not 0 < validation_split < 1:
-                raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+            if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                    or not 0 < validation_split < 1:
+                raise ValueError(f"validation_split must be a number in (0, 1), got {validation_split!r}")
             cut = int(len(x) * (1 - validation_split))
+            if not 0 < cut < len(x):
+                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves "
+                                 f"{cut} for training and {len(x) - cut} for validation; both need at least one")
             x, y, validation_data = x[:cut], y[:cut], (x[cut:], y[cut:])
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            validation_data = self._check_set(*validation_data, "validation_data", 1)
         seed = self.seed if seed is None else seed
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2 ** 32))
@@ -354,8 +386,7 @@ class Sequential:
         """``[loss, accuracy]`` over the whole set, ``batch_size`` images at a time (no dropout)."""
         if self.loss is None:
             raise ValueError("call compile() before evaluate()")
-        x = self._check_data(x, y)
-        y = np.asarray(y)
+        x, y = self._check_set(x, y, "evaluate", batch_size)
         loss_sum, correct = 0.0, 0
         with backends.running():
             for i, j in self._chunks(len(x), batch_size):
@@ -392,6 +423,12 @@ class Sequential:
             layer_objs.append(layer_cls(**spec["config"]))
         return cls(layer_objs, input_shape=tuple(config["input_shape"]), name=config.get("name", "sequential"),
                    seed=config.get("seed"))
+
+
+def _check_count(name, value, low):
+    """``value`` must be an integer (not a bool) of at least ``low``; else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer of at least {low}, got {value!r}")
 
 
 def _n_correct(out, y):

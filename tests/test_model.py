@@ -246,12 +246,57 @@ def test_fit_learns_a_separable_problem(rng, make_small_convnet):
     assert model.evaluate(x, y)[1] >= 0.95
 
 
-def test_nan_input_stops_fit_naming_epoch_and_batch(rng, make_small_convnet):
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_named_before_training(rng, make_small_convnet, value):
     x, y = blobs(rng, 10)
-    x[5, 3, 3, 0] = np.nan                                          # in the 2nd batch of 4
+    x[5, 3, 3, 0] = value
     model = compiled(make_small_convnet(seed=0))
-    with np.errstate(invalid="ignore"), pytest.raises(FloatingPointError, match=r"epoch 1, batch 2/3"):
-        model.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    before = model.get_weights()
+    for call in (lambda: model.fit(x, y, epochs=2, batch_size=4, verbose=0), lambda: model.evaluate(x, y),
+                 lambda: model.fit(x[:4], y[:4], validation_data=(x, y), verbose=0)):
+        with pytest.raises(ValueError, match=r"holds NaN or infinite values \(the first in sample 5\)"):
+            call()
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), before))     # not a single step
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, r"batch_size must be an integer of at least 1, got 0"),
+    ({"batch_size": -4}, r"batch_size must be an integer of at least 1, got -4"),
+    ({"batch_size": 2.5}, r"batch_size must be an integer of at least 1, got 2.5"),
+    ({"batch_size": True}, r"batch_size must be an integer"),
+    ({"epochs": -1}, r"epochs must be an integer of at least 0"),
+    ({"validation_split": 0.99}, r"validation_split=0.99 of 10 samples leaves 0 for training"),
+    ({"validation_split": 0.01}, r"leaves 9 for training and 1|leaves 10 for training and 0"),
+    ({"validation_split": 1.5}, r"validation_split must be a number in \(0, 1\)"),
+    ({"validation_split": "0.2"}, r"validation_split must be a number"),
+    ({"validation_data": ("x", "y", "z")}, r"validation_data must be a pair"),
+])
+def test_bad_fit_arguments_are_value_errors(rng, make_small_convnet, kwargs, message):
+    x, y = blobs(rng, 10)
+    model = compiled(make_small_convnet(seed=0))
+    if "0.01" in str(kwargs.get("validation_split")):
+        model.fit(x, y, verbose=0, **kwargs)            # 9 + 1: fine
+        return
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, verbose=0, **kwargs)
+
+
+def test_bad_data_is_named_before_training(rng, make_small_convnet):
+    x, y = blobs(rng, 10)
+    model = compiled(make_small_convnet(seed=0))
+    with pytest.raises(ValueError, match=r"fit: x is empty"):
+        model.fit(x[:0], y[:0], verbose=0)
+    with pytest.raises(ValueError, match=r"evaluate: x is empty"):
+        model.evaluate(x[:0], y[:0])
+    with pytest.raises(ValueError, match=r"labels have dtype <U\d+; expected integer class indices"):
+        model.fit(x, y.astype(str), verbose=0)
+    with pytest.raises(ValueError, match=r"one label per sample"):
+        model.evaluate(x, 3)
+    with pytest.raises(ValueError, match=r"validation_data: x has shape \(10, 9, 9, 1\), expected \(samples, 8, 8, 1\)"):
+        model.fit(x, y, epochs=3, verbose=0, validation_data=(np.zeros((10, 9, 9, 1), np.float32), y))
+    with pytest.raises(ValueError, match=r"validation_data: x has 10 samples but the labels have 3"):
+        model.fit(x, y, verbose=0, validation_data=(x, y[:3]))
+    assert model.optimizer.iterations == 0                   # every mistake was found before the first step
 
 
 def test_huge_learning_rate_stops_fit_with_floating_point_error(rng, make_small_convnet):
