@@ -1,8 +1,13 @@
 """Small helpers shared across convnet: shapes (layers, kernels' callers, references) and atomic files."""
 import contextlib
+import hashlib
 import math
 import os
+import re
 import secrets
+import socket
+import stat
+import time
 from pathlib import Path
 
 
@@ -43,6 +48,19 @@ def pad_amounts(size, k, stride, padding):
     return total // 2, total - total // 2
 
 
+#: Temporary files are named ``.<target>.convnet-<host>-<pid>-<random>.tmp<suffix>``: the pattern,
+#: the host and the process id tell convnet's own leftovers (from a killed process) from anything else.
+_TEMP = re.compile(r"\.(?P<target>.+)\.convnet-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{12}\.tmp.*")
+#: A leftover is removed once its writer is gone and it has not changed for this long (a day when the
+#: writer ran on another host sharing the directory, whose processes cannot be checked from here).
+STALE_SECONDS = 600
+STALE_SECONDS_OTHER_HOST = 86400
+
+
+def _host_tag():
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
@@ -53,12 +71,14 @@ def atomic_path(path, suffix=""):
     is left as it was. ``suffix`` ends the temporary name, for writers that
     infer a format from it (matplotlib, ``np.save``). The file gets the
     usual permissions the umask allows (``tempfile.mkstemp`` would make it
-    0600).
+    0600). A process killed mid-write leaves its temporary file behind; the
+    next write of the same ``path`` removes it (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}"
+        tmp = path.parent / f".{path.name}.convnet-{_host_tag()}-{os.getpid()}-{secrets.token_hex(6)}.tmp{suffix}"
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             break
@@ -70,6 +90,58 @@ def atomic_path(path, suffix=""):
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def remove_stale_temporaries(path, now=None):
+    """Remove the temporary files that writers of ``path`` killed mid-write left next to it.
+
+    Only files that are certainly convnet's leftovers go: named by :func:`atomic_path`'s pattern
+    for this very ``path``, regular files owned by this user, unchanged for :data:`STALE_SECONDS`,
+    and written by a process of this host that no longer runs (by another host: unchanged for a
+    day). Anything else, however similar its name, is left alone. Returns the paths removed.
+    """
+    path = Path(path)
+    now = time.time() if now is None else now
+    removed, host = [], _host_tag()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP.fullmatch(entry.name)
+        if match is None or match["target"] != path.name:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            continue
+        age = now - st.st_mtime
+        if match["host"] == host:
+            if age < STALE_SECONDS or _running(int(match["pid"])):
+                continue
+        elif age < STALE_SECONDS_OTHER_HOST:
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _running(pid):
+    """Whether process ``pid`` exists on this host (True when that cannot be told)."""
+    if pid == os.getpid():
+        return True
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
 
 
 def directory_problem(path, writable=True):
