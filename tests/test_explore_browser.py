@@ -118,9 +118,9 @@ def _shaded(pg):
         .getImageData(0, 0, 28, 28).data; let n = 0; for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }""")
 
 
-def _save_screenshot(pg, tmp_path, name):
+def _save_screenshot(pg, tmp_path, name, element=None):
     path = tmp_path / name
-    pg.screenshot(path=str(path))
+    (element or pg).screenshot(path=str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = os.environ.get("CONVNET_SCREENSHOT_DIR")
     if out:
@@ -228,7 +228,7 @@ def test_one_training_step_apply_and_reset(page):
     page.wait_for_function(f"document.querySelector('#probabilities').textContent === {before!r}")
 
 
-def test_live_training_runs_and_stops(page):
+def test_live_training_runs_and_stops(page, tmp_path):
     page.click("[data-tab=train]")
     page.fill("#train-images", "640")
     page.click("#train-start")
@@ -240,6 +240,7 @@ def test_live_training_runs_and_stops(page):
         let n = 0; for (let i = 0; i < d.length; i += 4) n += (d[i] + d[i+1] + d[i+2]) < 600; return n; })""")
     assert all(n > 100 for n in drawn), drawn
     assert page.locator("#train-filters canvas").count() == 1
+    _save_screenshot(page, tmp_path, "explorer_train.png", page.locator("#tab-train"))
     page.click("#train-use")
     page.wait_for_function("document.querySelector('#train-state').textContent.includes('trained weights')")
     # a long run, stopped at once

@@ -38,7 +38,7 @@ TRAIN_LIMITS = {"images": (100, 60000), "epochs": (1, 5), "batch_size": (1, 512)
 TRAIN_LR = (1e-5, 1.0)
 #: points kept per training curve (batches are averaged in groups beyond that)
 CURVE_POINTS = 400
-#: test digits scored during live training, every TEST_EVERY batches
+#: test digits scored during live training, every TEST_EVERY batches (short runs: ten times in all)
 TEST_SUBSET, TEST_EVERY = 500, 25
 
 
@@ -580,6 +580,7 @@ class TrainingRun:
         self.steps_per_epoch = math.ceil(n / batch_size)
         self.steps = self.steps_per_epoch * epochs
         self.group = max(1, math.ceil(self.steps / CURVE_POINTS))
+        self.test_every = max(1, min(TEST_EVERY, self.steps // 10))      # a short run gets ten test points too
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self.on_exit = on_exit
@@ -636,7 +637,7 @@ class TrainingRun:
                                 self.grad_norms[k].append(gsum[k] / n)
                         sums = {"loss": 0.0, "correct": 0, "seen": 0}
                         gsum = {k: 0.0 for k in gsum}
-                    if self.step % TEST_EVERY == 0 or self.step == self.steps:
+                    if self.step % self.test_every == 0 or self.step == self.steps:
                         self._test_point()
             self.state = "finished"
         except _Stopped:

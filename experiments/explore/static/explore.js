@@ -205,23 +205,30 @@ function arrayView(arr, scale, name, onClick) {
   return el("span", { text: `(${s.join(", ")})` });
 }
 
-// Conv kernels (kh, kw, C, F): row = input channel, column = filter, a 1-pixel gap between kernels.
+// Conv kernels (kh, kw, C, F): row = input channel, column = filter, a 1-pixel gap between kernels;
+// with one input channel the filters are laid out in rows of 8.
 function kernelMosaic(arr, scale, name, px = 3) {
   const [kh, kw, C, F] = arr.shape, d = arr.data;
-  const W = F * (kw + 1) - 1, H = C * (kh + 1) - 1;
+  const perRow = C === 1 ? Math.min(F, 8) : F, rows = C === 1 ? Math.ceil(F / perRow) : C;
+  const W = perRow * (kw + 1) - 1, H = rows * (kh + 1) - 1;
+  const at = (r, c) => {                 // [i, j, channel, filter] under canvas pixel (r, c), or null in a gap
+    const i = r % (kh + 1), j = c % (kw + 1), tr = Math.floor(r / (kh + 1)), tc = Math.floor(c / (kw + 1));
+    const ci = C === 1 ? 0 : tr, f = C === 1 ? tr * perRow + tc : tc;
+    return i === kh || j === kw || f >= F ? null : [i, j, ci, f];
+  };
   const cv = el("canvas", { class: "mosaic" });
   paintMap(cv, H, W, (r, c) => {
-    const ci = Math.floor(r / (kh + 1)), i = r % (kh + 1), f = Math.floor(c / (kw + 1)), j = c % (kw + 1);
-    if (i === kh || j === kw) return scale.kind === "seq" ? scale.lo : 0;
-    return d[((i * kw + j) * C + ci) * F + f];
+    const k = at(r, c);
+    if (!k) return scale.kind === "seq" ? scale.lo : 0;
+    return d[((k[0] * kw + k[1]) * C + k[2]) * F + k[3]];
   }, scale);
   const zoom = Math.max(1, Math.min(px * 4, Math.floor(480 / W)));
   cv.style.width = `${W * zoom}px`; cv.style.height = `${H * zoom}px`;
   hoverable(cv, (ev) => {
     const [r, c] = cellAt(ev, cv, H, W);
-    const ci = Math.floor(r / (kh + 1)), i = r % (kh + 1), f = Math.floor(c / (kw + 1)), j = c % (kw + 1);
-    if (i === kh || j === kw) return null;
-    return `${name}[${i}, ${j}, ${ci}, ${f}] (filter ${f}, input channel ${ci}): ${fmt(d[((i * kw + j) * C + ci) * F + f])}`;
+    const k = at(r, c);
+    if (!k) return null;
+    return `${name}[${k.join(", ")}] (filter ${k[3]}, input channel ${k[2]}): ${fmt(d[((k[0] * kw + k[1]) * C + k[2]) * F + k[3]])}`;
   });
   return cv;
 }
@@ -719,13 +726,18 @@ function lineChart(cv, series, opts = {}) {
   const X = (x) => L + (x / xmax) * (W - L - R), Y = (y) => T + (1 - (tr(y) - ymin) / (ymax - ymin)) * (H - T - B);
   ctx.strokeStyle = "#999"; ctx.beginPath(); ctx.moveTo(L, T); ctx.lineTo(L, H - B); ctx.lineTo(W - R, H - B); ctx.stroke();
   ctx.fillStyle = "#444"; ctx.font = "10px sans-serif";
-  const lab = (v) => (opts.log ? `1e${v.toFixed(1)}` : fmt(v));
+  const lab = (v) => fmt(opts.log ? Math.pow(10, v) : v);
   ctx.fillText(lab(ymax), 2, T + 8); ctx.fillText(lab(ymin), 2, H - B);
   ctx.fillText("0", L, H - 8); ctx.fillText(`${xmax} steps`, W - R - 50, H - 8);
-  series.forEach((s, k) => {
+  series.forEach((s) => {
     ctx.strokeStyle = s.colour; ctx.lineWidth = 1.5; ctx.beginPath();
     s.y.forEach((y, i) => { const px = X(s.x[i]), py = Y(y); if (i === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py); });
     ctx.stroke();
+  });
+  const rowsOfLabels = Math.ceil(series.length / 3);       // the legend on a pale box over the lines
+  ctx.fillStyle = "rgba(255, 255, 255, 0.85)";
+  ctx.fillRect(L + 2, T + 1, W - L - R - 4, rowsOfLabels * 11 + 3);
+  series.forEach((s, k) => {
     ctx.fillStyle = s.colour; ctx.fillText(s.label, L + 6 + (k % 3) * 120, T + 10 + Math.floor(k / 3) * 11);
   });
 }
