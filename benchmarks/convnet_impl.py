@@ -128,13 +128,17 @@ class Model:
         """One ``train_step``: forward (dropout on), loss, backward, Adam update."""
         return self.backend._wrap(lambda: self.model.train_step(x, y))
 
-    def make_fit(self, x, y):
-        """One epoch of ``fit`` over ``x`` (shuffled, batch 32, silent)."""
+    def make_fit(self, x, y, batch_size=BATCH_SIZE):
+        """One epoch of ``fit`` over ``x`` (shuffled, batch 32 unless told, silent)."""
         return self.backend._wrap(
-            lambda: self.model.fit(x, y, epochs=1, batch_size=BATCH_SIZE, shuffle=True, seed=0, verbose=0))
+            lambda: self.model.fit(x, y, epochs=1, batch_size=batch_size, shuffle=True, seed=0, verbose=0))
 
     def make_predict(self, x):
         return self.backend._wrap(lambda: self.model.predict(x, batch_size=PREDICT_BATCH))
+
+    def make_evaluate(self, x, y, batch_size):
+        """``evaluate`` (loss and accuracy) over ``x``, ``batch_size`` images at a time."""
+        return self.backend._wrap(lambda: self.model.evaluate(x, y, batch_size=batch_size))
 
     def gradients(self, x, y):
         """Loss and its gradient for every parameter (Keras order), dropout off."""

@@ -62,7 +62,15 @@ WARMUP_BATCHES_RANGE = (2, 64)
 WARMUP_PREDICT = 1000
 DEFAULT_TIMEOUT_S = 1800.0
 SETTLE_S = 0.05                           # untimed pause before each timed call
-TARGET_EPOCH_RATIO = 0.75                 # the issue's target: convnet's epoch <= 0.75 x Keras's
+TARGET_EPOCH_RATIO = 0.5                  # issue 15: convnet's fastest epoch <= 0.5 x Keras's fastest
+TARGET_FLOOR_RATIO = 1.6                  # ... and <= 1.6 x the machine's floor for the epoch's FLOPs
+TARGET_INFERENCE_RATIO = 0.6              # ... and inference <= 0.6 x Keras's, each at its fastest batch size
+INFERENCE_BATCHES = (32, 256, 1000)       # evaluate over the test images at each of these batch sizes
+SCALING_BATCHES = (32, 64, 128, 256)      # --scaling: epoch time against batch size ...
+SCALING_THREADS = (1, 2)                  # ... and thread count
+SCALING_IMAGES = 12_800                   # --scaling: training images timed per worker (scaled to 60,000)
+SCALING_REPEATS = 2                       # --scaling: runs per (library, batch size, threads) unless --repeats
+TRAIN_IMAGES = EPOCH_STEPS * BATCH
 HIDE_TF_ENV = "BENCHMARKS_ISOLATED_HIDE_TF"
 UNAVAILABLE_EXIT = 3                      # a worker's exit status when its library cannot be imported
 STDERR_TAIL_LINES = 25
@@ -120,6 +128,10 @@ def build_parser():
                    help=f"give up on a worker after this long (default {DEFAULT_TIMEOUT_S:.0f} s)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                    help="where to write isolated.json (default benchmarks/results/)")
+    p.add_argument("--scaling", action="store_true",
+                   help=f"instead: epoch time and images/s against batch size ({', '.join(map(str, SCALING_BATCHES))})"
+                        f" and threads ({', '.join(map(str, SCALING_THREADS))}), each worker timing "
+                        f"{SCALING_IMAGES:,} training images (scaled to 60,000); writes scaling.json and scaling.png")
     worker = p.add_argument_group("worker mode (started by the parent; not needed by hand)")
     worker.add_argument("--worker", choices=LIBRARIES, metavar="LIB",
                         help="measure LIB in this process and print one JSON line")
@@ -128,6 +140,10 @@ def build_parser():
                         help="the .npy data files the parent wrote (worker only)")
     worker.add_argument("--launched-at", type=float, metavar="EPOCH_SECONDS",
                         help="time.time() when the parent started this worker (worker only)")
+    worker.add_argument("--batch", type=bounded_int(1, 1024), default=BATCH, metavar="B",
+                        help=f"batch size of the timed fit (worker only; default {BATCH})")
+    worker.add_argument("--no-inference", action="store_true",
+                        help="time fit only (worker only; used by --scaling)")
     return p
 
 
@@ -141,9 +157,16 @@ def parse_args(argv=None):
             parser.error("--quick and --repeats are for the parent, not for --worker")
     elif args.weights is not None or args.data_dir is not None or args.launched_at is not None:
         parser.error("--weights, --data-dir and --launched-at are only for --worker")
+    elif args.batch != BATCH or args.no_inference:
+        parser.error("--batch and --no-inference are only for --worker (--scaling sets them itself)")
     else:
         check_out(parser, args.out)
     settings = dict(QUICK) if args.quick else dict(repeats=DEFAULT_REPEATS, steps=EPOCH_STEPS, images=TEST_IMAGES)
+    if args.scaling:
+        settings["repeats"] = SCALING_REPEATS
+        if args.steps is not None:
+            parser.error("--steps does not apply to --scaling (each worker times "
+                         f"{SCALING_IMAGES:,} images, or --images' worth with --quick)")
     for key in ("repeats", "steps", "images"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
@@ -186,13 +209,50 @@ def paired_ratios(results, key, top="convnet", bottom="keras"):
     ratios = [p["ratio"] for p in per_repeat]
     fastest = min(p[bottom] for p in per_repeat)
     return {"per_repeat": per_repeat, "median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-            "median_over_fastest": statistics.median(p[top] for p in per_repeat) / fastest}
+            "median_over_fastest": statistics.median(p[top] for p in per_repeat) / fastest,
+            "fastest": min(p[top] for p in per_repeat) / fastest}
+
+
+def layer_macs(model):
+    """Multiply-adds per image of each matrix product of ``model`` (a built convnet ``Sequential``).
+
+    ``{layer name: (forward MACs, backward MACs)}`` for Conv2D and Dense
+    layers: forward ``z = x W``; backward ``dW = x^T dz`` and, except for
+    the first layer (no one needs its input gradient), ``dx = dz W^T``, each
+    as many multiply-adds as the forward.
+    """
+    out = {}
+    for i, layer in enumerate(model.layers):
+        kernel = layer.params.get("kernel")
+        if kernel is None:
+            continue
+        positions = int(np_prod(layer.output_shape[:-1]))     # output pixels (1 for Dense)
+        forward = positions * int(kernel.size)
+        out[layer.name] = (forward, forward * (1 if i == 0 else 2))
+    return out
+
+
+def np_prod(values):
+    result = 1
+    for v in values:
+        result *= int(v)
+    return result
+
+
+def epoch_flops(model, images=TRAIN_IMAGES):
+    """FLOPs (2 per multiply-add) of the matrix products of one training epoch over ``images`` images."""
+    return 2.0 * images * sum(f + b for f, b in layer_macs(model).values())
+
+
+def inference_flops(model, images=TEST_IMAGES):
+    """FLOPs of the forward products over ``images`` images."""
+    return 2.0 * images * sum(f for f, _ in layer_macs(model).values())
 
 
 def summarize(results):
     """Per library: the spread of every measured figure over its successful repeats."""
-    keys = ("epoch_s", "predict_s", "peak_rss_mb", "accuracy", "startup_s", "epoch_measured_s",
-            "predict_measured_s")
+    keys = ("epoch_s", "predict_s", "inference_s", "peak_rss_mb", "accuracy", "startup_s", "first_step_s",
+            "epoch_measured_s", "predict_measured_s")
     return {lib: {"repeats_ok": len(runs), **{k: spread([runs[r].get(k) for r in sorted(runs)]) for k in keys}}
             for lib, runs in results.items()}
 
@@ -299,7 +359,8 @@ def _last(history, key):
     return float(values[-1]) if values else None
 
 
-def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_dir, launched_at=None):
+def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_dir, launched_at=None,
+            batch=BATCH, inference=True):
     """Everything a worker reports, as a JSON-ready dict (runs in the worker process)."""
     phases = {}
     if launched_at is not None:
@@ -339,19 +400,47 @@ def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_di
                           f"({type(err).__name__}: {err})") from None
     phases["build_s"] = time.perf_counter() - mark
 
-    n_train = steps * BATCH
+    n_train = steps * batch
     x, y = data.x_train[:n_train], data.y_train[:n_train]
     x_test, y_test = data.x_test[:images], data.y_test[:images]
     # the warm-up predict sees both batch shapes the timed one will (1000 and the remainder)
     n_warm_predict = min(images, WARMUP_PREDICT + images % WARMUP_PREDICT)
     mark = time.perf_counter()
-    model.make_fit(data.x_train[:warmup_batches * BATCH], data.y_train[:warmup_batches * BATCH])()
-    model.make_predict(x_test[:n_warm_predict])()
+    model.make_fit(data.x_train[:batch], data.y_train[:batch], batch)()      # the first training step
+    phases["first_step_s"] = time.perf_counter() - mark
+    model.make_fit(data.x_train[:warmup_batches * batch], data.y_train[:warmup_batches * batch], batch)()
+    if inference:
+        model.make_predict(x_test[:n_warm_predict])()
+        for b in INFERENCE_BATCHES:         # each batch size's shapes once (full batch and remainder)
+            n_warm = min(images, b + images % b)
+            model.make_evaluate(x_test[:n_warm], y_test[:n_warm], b)()
     phases["warmup_s"] = time.perf_counter() - mark
     ready = time.time()
     startup_s = ready - (launched_at if launched_at is not None else _STARTED_WALL)
 
-    fit_s, history = _timed(model.make_fit(x, y))
+    fit_s, history = _timed(model.make_fit(x, y, batch))
+    record = {
+        "library": lib,
+        "batch": batch,
+        "epoch_s": fit_s * TRAIN_IMAGES / n_train,
+        "epoch_measured_s": fit_s,
+        "epoch_steps": steps,
+        "images_per_s": n_train / fit_s,
+        "first_step_s": phases["import_s"] + phases["build_s"] + phases["first_step_s"],
+        "threads": threads.describe(),
+        "numpy_blas": numpy_blas(),
+        "peak_rss_mb": peak_rss_mb(),
+        "startup_s": startup_s,
+        "phases_s": phases,
+        "pid": os.getpid(),
+    }
+    if not inference:
+        return record
+    evaluate_s = {}
+    for b in INFERENCE_BATCHES:
+        seconds, _ = _timed(model.make_evaluate(x_test, y_test, b))
+        evaluate_s[str(b)] = seconds * TEST_IMAGES / images
+    fastest_batch = min(evaluate_s, key=evaluate_s.get)
     predict_s, probabilities = _timed(model.make_predict(x_test))
 
     import numpy as np
@@ -360,10 +449,10 @@ def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_di
         raise WorkerError(f"predict returned shape {probabilities.shape}, expected {(images, 10)}")
     accuracy = float(np.mean(np.argmax(probabilities, axis=1) == y_test))
     return {
-        "library": lib,
-        "epoch_s": fit_s * EPOCH_STEPS / steps,
-        "epoch_measured_s": fit_s,
-        "epoch_steps": steps,
+        **record,
+        "evaluate_s": evaluate_s,
+        "inference_s": evaluate_s[fastest_batch],
+        "inference_batch": int(fastest_batch),
         "predict_s": predict_s * TEST_IMAGES / images,
         "predict_measured_s": predict_s,
         "predict_images": images,
@@ -372,16 +461,11 @@ def measure(lib, weights_path, steps, images, threads_n, warmup_batches, data_di
         "fit_accuracy": _last(history, "accuracy"),
         "peak_rss_mb": peak_rss_mb(),
         "rss_after_import_mb": rss_after_import,
-        "startup_s": startup_s,
         "startup_from": "parent launch" if launched_at is not None else "worker module start",
-        "phases_s": phases,
         "warmup": {"fit_batches": warmup_batches, "predict_images": n_warm_predict},
         "data_source": data.source,
-        "threads": threads.describe(),
-        "numpy_blas": numpy_blas(),
         "versions": library_versions(),
         "notes": notes,
-        "pid": os.getpid(),
     }
 
 
@@ -393,7 +477,7 @@ def worker_main(args):
     sys.stdout = sys.stderr                    # anything a library prints stays off the JSON line
     try:
         result = measure(args.worker, args.weights, args.steps, args.images, args.threads or _cores(),
-                         args.warmup_batches, args.data_dir, args.launched_at)
+                         args.warmup_batches, args.data_dir, args.launched_at, args.batch, not args.no_inference)
     except LibraryUnavailable as err:
         print(f"isolated worker ({args.worker}): library unavailable: {err}", file=sys.stderr)
         real_stdout.write(json.dumps({"library": args.worker, "unavailable": str(err)}) + "\n")
@@ -419,21 +503,24 @@ def _cores():
 
 
 # ------------------------------------------------------------------- parent
-def worker_command(lib, weights_path, args, threads):
-    return [sys.executable, "-m", "benchmarks.isolated", "--worker", lib, "--weights", os.fspath(weights_path),
-            "--data-dir", os.fspath(Path(weights_path).parent / DATA_FOLDER),
-            "--steps", str(args.steps), "--images", str(args.images), "--threads", str(threads),
-            "--warmup-batches", str(args.warmup_batches),
-            "--launched-at", repr(time.time())]
+def worker_command(lib, weights_path, args, threads, batch=BATCH, steps=None):
+    command = [sys.executable, "-m", "benchmarks.isolated", "--worker", lib, "--weights", os.fspath(weights_path),
+               "--data-dir", os.fspath(Path(weights_path).parent / DATA_FOLDER),
+               "--steps", str(steps or args.steps), "--images", str(args.images), "--threads", str(threads),
+               "--warmup-batches", str(args.warmup_batches),
+               "--launched-at", repr(time.time())]
+    if batch != BATCH or steps is not None:
+        command += ["--batch", str(batch), "--no-inference"]
+    return command
 
 
 def _tail(text, lines=STDERR_TAIL_LINES):
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def run_worker(lib, weights_path, args, threads):
+def run_worker(lib, weights_path, args, threads, **scaling):
     """Start one worker and wait for it: ``("ok", record)``, ``("unavailable", why)`` or ``("failed", info)``."""
-    command = worker_command(lib, weights_path, args, threads)
+    command = worker_command(lib, weights_path, args, threads, **scaling)
     started = time.perf_counter()
     try:
         proc = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=args.timeout,
@@ -505,11 +592,13 @@ def render_table(report):
            + f"; predict = {settings['images']:,} images"
            + (f" scaled x{settings['predict_scale']:g}" if settings["predict_scale"] != 1 else ""),
            "figures: median (min-max) over the repeats", ""]
-    header = ["library", "runs", "epoch", "predict (10,000)", "peak RSS", "test accuracy", "start-up"]
+    header = ["library", "runs", "epoch", "evaluate (10,000), fastest batch", "predict (10,000)", "peak RSS",
+              "test accuracy", "import + 1st step", "start-up"]
     rows = []
     for lib, s in report["summary"].items():
-        rows.append([lib, str(s["repeats_ok"]), _fmt_s(s["epoch_s"]), _fmt_s(s["predict_s"]),
-                     _fmt(s["peak_rss_mb"], ".0f", " MB"), _fmt(s["accuracy"], ".4f"), _fmt_s(s["startup_s"])])
+        rows.append([lib, str(s["repeats_ok"]), _fmt_s(s["epoch_s"]), _fmt_s(s["inference_s"]),
+                     _fmt_s(s["predict_s"]), _fmt(s["peak_rss_mb"], ".0f", " MB"), _fmt(s["accuracy"], ".4f"),
+                     _fmt_s(s["first_step_s"]), _fmt_s(s["startup_s"])])
     widths = [max(len(header[i]), *(len(r[i]) for r in rows)) if rows else len(header[i])
               for i in range(len(header))]
 
@@ -529,12 +618,32 @@ def render_table(report):
                    + (f", predict {ratios['predict']['median']:.3f}" if ratios.get("predict") else ""))
         out.append(f"  convnet's median over keras's fastest: epoch {e['median_over_fastest']:.3f}"
                    + (f", predict {ratios['predict']['median_over_fastest']:.3f}" if ratios.get("predict") else ""))
-        verdict = "met" if report["epoch_ratio_meets_target"] else "NOT met"
         caveat = (f"; an estimate: {settings['steps']} batches timed, not a whole epoch"
                   if settings["steps"] != EPOCH_STEPS else "")
-        out += ["", f"EPOCH RATIO convnet/keras: {report['epoch_ratio']:.3f} "
-                    f"(median of the paired ratios of {len(e['per_repeat'])} repeat(s); target <= {report['target_epoch_ratio']}: "
-                    f"{verdict}{caveat})"]
+        out += ["", f"EPOCH RATIO convnet/keras, fastest over fastest: {e['fastest']:.3f} "
+                    f"(target <= {report['target_epoch_ratio']}: {_verdict(report['epoch_ratio_meets_target'])}"
+                    f"{caveat}); median of the {len(e['per_repeat'])} paired ratio(s): {e['median']:.3f}"]
+        inf = ratios.get("inference")
+        if inf:
+            out.append(f"INFERENCE RATIO convnet/keras (evaluate, 10,000 images, each at its fastest of batch sizes "
+                       f"{', '.join(map(str, INFERENCE_BATCHES))}), fastest over fastest: {inf['fastest']:.3f} "
+                       f"(target <= {TARGET_INFERENCE_RATIO}: {_verdict(report['inference_ratio_meets_target'])}); "
+                       f"median of the paired ratios: {inf['median']:.3f}")
+        rss = ratios.get("peak_rss")
+        if rss:
+            out.append(f"PEAK RSS convnet/keras: {rss['median']:.3f} (median of the paired ratios; target <= 1/3)")
+    floor = report.get("floor")
+    if floor:
+        out += ["", f"machine floor: the epoch's matrix products are {floor['epoch_flops'] / 1e12:.3f} TFLOP "
+                    f"({floor['epoch_flops'] / TRAIN_IMAGES / 1e6:.2f} MFLOP per image, forward and backward); a "
+                    f"{floor['gemm_size']}x{floor['gemm_size']} float32 GEMM ran at {floor['gemm_gflops']:.0f} GFLOP/s "
+                    f"(best of {len(floor['gemm_gflops_values'])} measurements, "
+                    f"{min(floor['gemm_gflops_values']):.0f}-{max(floor['gemm_gflops_values']):.0f}) on "
+                    f"{settings['threads']} thread(s): floor {floor['epoch_floor_s']:.2f} s per epoch"]
+        if floor.get("convnet_over_floor") is not None:
+            out.append(f"FLOOR RATIO convnet's fastest epoch / floor: {floor['convnet_over_floor']:.2f} "
+                       f"(target <= {TARGET_FLOOR_RATIO}: {_verdict(floor['convnet_over_floor'] <= TARGET_FLOOR_RATIO)})"
+                       + (f"; keras: {floor['keras_over_floor']:.2f}" if floor.get("keras_over_floor") else ""))
     if report["failures"]:
         out += ["", "FAILED workers:"]
         for f in report["failures"]:
@@ -545,14 +654,46 @@ def render_table(report):
     return "\n".join(out)
 
 
+def _verdict(met):
+    return "met" if met else "NOT met"
+
+
+def measure_floor(threads, log):
+    """GFLOP/s of a large float32 GEMM with ``threads`` BLAS threads (see :func:`benchmarks.machine.gemm_gflops`)."""
+    from .machine import gemm_gflops
+
+    gflops = gemm_gflops(threads)
+    log(f"  large float32 GEMM: {gflops:.0f} GFLOP/s")
+    return gflops
+
+
+def floor_report(gflops_values, summary, model):
+    """The machine's floor for an epoch and each library's fastest epoch over it."""
+    from .machine import GEMM_SIZE
+
+    flops = epoch_flops(model)
+    best = max(gflops_values)
+    floor = {"epoch_flops": flops, "inference_flops": inference_flops(model), "gemm_size": GEMM_SIZE,
+             "gemm_gflops": best, "gemm_gflops_values": gflops_values, "epoch_floor_s": flops / (best * 1e9),
+             "layer_macs_per_image": layer_macs(model), "target": TARGET_FLOOR_RATIO}
+    floor["inference_floor_s"] = floor["inference_flops"] / (best * 1e9)
+    for lib in ("convnet", "keras"):
+        epochs = (summary.get(lib) or {}).get("epoch_s")
+        floor[f"{lib}_over_floor"] = epochs["min"] / floor["epoch_floor_s"] if epochs else None
+    return floor
+
+
 def parent_main(args, log):
+    if args.scaling:
+        return scaling_main(args, log)
     started = time.perf_counter()
     threads = args.threads or _cores()
     libs = list(args.libs)
     notes = []
     settings = {"repeats": args.repeats, "steps": args.steps, "images": args.images, "libs": libs,
                 "orders": [run_order(libs, r) for r in range(1, args.repeats + 1)], "threads": threads,
-                "batch": BATCH, "predict_batch": 1000, "epoch_scale": EPOCH_STEPS / args.steps,
+                "batch": BATCH, "predict_batch": 1000, "inference_batches": list(INFERENCE_BATCHES),
+                "epoch_scale": EPOCH_STEPS / args.steps,
                 "predict_scale": TEST_IMAGES / args.images, "warmup_fit_batches": args.warmup_batches,
                 "data": args.data, "quick": args.quick, "timeout_s": args.timeout,
                 "weights": "benchmarks.convnet_impl.seed_model(0).get_weights()"}
@@ -579,7 +720,9 @@ def parent_main(args, log):
                                args.images)
         if data_note:
             notes.append(data_note)
+        gflops = []
         for repeat in range(1, args.repeats + 1):
+            gflops.append(measure_floor(threads, log))
             for position, lib in enumerate(run_order(libs, repeat)):
                 if lib in dropped:
                     continue
@@ -615,18 +758,28 @@ def parent_main(args, log):
         notes += [f"{lib}: {n}" for n in rec.get("notes", []) if f"{lib}: {n}" not in notes]
     ratios = None
     if "convnet" in measured and "keras" in measured:
-        ratios = {"epoch": paired_ratios(measured, "epoch_s"), "predict": paired_ratios(measured, "predict_s")}
-    epoch_ratio = ratios["epoch"]["median"] if ratios and ratios["epoch"] else None
+        ratios = {"epoch": paired_ratios(measured, "epoch_s"), "predict": paired_ratios(measured, "predict_s"),
+                  "inference": paired_ratios(measured, "inference_s"),
+                  "peak_rss": paired_ratios(measured, "peak_rss_mb")}
+    epoch_ratio = ratios["epoch"]["fastest"] if ratios and ratios["epoch"] else None
+    inference_ratio = ratios["inference"]["fastest"] if ratios and ratios["inference"] else None
+    summary = summarize(measured)
     report = {
         "schema": 1,
         "kind": "isolated",
         "settings": settings,
         "runs": runs,
-        "summary": summarize(measured),
+        "summary": summary,
         "ratios": ratios,
         "epoch_ratio": epoch_ratio,
+        "epoch_ratio_is": "convnet's fastest epoch over keras's fastest (paired median in ratios.epoch.median)",
         "target_epoch_ratio": TARGET_EPOCH_RATIO,
         "epoch_ratio_meets_target": None if epoch_ratio is None else bool(epoch_ratio <= TARGET_EPOCH_RATIO),
+        "inference_ratio": inference_ratio,
+        "target_inference_ratio": TARGET_INFERENCE_RATIO,
+        "inference_ratio_meets_target": None if inference_ratio is None
+        else bool(inference_ratio <= TARGET_INFERENCE_RATIO),
+        "floor": floor_report(gflops, summary, seed_model(0)) if gflops else None,
         "failures": failures,
         "all_workers_ok": not failures and bool(measured),
         "machine": _machine(threads, first),
@@ -651,6 +804,127 @@ def parent_main(args, log):
         print("nothing was measured: no library could be run", file=sys.stderr)
         return 1
     return 0
+
+
+# ------------------------------------------------------------------ scaling
+def scaling_rows(results):
+    """Table rows ``{batch, threads, <lib>_epoch_s, <lib>_images_per_s, ratio}``: each cell the fastest repeat.
+
+    ``results`` maps ``(lib, batch, threads)`` to the list of worker records.
+    """
+    keys = sorted({(b, t) for _, b, t in results})
+    rows = []
+    for batch, threads in keys:
+        row = {"batch": batch, "threads": threads}
+        for lib in LIBRARIES:
+            records = results.get((lib, batch, threads)) or []
+            if records:
+                best = min(r["epoch_s"] for r in records)
+                row[f"{lib}_epoch_s"] = best
+                row[f"{lib}_images_per_s"] = TRAIN_IMAGES / best
+                row[f"{lib}_epoch_values"] = [r["epoch_s"] for r in records]
+        if row.get("convnet_epoch_s") and row.get("keras_epoch_s"):
+            row["ratio"] = row["convnet_epoch_s"] / row["keras_epoch_s"]
+        rows.append(row)
+    return rows
+
+
+def render_scaling(rows):
+    """The scaling table as text (one line per batch size and thread count)."""
+    header = ["batch", "threads", "convnet epoch", "convnet images/s", "keras epoch", "keras images/s",
+              "convnet/keras"]
+    lines = []
+    for row in rows:
+        cells = [str(row["batch"]), str(row["threads"])]
+        for lib in LIBRARIES:
+            t = row.get(f"{lib}_epoch_s")
+            cells += [f"{t:.2f} s" if t else "-", f"{row[f'{lib}_images_per_s']:,.0f}" if t else "-"]
+        cells.append(f"{row['ratio']:.2f}" if row.get("ratio") else "-")
+        lines.append(cells)
+    widths = [max(len(header[i]), *(len(c[i]) for c in lines)) if lines else len(header[i])
+              for i in range(len(header))]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))   # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(c) for c in lines])
+
+
+def plot_scaling(rows, path):
+    """images/s against batch size, one line per library and thread count (PNG at ``path``)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from convnet.plotting import save_figure
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot()
+    styles = {"convnet": "-o", "keras": "--s"}
+    for lib in LIBRARIES:
+        for threads in sorted({r["threads"] for r in rows}):
+            points = [(r["batch"], r[f"{lib}_images_per_s"]) for r in rows
+                      if r["threads"] == threads and r.get(f"{lib}_images_per_s")]
+            if points:
+                ax.plot(*zip(*points), styles[lib], label=f"{lib}, {threads} thread{'s' if threads > 1 else ''}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({r["batch"] for r in rows}), [str(b) for b in sorted({r["batch"] for r in rows})])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("training images per second (one epoch of fit)")
+    ax.set_title("Seed model, one process per library")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def scaling_main(args, log):
+    """``--scaling``: one worker per (library, batch size, threads, repeat), fit only; table, JSON, plot."""
+    from .report import write_json
+
+    started = time.perf_counter()
+    libs = list(args.libs)
+    images = QUICK["steps"] * BATCH if args.quick else SCALING_IMAGES
+    batches = [b for b in SCALING_BATCHES if images // b >= 2]
+    results, runs, failures, dropped = {}, [], [], {}
+    from .convnet_impl import seed_model
+    with tempfile.TemporaryDirectory(prefix="convnet-scaling-") as tmp:
+        weights_path = Path(tmp) / "seed_weights.npz"
+        write_weights(seed_model(0).get_weights(), weights_path)
+        note = write_data(args.data, Path(tmp) / DATA_FOLDER, max(images, args.warmup_batches * max(batches)),
+                          args.images)
+        for repeat in range(1, args.repeats + 1):
+            for batch in batches:
+                for threads in SCALING_THREADS:
+                    for lib in run_order(libs, repeat):
+                        if lib in dropped:
+                            continue
+                        log(f"[repeat {repeat}/{args.repeats}] {lib}, batch {batch}, {threads} thread(s) ...")
+                        status, payload = run_worker(lib, weights_path, args, threads, batch=batch,
+                                                     steps=images // batch)
+                        runs.append({"repeat": repeat, "library": lib, "batch": batch, "threads": threads,
+                                     "status": status, "result" if status == "ok" else "why": payload})
+                        if status == "ok":
+                            results.setdefault((lib, batch, threads), []).append(payload)
+                            log(f"  epoch {payload['epoch_s']:.3g} s ({payload['images_per_s']:,.0f} images/s)")
+                        else:
+                            dropped[lib] = status
+                            if status == "failed":
+                                failures.append({"library": lib, "batch": batch, "threads": threads, **payload})
+                            log(f"  {lib} {status}: {payload if status == 'unavailable' else payload['error']}")
+    rows = scaling_rows(results)
+    report = {"schema": 1, "kind": "scaling",
+              "settings": {"repeats": args.repeats, "libs": libs, "batches": batches, "threads": list(SCALING_THREADS),
+                           "images_timed": images, "scaled_to": TRAIN_IMAGES, "warmup_fit_batches": args.warmup_batches,
+                           "data": args.data, "cell": "fastest repeat"},
+              "rows": rows, "runs": runs, "failures": failures,
+              "machine": _machine(max(SCALING_THREADS), {}),
+              "notes": [n for n in [note] if n] + [f"{lib}: {why}" for lib, why in dropped.items()],
+              "wall_time_s": time.perf_counter() - started}
+    print(render_scaling(rows), flush=True)
+    out = Path(args.out)
+    write_json(report, out / "scaling.json")
+    if rows:
+        plot_scaling(rows, out / "scaling.png")
+    print(f"\nwrote {os.fspath(out / 'scaling.json')} and scaling.png ({report['wall_time_s']:.0f} s)", flush=True)
+    return 1 if failures else 0
 
 
 def main(argv=None, log=None):

@@ -51,8 +51,10 @@ class ThreadSettings:
             import numba as numba_module
 
             import convnet  # noqa: F401  (first, so that any thread default it sets on import is overridden)
+            from convnet.engine import threads as convnet_threads
 
             numba_module.set_num_threads(min(self.cores, numba_module.config.NUMBA_NUM_THREADS))
+            convnet_threads.set_num_threads(self.cores)     # the engine's own threads (the ones it uses)
         self._blas = threadpool_limits(limits=self.cores)
         return self
 
@@ -80,6 +82,9 @@ class ThreadSettings:
         from threadpoolctl import threadpool_info
 
         out = {"requested": self.cores}
+        engine = sys.modules.get("convnet.engine.threads")
+        if engine is not None:
+            out["convnet"] = engine.get_num_threads()
         numba = sys.modules.get("numba")
         if numba is not None:                  # (a Keras-only process does not load it)
             out["numba"] = numba.get_num_threads()
@@ -172,3 +177,33 @@ def describe_machine(threads):
         "git_dirty": dirty,
         "command": " ".join([os.path.basename(sys.executable), "-m", "benchmarks"] + sys.argv[1:]),
     }
+
+
+#: side of the square float32 matrices whose product measures the machine's GEMM speed
+GEMM_SIZE = 2048
+
+
+def gemm_gflops(threads, size=GEMM_SIZE, repeats=5):
+    """GFLOP/s of NumPy's BLAS on a large float32 product ``(size, size) @ (size, size)`` with ``threads`` threads.
+
+    The best of ``repeats`` timed products after one untimed: the speed the
+    machine's cores reach on the most favourable shape, the yardstick for
+    "the machine's floor" (the FLOP count of some work divided by it).
+    """
+    import time
+
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((size, size), dtype=np.float32) for _ in range(2))
+    with threadpool_limits(limits=threads, user_api="blas"):
+        a @ b
+        best = min(_time(lambda: a @ b, time) for _ in range(repeats))
+    return 2.0 * size ** 3 / best / 1e9
+
+
+def _time(fn, time):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

@@ -146,11 +146,14 @@ class Model:
     def make_train_step(self, x, y):
         return lambda: self.model.train_on_batch(x, y)
 
-    def make_fit(self, x, y):
-        return lambda: self.model.fit(x, y, epochs=1, batch_size=BATCH_SIZE, shuffle=True, verbose=0)
+    def make_fit(self, x, y, batch_size=BATCH_SIZE):
+        return lambda: self.model.fit(x, y, epochs=1, batch_size=batch_size, shuffle=True, verbose=0)
 
     def make_predict(self, x):
         return lambda: self.model.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+
+    def make_evaluate(self, x, y, batch_size):
+        return lambda: self.model.evaluate(x, y, batch_size=batch_size, verbose=0)
 
     def gradients(self, x, y):
         """Loss and dLoss/dw for every weight (Keras order), dropout off."""

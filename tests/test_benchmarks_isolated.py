@@ -60,6 +60,9 @@ def test_defaults_quick_and_overrides():
     (["--worker", "convnet", "--weights", "w.npz", "--data-dir", "d", "--repeats", "2"], "for the parent"),
     (["--weights", "w.npz"], "only for --worker"),
     (["--data-dir", "d"], "only for --worker"),
+    (["--batch", "64"], "only for --worker"),
+    (["--no-inference"], "only for --worker"),
+    (["--scaling", "--steps", "10"], "does not apply to --scaling"),
 ])
 def test_bad_arguments_are_refused_with_a_clear_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -89,12 +92,53 @@ def test_paired_ratios_divide_within_each_repeat_and_take_the_median():
     assert out["median"] == pytest.approx(0.5)
     assert (out["min"], out["max"]) == (pytest.approx(0.35), pytest.approx(0.9))
     assert out["median_over_fastest"] == pytest.approx(7.0 / 10.0)    # median(6, 9, 7) / min(12, 10, 20)
+    assert out["fastest"] == pytest.approx(6.0 / 10.0)                # min(6, 9, 7) / min(12, 10, 20)
     # an even number of pairs: the median is the mean of the middle two
     out = isolated.paired_ratios({"convnet": {1: {"x": 1.0}, 2: {"x": 3.0}}, "keras": {1: {"x": 2.0}, 2: {"x": 2.0}}},
                                  "x")
     assert out["median"] == pytest.approx(1.0)
     assert isolated.paired_ratios({"convnet": convnet, "keras": {}}, "epoch_s") is None
     assert isolated.paired_ratios({"convnet": convnet}, "epoch_s") is None
+
+
+def test_flop_count_of_the_seed_model():
+    from benchmarks.convnet_impl import seed_model
+    macs = isolated.layer_macs(seed_model(0))
+    # conv1 25*25 positions x 4*4*1*32; conv2 9*9 x 4*4*32*32; dense 512x256; dense_1 256x10
+    assert macs == {"conv2d": (320_000, 320_000), "conv2d_1": (1_327_104, 2 * 1_327_104),
+                    "dense": (131_072, 2 * 131_072), "dense_1": (2_560, 2 * 2_560)}
+    per_image = 2 * sum(f + b for f, b in macs.values())
+    assert per_image == pytest.approx(10.04e6, rel=1e-3)                  # the "about 10 MFLOP"
+    assert isolated.epoch_flops(seed_model(0)) == pytest.approx(60_000 * per_image)
+    assert isolated.inference_flops(seed_model(0)) == pytest.approx(10_000 * 2 * sum(f for f, _ in macs.values()))
+
+
+def test_floor_report_divides_the_fastest_epoch_by_the_best_gemm_speed():
+    from benchmarks.convnet_impl import seed_model
+    summary = {"convnet": {"epoch_s": {"min": 6.0}}, "keras": {"epoch_s": {"min": 12.0}}}
+    floor = isolated.floor_report([100.0, 200.0, 150.0], summary, seed_model(0))
+    assert floor["gemm_gflops"] == 200.0
+    assert floor["epoch_floor_s"] == pytest.approx(floor["epoch_flops"] / 200e9)
+    assert floor["convnet_over_floor"] == pytest.approx(6.0 / floor["epoch_floor_s"])
+    assert floor["keras_over_floor"] == pytest.approx(12.0 / floor["epoch_floor_s"])
+
+
+def test_gemm_speed_is_a_plausible_positive_figure():
+    from benchmarks.machine import gemm_gflops
+    assert 0.1 < gemm_gflops(1, size=256, repeats=2) < 1e5
+
+
+def test_scaling_rows_take_each_cell_at_its_fastest_repeat_and_render():
+    results = {("convnet", 32, 1): [{"epoch_s": 12.0}, {"epoch_s": 10.0}],
+               ("keras", 32, 1): [{"epoch_s": 20.0}],
+               ("convnet", 64, 2): [{"epoch_s": 6.0}]}
+    rows = isolated.scaling_rows(results)
+    assert [(r["batch"], r["threads"]) for r in rows] == [(32, 1), (64, 2)]
+    assert rows[0]["convnet_epoch_s"] == 10.0 and rows[0]["convnet_epoch_values"] == [12.0, 10.0]
+    assert rows[0]["convnet_images_per_s"] == pytest.approx(6000.0) and rows[0]["ratio"] == pytest.approx(0.5)
+    assert "keras_epoch_s" not in rows[1] and "ratio" not in rows[1]
+    text = isolated.render_scaling(rows)
+    assert "6,000" in text and "0.50" in text and text.splitlines()[-1].split()[:2] == ["64", "2"]
 
 
 def test_summarize_reports_median_and_extremes_per_library():
@@ -133,6 +177,13 @@ def test_convnet_only_end_to_end_writes_a_complete_scaled_json(tmp_path, capsys)
     assert rec["epoch_s"] == pytest.approx(rec["epoch_measured_s"] * EPOCH_STEPS / 3)
     assert rec["predict_s"] == pytest.approx(rec["predict_measured_s"] * TEST_IMAGES / 64)
     assert 0.0 <= rec["accuracy"] <= 1.0
+    assert set(rec["evaluate_s"]) == {"32", "256", "1000"} and all(v > 0 for v in rec["evaluate_s"].values())
+    assert rec["inference_s"] == min(rec["evaluate_s"].values())
+    assert rec["evaluate_s"][str(rec["inference_batch"])] == rec["inference_s"]
+    assert 0 < rec["first_step_s"] < rec["startup_s"]
+    assert report["floor"]["convnet_over_floor"] == pytest.approx(
+        rec["epoch_s"] / report["floor"]["epoch_floor_s"])
+    assert rec["threads"]["convnet"] == 1                  # the engine's own threads follow --threads
     assert rec["startup_from"] == "parent launch" and rec["phases_s"]["python_start_s"] >= 0
     assert rec["startup_s"] >= rec["phases_s"]["warmup_s"]
     assert rec["threads"]["numba"] == 1
@@ -240,5 +291,25 @@ def test_keras_and_convnet_end_to_end_give_paired_ratios(tmp_path, capsys):
     c, k = (report["summary"][lib]["epoch_s"]["median"] for lib in ("convnet", "keras"))
     assert pair["ratio"] == pytest.approx(c / k) and report["epoch_ratio"] == pytest.approx(c / k)
     assert isinstance(report["epoch_ratio_meets_target"], bool)
+    assert isinstance(report["inference_ratio_meets_target"], bool)
+    assert report["inference_ratio"] == pytest.approx(report["summary"]["convnet"]["inference_s"]["min"]
+                                                      / report["summary"]["keras"]["inference_s"]["min"])
     assert report["machine"]["versions"]["tensorflow"]
     assert "EPOCH RATIO" in captured.out
+
+
+def test_scaling_mode_writes_a_table_json_and_plot(tmp_path, capsys):
+    code = isolated.main(["--scaling", "--quick", "--libs", "convnet", "--repeats", "1", "--warmup-batches", "2",
+                          "--images", "64", "--out", str(tmp_path)], log=lambda msg: None)
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((tmp_path / "scaling.json").read_text())
+    assert report["kind"] == "scaling" and report["failures"] == []
+    cells = {(r["batch"], r["threads"]) for r in report["rows"]}
+    assert cells == {(b, t) for b in (32, 64, 128, 256) for t in (1, 2)}
+    for run in report["runs"]:
+        assert run["result"]["batch"] == run["batch"]
+        assert run["result"]["threads"]["convnet"] == run["threads"]
+        assert "inference_s" not in run["result"]              # fit only
+    assert (tmp_path / "scaling.png").stat().st_size > 1000
+    assert "images/s" in out

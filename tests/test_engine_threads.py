@@ -121,7 +121,9 @@ def _kernel_calls(rng):
     true_argmax = np.empty((N, P, P, C), np.int32)
     kernels.maxpool_forward(x, pool_geometry, np.empty((N, P, P, C), np.float32), true_argmax, 0, N)
     dx_pool = np.full(x.shape, np.nan, np.float32)
+    dx_fused, dz_fused = np.full(x.shape, np.nan, np.float32), np.full(x.shape, np.nan, np.float32)
     z = rng.standard_normal((N * 6, F)).astype(np.float32)
+    z_fused, y_fused = z.copy(), np.full(z.shape, np.nan, np.float32)
     b = rng.standard_normal(F).astype(np.float32)
     y = np.full(x.shape, np.nan, np.float32)
     dz = np.full(x.shape, np.nan, np.float32)
@@ -135,7 +137,9 @@ def _kernel_calls(rng):
         ("col2im", N, (dcols, window, dx), (dx,)),
         ("maxpool_forward", N, (x, pool_geometry, pool_out, argmax), (pool_out, argmax)),
         ("maxpool_backward", N, (dpool, true_argmax, dx_pool), (dx_pool,)),
+        ("maxpool_relu_backward", N, (dpool, true_argmax, relu_y, dx_fused, dz_fused), (dx_fused, dz_fused)),
         ("add_bias", len(z), (z, b), (z,)),
+        ("add_bias_relu", len(z_fused), (z_fused, b, y_fused), (z_fused, y_fused)),
         ("relu_forward", N, (x, y), (y,)),
         ("relu_backward", N, (x, relu_y, dz), (dz,)),
         ("dropout_forward", N, (x, np.uint64(2 ** 63 + 12345), np.uint64(5033165), 1 / 0.7, drop_y, mask),

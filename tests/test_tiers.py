@@ -130,6 +130,72 @@ def test_one_training_step_of_the_seed_model_agrees(rng):
         close(wa, wb)
 
 
+def _chain(seed=0):
+    """Conv+ReLU -> pool twice (the engine fuses both pairs), as in the seed model, small."""
+    return convnet.Sequential([layers.Conv2D(6, 3, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
+                               layers.Conv2D(5, 3, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
+                               layers.Dense(10, activation="softmax")], input_shape=(14, 14, 2), seed=seed)
+
+
+def _trained_chain(name, x, y, steps=3):
+    with convnet.backend(name):
+        model = _chain()
+        model.compile(optimizer="adam")
+        model.seed_dropout(0, 0)
+        for s in range(steps):
+            model.train_step(x[8 * s:8 * (s + 1)], y[8 * s:8 * (s + 1)])
+        return model
+
+
+def test_fused_conv_relu_pool_keeps_every_layer_inspectable_and_agrees(rng):
+    """Steps 2+ run the fused path (the pool links itself to its conv on step 1); every layer still
+    exposes its own output, preactivation, grad_output and grad_input, equal to the textbook's."""
+    x, y = rng.random((24, 14, 14, 2), dtype=np.float32), rng.integers(0, 10, 24)
+    a, b = _trained_chain("numba", x, y), _trained_chain("numpy", x, y)
+    with convnet.backend("numba"):
+        engines = [convnet.backends.implementation(layer) for layer in a.layers]
+    assert engines[0].pool is engines[1] and engines[3].pool is engines[4]      # the fused path ran
+    for la, lb in zip(a.layers, b.layers):
+        for attr in ("output", "preactivation", "grad_output", "grad_input"):
+            if getattr(lb, attr) is not None:
+                close(getattr(la, attr), getattr(lb, attr))
+        for key in la.grads:
+            close(la.grads[key], lb.grads[key])
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        close(wa, wb)
+
+
+def test_fusion_computes_exactly_what_the_unfused_engine_computes(rng, monkeypatch):
+    x, y = rng.random((24, 14, 14, 2), dtype=np.float32), rng.integers(0, 10, 24)
+    fused = _trained_chain("numba", x, y)
+    monkeypatch.setattr(convnet.engine.layers.Conv2D, "relu", lambda self: None)     # no fusion at all
+    plain = _trained_chain("numba", x, y)
+    for la, lb in zip(fused.layers, plain.layers):
+        for attr in ("output", "preactivation", "grad_output", "grad_input"):
+            np.testing.assert_array_equal(getattr(la, attr), getattr(lb, attr))
+    for wa, wb in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_a_handover_for_other_arrays_is_not_used(rng):
+    """The fused results are handed over by identity: a pool or ReLU called on anything else computes."""
+    x = rng.standard_normal((4, 10, 10, 3)).astype(np.float32)
+    model = convnet.Sequential([layers.Conv2D(4, 3, activation="relu"), layers.MaxPool2D(2)],
+                               input_shape=(10, 10, 3), seed=0)
+    conv, pool = model.layers
+    model.forward(x)
+    model.forward(x)                                   # linked now: the conv pools for the pool
+    y = conv.forward(x)
+    other = np.ascontiguousarray(y[::-1])              # same shape, other values: must not get the stash
+    with convnet.backend("numpy"):
+        expected = layers.MaxPool2D(2).forward(other)
+        expected_relu = conv.activation.forward(-conv.preactivation)
+    np.testing.assert_array_equal(pool.forward(other), expected)
+    conv.forward(x)
+    relu = convnet.backends.implementation(conv.activation)
+    np.testing.assert_array_equal(relu.forward(-conv.preactivation), expected_relu)
+
+
 def test_many_steps_stay_close(rng):
     """Adam amplifies round-off over steps (1/sqrt(v) of tiny v), so the bound is looser."""
     x = rng.random((32 * 20, 28, 28, 1), dtype=np.float32)

@@ -238,6 +238,35 @@ def maxpool_backward(dout, argmax, dx, n0, n1):
     return dx
 
 
+@_jit
+def maxpool_relu_backward(dout, argmax, y, dx, dz, n0, n1):
+    """:func:`maxpool_backward` into ``dx``, then the ReLU's backward ``dz = dx * [y > 0]``, image by image.
+
+    ``y`` is the ReLU's output (the pooling's input). Bit for bit the two
+    kernels one after the other, but each image's ``dx`` is still in cache
+    when its ``dz`` is computed.
+    """
+    N, OH, OW, C = dout.shape
+    H, W = dx.shape[1], dx.shape[2]
+    dxr = dx.reshape(N, H * W, C)
+    L = H * W * C
+    dxf, yf, dzf = dx.reshape(N, L), y.reshape(N, L), dz.reshape(N, L)
+    zero = dx.dtype.type(0)
+    for n in range(n0, _stop(n1, N)):
+        dxr[n, :, :] = 0
+        for oh in range(OH):
+            for ow in range(OW):
+                d, a = dout[n, oh, ow], argmax[n, oh, ow]
+                for c in range(_u(C)):
+                    idx = a[c]
+                    if idx >= 0:
+                        dxr[n, idx, c] += d[c]
+        dn, yn, dzn = dxf[n], yf[n], dzf[n]
+        for k in range(_u(L)):
+            dzn[k] = dn[k] if yn[k] > 0 else zero
+    return dz
+
+
 # ------------------------------------------------------ element-wise passes
 # These see their arrays as (rows, rest): a range n0 <= n < n1 is a range of rows.
 
@@ -250,6 +279,24 @@ def add_bias(z, b, n0=0, n1=-1):
         for f in range(_u(F)):
             row[f] += b[f]
     return z
+
+
+@_jit
+def add_bias_relu(z, b, y, n0, n1):
+    """``z[r] += b`` in place and ``y[r] = max(z[r], 0)``, rows ``n0 <= r < n1`` of 2-D ``z`` and ``y``, in one pass.
+
+    The same two operations as :func:`add_bias` followed by
+    :func:`relu_forward` (bit for bit), while the rows are in cache.
+    """
+    R, F = z.shape
+    zero = z.dtype.type(0)
+    for r in range(n0, _stop(n1, R)):
+        zr, yr = z[r], y[r]
+        for f in range(_u(F)):
+            v = zr[f] + b[f]
+            zr[f] = v
+            yr[f] = zero if v <= 0 else v             # NaN <= 0 is False: NaN stays NaN
+    return y
 
 
 @_jit

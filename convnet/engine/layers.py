@@ -18,11 +18,28 @@ them to it); how they are computed is what differs:
 * sums over the batch taken per fixed block of images and added in order,
   so the result does not depend on the number of threads.
 
+Fusion across layers (each layer's ``output``, ``preactivation`` and
+``grad_input`` are still computed and kept, so every one can be inspected):
+
+* a Conv2D whose activation is ReLU applies bias and ReLU in one pass over
+  each block of its output while the block is in cache, and hands ``y`` to
+  its activation's engine object, which returns it instead of recomputing;
+* a MaxPool2D that reads such a ReLU's output links itself to that Conv2D
+  on its first call; from then on the Conv2D also pools each block of
+  images right after its ReLU, and in backward the pooling computes the
+  ReLU's ``dz`` in the same pass as its own ``dx``.
+
+Each hand-over is checked by identity (the very array the next method
+receives), so a layer used any other way computes everything itself.
+
 ``docs/performance.md`` has the measurements behind each choice.
 """
+import weakref
+
 import numpy as np
 
-from .. import rng
+from .. import backends, rng
+from ..activations import ReLUFunction
 from . import kernels, threads
 
 
@@ -31,6 +48,23 @@ class _Engine:
 
     def __init__(self, layer):
         self.layer = layer
+
+
+#: (weak reference to the last ReLU output a Conv2D computed, that Conv2D's engine object):
+#: how a MaxPool2D finds out that its input comes from a fusable Conv2D + ReLU
+_last_relu_output = (None, None)
+
+
+def _taken(holder, name, *inputs):
+    """The results stashed at ``holder.<name>`` for exactly these input arrays (by identity), or None.
+
+    The stash is emptied either way: it serves one call.
+    """
+    stash = getattr(holder, name)
+    setattr(holder, name, None)
+    if stash is None or len(stash) <= len(inputs) or any(a is not b for a, b in zip(stash, inputs)):
+        return None
+    return stash[len(inputs):]
 
 
 def _gradient_extent(dz):
@@ -59,7 +93,20 @@ class Conv2D(_Engine):
         return ([(b0, min(b0 + per_block, n1)) for b0 in range(n0, n1, per_block)],
                 np.empty((per_block * rows, K), dtype))
 
+    def __init__(self, layer):
+        super().__init__(layer)
+        #: the engine MaxPool2D that reads this layer's ReLU output (linked by the pool itself)
+        self.pool = None
+
+    def relu(self):
+        """The engine object of this layer's activation when that is the engine's ReLU, else None."""
+        if type(self.layer.activation) is not ReLUFunction:
+            return None
+        act = backends.implementation(self.layer.activation)
+        return act if isinstance(act, ReLU) else None
+
     def call(self, x, training):
+        global _last_relu_output
         layer = self.layer
         win, F = layer.window, layer.filters
         x = np.ascontiguousarray(x)
@@ -68,6 +115,12 @@ class Conv2D(_Engine):
         z = np.empty((N * rows, F), dtype=x.dtype)
         whole = N * rows * K.shape[0] * x.itemsize <= self.KEEP_COLS_BYTES
         kept = np.empty((N * rows, K.shape[0]), x.dtype) if whole else None
+        relu = self.relu()
+        y = np.empty_like(z) if relu is not None else None
+        y4 = y.reshape((N,) + layer.output_shape) if relu is not None else None
+        pool = self.pool if relu is not None else None
+        if pool is not None:
+            pooled, argmax = pool.outputs(N, x.dtype)
 
         def images(n0, n1):                               # each thread runs a share of the images
             blocks, scratch = self._blocks(n0, n1, rows, x.dtype)
@@ -75,10 +128,21 @@ class Conv2D(_Engine):
                 cols = kept[b0 * rows:b1 * rows] if whole else scratch[:(b1 - b0) * rows]
                 kernels.im2col_into(x[b0:b1], win, cols, 0, b1 - b0)
                 np.matmul(cols, K, out=z[b0 * rows:b1 * rows])
-                kernels.add_bias(z, b, b0 * rows, b1 * rows)
+                if relu is None:
+                    kernels.add_bias(z, b, b0 * rows, b1 * rows)
+                else:                                     # z += b and y = max(z, 0) while in cache
+                    kernels.add_bias_relu(z, b, y, b0 * rows, b1 * rows)
+                    if pool is not None:                  # and the next layer's pooling of y
+                        kernels.maxpool_forward(y4, pool.layer.window, pooled, argmax, b0, b1)
         threads.in_parallel(images, N, z.size * K.shape[0])
         layer.cache = {"x": x, "cols": kept}
-        return z.reshape((N,) + layer.output_shape)
+        z = z.reshape((N,) + layer.output_shape)
+        if relu is not None:
+            relu.computed = (z, y4)
+            _last_relu_output = (weakref.ref(y4), self)
+            if pool is not None:
+                pool.computed = (y4, pooled, argmax)
+        return z
 
     def backprop(self, dz):
         # The math of layers.Conv2D.backprop; here per block of images: partial sums of
@@ -125,20 +189,48 @@ class Conv2D(_Engine):
 
 
 class MaxPool2D(_Engine):
-    """Max and the winner's pixel index in one pass; backward routes by that index."""
+    """Max and the winner's pixel index in one pass; backward routes by that index.
+
+    After a Conv2D with ReLU, the pooling is done by that layer's forward
+    (see the module's docstring), and backward also computes the ReLU's
+    gradient.
+    """
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.computed = None          # (input, out, argmax) from the linked Conv2D's forward
+        self.producer = None          # that Conv2D's engine object
+
+    def outputs(self, N, dtype):
+        """Fresh ``out`` and ``argmax`` arrays for a batch of ``N``."""
+        out = np.empty((N,) + self.layer.output_shape, dtype)
+        return out, np.empty(out.shape, np.int32)
 
     def call(self, x, training):
         layer = self.layer
-        out = np.empty((len(x),) + layer.output_shape, x.dtype)
-        argmax = np.empty(out.shape, np.int32)
-        threads.over_images(kernels.maxpool_forward, len(x), x, layer.window, out, argmax)
-        layer.cache = {"argmax": argmax}
+        done = _taken(self, "computed", x)
+        if done is not None:
+            out, argmax = done
+        else:
+            out, argmax = self.outputs(len(x), x.dtype)
+            threads.over_images(kernels.maxpool_forward, len(x), x, layer.window, out, argmax)
+            last, conv = _last_relu_output
+            if last is not None and last() is x:   # x is a Conv2D's ReLU output: pool inside it next time
+                conv.pool, self.producer = self, conv
+        layer.cache = {"argmax": argmax, "x": x}
         return out
 
     def backprop(self, dz):
         layer = self.layer
         dx = np.empty((len(dz),) + layer.input_shape, dtype=dz.dtype)
-        threads.over_images(kernels.maxpool_backward, len(dz), dz, layer.cache["argmax"], dx)
+        x, relu = layer.cache["x"], self.producer.relu() if self.producer is not None else None
+        if relu is not None and self.producer.layer.output is x:
+            # the ReLU's backward (dz = dx * [y > 0], y = x) in the same pass, handed to it
+            dzr = np.empty_like(dx)
+            threads.over_images(kernels.maxpool_relu_backward, len(dz), dz, layer.cache["argmax"], x, dx, dzr)
+            relu.computed_backward = (dx, x, dzr)
+        else:
+            threads.over_images(kernels.maxpool_backward, len(dz), dz, layer.cache["argmax"], dx)
         return dx
 
 
@@ -184,14 +276,30 @@ class Dense(_Engine):
 
 
 class ReLU(_Engine):
-    """``max(z, 0)`` and its backward as one-pass kernels shared over images."""
+    """``max(z, 0)`` and its backward as one-pass kernels shared over images.
+
+    Either result may have been computed already by a neighbouring layer's
+    fused pass (a Conv2D's forward, a MaxPool2D's backward), for exactly the
+    arrays this method now receives; then it is returned as it is.
+    """
+
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.computed = None              # (z, y) from a Conv2D's forward
+        self.computed_backward = None     # (dout, y, dz) from a MaxPool2D's backward
 
     def forward(self, z):
+        done = _taken(self, "computed", z)
+        if done is not None:
+            return done[0]
         y = np.empty(z.shape, dtype=z.dtype)
         threads.over_images(kernels.relu_forward, len(z), z, y)
         return y
 
     def backward(self, dout, y):
+        done = _taken(self, "computed_backward", dout, y)
+        if done is not None:
+            return done[0]
         dz = np.empty(dout.shape, dtype=dout.dtype)
         threads.over_images(kernels.relu_backward, len(dout), dout, y, dz)
         return dz
