@@ -49,7 +49,10 @@ def browser():
     if os.geteuid() == 0:
         args.insert(0, "--no-sandbox")         # Chromium refuses to run as root with its sandbox
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        except Exception:                      # a container without user namespaces: no sandbox either
+            b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"] + args)
         yield b
         b.close()
 

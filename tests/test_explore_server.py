@@ -295,3 +295,26 @@ def test_cli_port_in_use(tmp_path, capsys, server, model):
     port = server.server_address[1]
     assert cli.main(["--model", str(path), "--port", str(port), "--no-browser"]) == 2
     assert "cannot listen" in capsys.readouterr().err
+
+
+def test_textbook_backend_gives_the_same_answers(model, capsys):
+    import convnet
+
+    x, _ = mnist_test()
+    expected = model.predict(x[:5][..., None].astype(np.float32) / 255)       # the engine
+    with convnet.backend("numpy"):
+        explorer = Explorer(model, model_path="seed model")
+        s = srv.serve_in_thread(explorer)
+        try:
+            assert request(s, "GET", "/api/info")[1]["backend"] == "numpy"
+            for i in range(5):
+                status, body = request(s, "POST", "/api/predict", {"pixels": digit_pixels(i), "layers": True})
+                assert status == 200
+                np.testing.assert_allclose(body["probabilities"], expected[i], rtol=1e-4, atol=1e-6)
+        finally:
+            s.shutdown()
+            s.server_close()
+            explorer.close()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--backend", "fortran"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``python -m experiments.explore [--model PATH] [--host 127.0.0.1] [--port N] [--no-browser]``.
+"""``python -m experiments.explore [--model PATH] [--host 127.0.0.1] [--port N] [--no-browser] [--backend B]``.
 
 Loads the model (default: the latest ``experiments.mnist`` run's), serves
 the explorer page and opens it in the default browser. Ctrl-C stops it.
@@ -18,6 +18,9 @@ def build_parser():
                    help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s; 0 picks a free one)")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--backend", choices=("numba", "numpy"), default="numba",
+                   help="numba: the engine (default); numpy: the textbook layers of convnet/layers.py, "
+                        "the code the page's numbers then come from")
     p.add_argument("--verbose", action="store_true", help="log every request")
     p.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
     return p
@@ -35,6 +38,9 @@ def _port(text):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    import convnet
+
+    convnet.set_backend(args.backend)
     from experiments.predict import NoModelError, load_model_for_inference, resolve_model_path
 
     try:
@@ -54,7 +60,7 @@ def main(argv=None):
         print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror or e}"
               f"{' (try --port 0 for a free port)' if args.port else ''}", file=sys.stderr)
         return 2
-    print(f"model: {path}")
+    print(f"model: {path} (backend: {args.backend})")
     print(f"Serving on {server.url}  (Ctrl-C stops)", flush=True)
     if not args.no_browser:
         try:

@@ -314,7 +314,10 @@ class Handler(BaseHTTPRequestHandler):
     def _info(self, q):
         e = self.explorer
         session = self._session()
+        import convnet
+
         return {"model_path": e.model_path, "layers": e.layers, "params": int(e.base.count_params()),
+                "backend": convnet.get_backend(),
                 "session": None if session is None else {"steps_applied": session.steps_applied},
                 "max_body": MAX_BODY, "train_limits": core.TRAIN_LIMITS}
 

@@ -799,7 +799,7 @@ for (const b of document.querySelectorAll("#tabs button")) {
   try {
     state.info = await api("/api/info");
     $("#model-info").textContent = `model: ${state.info.model_path} (${state.info.params.toLocaleString()} parameters, ` +
-      `${state.info.layers.length} layers)`;
+      `${state.info.layers.length} layers), backend: ${state.info.backend}`;
     document.body.dataset.ready = "1";
   } catch (e) { showError(`cannot reach the explorer's server: ${e.message}`); }
 })();
