@@ -140,6 +140,18 @@ def test_missing_length_routes_methods_and_hosts(server):
     _alive(server)
 
 
+def test_a_refused_body_is_not_read_as_the_next_request(server):
+    host, port = server.server_address[:2]
+    smuggled = b"GET /api/info HTTP/1.1\r\nHost: " + f"{host}:{port}".encode() + b"\r\n\r\n"
+    first = (f"POST /api/predict HTTP/1.1\r\nHost: evil.example\r\nContent-Type: application/json\r\n"
+             f"Content-Length: {len(smuggled)}\r\n\r\n").encode()
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(first + smuggled)
+        reply = _read_until_closed(s)
+    assert reply.startswith("HTTP/1.1 421") and reply.count("HTTP/1.1 ") == 1
+    _alive(server)
+
+
 @pytest.mark.parametrize("path", ["/static/../server.py", "/static/%2e%2e/core.py", "/static/..%2fcore.py",
                                   "/../../experiments/explore/core.py", "/static//etc/passwd", "/static/",
                                   "/static/explore.js/..", "/server.py"])

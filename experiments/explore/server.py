@@ -212,9 +212,13 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, {"error": message})
 
     def _guarded(self, fn):
+        self.body_read = (self.headers.get("Content-Length", "0").strip() == "0"
+                          and "Transfer-Encoding" not in self.headers)
         try:
             fn()
         except ExploreError as e:
+            if not self.body_read:         # its unread body would be taken for the next request
+                self.close_connection = True
             self._error(e.status, str(e))
         except (ConnectionError, TimeoutError):
             self.close_connection = True
@@ -254,6 +258,7 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             raise ExploreError(f"bad Content-Length {length!r}") from None
+        self.body_read = True
         if n > MAX_BODY:
             # a client that is still sending would miss the reply if the socket closed under it:
             # a moderately large body is read and dropped first, a huge one is not waited for
