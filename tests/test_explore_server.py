@@ -218,6 +218,9 @@ def test_views_validate_their_fields(server):
     assert request(server, "GET", "/api/mnist/list?kind=weird")[0] == 400
     assert request(server, "GET", "/api/mnist/digit?index=10000")[0] == 400
     assert request(server, "GET", "/api/mnist/digit?index=abc")[0] == 400
+    assert request(server, "GET", "/api/mnist/digit?index=" + "9" * 5000)[0] == 400
+    status, reply = request(server, "GET", "/api/mnist/list?" + "&".join(f"a{i}=1" for i in range(20)))
+    assert status == 400 and "too many query parameters" in reply["error"]
     _alive(server)
 
 

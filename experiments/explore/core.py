@@ -148,7 +148,6 @@ class Explorer:
         self.training_slot = threading.Semaphore(1)       # one live training run at a time: 2 cores
         self._mnist = None
         self._mnist_error = None
-        self._mistakes = None
         self.mnist_lock = threading.Lock()
         self.layers = describe_layers(model)
         # BLAS on one thread for as long as the explorer lives. It works on one image at a time,

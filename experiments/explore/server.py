@@ -299,7 +299,10 @@ class Handler(BaseHTTPRequestHandler):
         if url.path == "/favicon.ico":
             self._send(204, b"", "image/x-icon")
             return
-        query = parse_qs(url.query, max_num_fields=10)
+        try:
+            query = parse_qs(url.query, max_num_fields=10)
+        except ValueError:
+            raise ExploreError("too many query parameters (at most 10)") from None
         q = {k: v[-1] for k, v in query.items()}
         route = {"/api/info": self._info, "/api/train/status": self._train_status,
                  "/api/mnist/list": self._mnist_list, "/api/mnist/digit": self._mnist_digit}.get(url.path)
