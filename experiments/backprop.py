@@ -129,7 +129,7 @@ def main(argv=None):
 
     Every problem ends in one line ``error: ...`` on stderr, found before the work where possible.
     """
-    from convnet.datasets import ChecksumError, MNISTUnavailableError
+    from convnet.datasets import ChecksumError, ForeignFileError, MNISTUnavailableError
     from convnet.datasets.idx import IDXError
 
     args = build_parser().parse_args(argv)
@@ -156,7 +156,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (MNISTUnavailableError, ChecksumError, IDXError) as e:
+    except (MNISTUnavailableError, ChecksumError, ForeignFileError, IDXError) as e:
         print(f"error: MNIST could not be loaded: {e}", file=sys.stderr)
         return 1
     except OSError as e:

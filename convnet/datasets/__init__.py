@@ -9,7 +9,7 @@ Plots of the data live in :mod:`convnet.datasets.plots` (imported lazily so
 that loading data does not pull in matplotlib).
 """
 
-from ._cache import ChecksumError
+from ._cache import ChecksumError, ForeignFileError
 from .idx import IDXError, decode_idx, encode_idx, read_idx, write_idx
 from .mnist import (
     DEFAULT_MIRRORS,
@@ -26,6 +26,7 @@ from .mnist import (
 
 __all__ = [
     "ChecksumError",
+    "ForeignFileError",
     "IDXError",
     "MNISTUnavailableError",
     "DEFAULT_MIRRORS",

@@ -9,7 +9,11 @@ taken over the *uncompressed* bytes, so a gzip-compressed copy and a plain
 copy of the same file have the same digest.
 
 A cached file that fails the check is moved aside to ``<name>.corrupt`` (so
-the evidence is kept but never used) and treated as missing.
+the evidence is kept but never used) and treated as missing, if the cache
+wrote it: the cache lists the files it wrote in :data:`MANIFEST` (and the
+default cache directory, which is convnet's own, counts as written by it).
+A damaged file that someone else put there is never renamed, replaced or
+deleted: :class:`ForeignFileError` says so and what to do.
 """
 
 from __future__ import annotations
@@ -43,6 +47,15 @@ class ChecksumError(ValueError):
         )
 
 
+class ForeignFileError(ValueError):
+    """A file in the cache is not the expected one, and the cache did not write it, so it is left alone."""
+
+
+#: The file, in the cache directory, listing the files the cache wrote itself (one name a line).
+MANIFEST = ".convnet-cache-files"
+MANIFEST_MAX_BYTES = 65536
+
+
 def sha256_hex(data: bytes) -> str:
     """The SHA-256 digest of ``data`` as 64 lowercase hex digits."""
     return hashlib.sha256(data).hexdigest()
@@ -51,10 +64,32 @@ def sha256_hex(data: bytes) -> str:
 class VerifiedCache:
     """Files in ``directory`` whose SHA-256 digests must equal ``checksums[name]``."""
 
-    def __init__(self, directory: str | os.PathLike, checksums: Mapping[str, str], log: Log):
+    def __init__(self, directory: str | os.PathLike, checksums: Mapping[str, str], log: Log, owned: bool = False):
         self.directory = Path(directory).expanduser()
         self.checksums = {name: digest.lower() for name, digest in checksums.items()}
         self.log = log
+        self.owned = owned            # the whole directory is convnet's (the default cache)
+
+    # -- what the cache wrote ----------------------------------------------
+
+    def written(self) -> set[str]:
+        """Names of the files this cache wrote (from :data:`MANIFEST`; bounded, a bad manifest counts as empty)."""
+        try:
+            with open(self.directory / MANIFEST, "rb") as f:
+                text = f.read(MANIFEST_MAX_BYTES).decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            return set()
+        return {line for line in text.splitlines() if line}
+
+    def wrote(self, path: Path) -> bool:
+        """Whether the cache created ``path`` (so it may move it aside or replace it)."""
+        return self.owned or path.name in self.written()
+
+    def _record(self, name: str) -> None:
+        names = self.written()
+        if name not in names:
+            with atomic_path(self.directory / MANIFEST) as tmp:
+                tmp.write_text("".join(f"{n}\n" for n in sorted(names | {name})), encoding="utf-8")
 
     # -- verification ------------------------------------------------------
 
@@ -74,7 +109,8 @@ class VerifiedCache:
     def find(self, name: str) -> Path | None:
         """Return the path of a verified copy of ``name``, or ``None``.
 
-        Copies that fail verification are reported and moved aside.
+        Copies that fail verification are reported and moved aside if the
+        cache wrote them; :class:`ForeignFileError` if it did not.
         """
         for path in self.candidates(name):
             if not path.is_file():
@@ -82,14 +118,21 @@ class VerifiedCache:
             try:
                 self.verify(name, read_idx_bytes(path), source=f"the cache ({path})")
             except (ChecksumError, IDXError, OSError) as exc:
+                if not self.wrote(path):
+                    raise ForeignFileError(
+                        f"{path} is not the expected {name} ({exc}); convnet did not write it, so it is left "
+                        f"as it is: move it away, or choose another data directory") from None
                 self._quarantine(path, exc)
                 continue
             return path
         return None
 
     def _quarantine(self, path: Path, reason: Exception) -> None:
-        """Move a bad cached file to ``<path>.corrupt`` and say so."""
-        aside = path.with_name(path.name + ".corrupt")
+        """Move a bad cached file to ``<path>.corrupt`` (or ``.corrupt-2``, ...: never over a file) and say so."""
+        aside, k = path.with_name(path.name + ".corrupt"), 1
+        while aside.exists() or aside.is_symlink():
+            k += 1
+            aside = path.with_name(f"{path.name}.corrupt-{k}")
         self.log(f"warning: cached file {path} is damaged and will be replaced: {reason}")
         with contextlib.suppress(OSError):
             os.replace(path, aside)
@@ -127,9 +170,15 @@ class VerifiedCache:
 
     @contextlib.contextmanager
     def incoming_file(self, name: str) -> Iterator[Path]:
-        """A temporary file in the cache that becomes ``name`` on success."""
-        with atomic_path(self.directory / name) as tmp:
+        """A temporary file in the cache that becomes ``name`` on success (never over a file the cache did
+        not write), recorded in :data:`MANIFEST`."""
+        target = self.directory / name
+        if (target.exists() or target.is_symlink()) and not self.wrote(target):
+            raise ForeignFileError(f"{target} exists and convnet did not write it, so it is not replaced: move "
+                                   f"it away, or choose another data directory")
+        with atomic_path(target) as tmp:
             yield tmp
+        self._record(name)
 
 
 def _write(path: Path, data: bytes) -> None:

