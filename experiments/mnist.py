@@ -176,7 +176,12 @@ def latest_run(runs_dir="runs"):
     pointer = Path(runs_dir) / LATEST
     if not pointer.is_file():
         raise FileNotFoundError(f"{pointer} does not exist: no run has finished in {runs_dir} yet")
-    return Path(pointer.read_text(encoding="utf-8").strip())
+    with open(pointer, "rb") as f:                  # a path, not a file to read whole whatever its size
+        text = f.read(4096)
+    try:
+        return Path(text.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        raise FileNotFoundError(f"{pointer} does not name a run directory") from None
 
 
 def versions():
