@@ -4,9 +4,11 @@ The trained model (the reference architecture, one epoch on the first 8,000
 MNIST training images, seed 0: about 93% test accuracy) is made once per
 test process and cached, so both test modules that need it pay once.
 """
+import atexit
 import functools
 import http.client
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -26,7 +28,9 @@ def trained_model_path():
     model = mnist_cnn(seed=0)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(x[:TRAIN_IMAGES], y[:TRAIN_IMAGES], epochs=1, batch_size=32, verbose=0, seed=0)
-    path = Path(tempfile.mkdtemp(prefix="explore-test-")) / "model.npz"
+    folder = tempfile.mkdtemp(prefix="explore-test-")
+    atexit.register(shutil.rmtree, folder, True)            # removed when the test process ends
+    path = Path(folder) / "model.npz"
     save_model(model, path)
     return path
 
