@@ -66,19 +66,14 @@ def _glorot(rng, shape):
     return rng.uniform(-limit, limit, shape).astype(np.float32)
 
 
-def _kernel_case(backends, group, name, detail, make, args, repeats, same_as_convnet=()):
+def _kernel_case(backends, group, name, detail, make, args, repeats):
     """A row whose columns each call ``backend.<make>(*args)``; checked output against output."""
-    fns, skipped = {}, {}
-    for lib, backend in backends.items():
-        if lib in same_as_convnet:
-            skipped[lib] = "same code as convnet (no numba kernel involved)"
-            continue
-        fns[lib] = getattr(backend, make)(*args)
+    fns = {lib: getattr(backend, make)(*args) for lib, backend in backends.items()}
 
     def compare_with(lib):
         reference = backends["convnet"].outputs(fns["convnet"])
         return checks.compare(reference, backends[lib].outputs(fns[lib]))
-    return Case(group, name, detail, fns, compare_with, repeats, skipped=skipped)
+    return Case(group, name, detail, fns, compare_with, repeats)
 
 
 def conv_cases(backends, repeats, rng):
@@ -126,9 +121,9 @@ def dense_cases(backends, repeats, rng):
         detail = f"{_shape(xshape)} -> {xshape[0]}x{units}"
         cases += [
             _kernel_case(backends, "dense", f"{name} forward", detail, "make_dense_forward", (x, kernel, bias),
-                         repeats, same_as_convnet=("numpy",)),
+                         repeats),
             _kernel_case(backends, "dense", f"{name} backward", detail + " (dx, dW, db)", "make_dense_backward",
-                         (x, kernel, bias, dz), repeats, same_as_convnet=("numpy",)),
+                         (x, kernel, bias, dz), repeats),
         ]
     return cases
 

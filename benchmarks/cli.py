@@ -116,7 +116,7 @@ def settings_from(args):
 
 
 def load_backends(args, threads, notes, log):
-    """convnet, its NumPy path, and whichever of TensorFlow and PyTorch can be imported."""
+    """convnet on both backends (engine and textbook), and whichever of TensorFlow and PyTorch can be imported."""
     from . import convnet_impl
 
     backends = {"convnet": convnet_impl.Backend("numba"),

@@ -10,7 +10,7 @@ import math
 import os
 
 #: how each column is titled in the table and the chart
-TITLES = {"convnet": "convnet", "numpy": "numpy path", "tensorflow": "TensorFlow", "torch": "PyTorch"}
+TITLES = {"convnet": "convnet", "numpy": "numpy backend", "tensorflow": "TensorFlow", "torch": "PyTorch"}
 #: ratio columns: (name in JSON, numerator, denominator)
 RATIOS = (("convnet/tensorflow", "convnet", "tensorflow"), ("numpy/convnet", "numpy", "convnet"),
           ("convnet/torch", "convnet", "torch"))
@@ -65,7 +65,7 @@ def render_table(report):
             if lib in row["results"]:
                 cells.append(_cell(row["results"][lib]))
             else:
-                cells.append("(= convnet)" if "same code" in row["skipped"].get(lib, "") else "-")
+                cells.append("-")
         cells += [f"{row['ratios'][k]:.2f}" if k in row["ratios"] else "-" for k in ratio_keys]
         cells.append(_check_cell(row["checks"]))
         lines.append((cells, row))
@@ -101,8 +101,7 @@ def render_table(report):
         if firsts:
             out.append(f"  {row['name']}: " + ", ".join(firsts))
     notes = list(report["notes"]) + [f"{row['name']}: {row['note']}" for row in report["rows"] if row["note"]]
-    notes += [f"{row['name']}: {lib}: {why}" for row in report["rows"] for lib, why in row["skipped"].items()
-              if "same code" not in why]
+    notes += [f"{row['name']}: {lib}: {why}" for row in report["rows"] for lib, why in row["skipped"].items()]
     if notes:
         out += ["", "notes:"] + [f"  - {n}" for n in notes]
     return "\n".join(out)
