@@ -1,6 +1,10 @@
 """Numba-compiled kernels: im2col / col2im, max-pooling, and small fused element-wise passes.
 
-This module holds only array plumbing, no layer logic. Every kernel works on
+The engine's loops: each computes what a few lines of the textbook tier
+compute (:mod:`convnet.windows`, :mod:`convnet.layers`, :mod:`convnet.rng`,
+:mod:`convnet.optimizers`) and the tests hold it to them. This module holds
+only array plumbing, no layer logic; ``docs/performance.md`` has the
+measurements behind the choices below. Every kernel works on
 channels-last (NHWC) arrays. All kernels are compiled with ``cache=True``
 (a second run loads the machine code from disk, once per dtype: float32 for
 training, float64 for gradient checks) and ``nogil=True``: they release
@@ -17,8 +21,8 @@ every element is computed by the same loop whatever the split: the result
 is bit-for-bit that of one call over the whole batch.
 :func:`convnet.threads.over_images` does the splitting. Hot code passes the
 range even for the whole batch (``0, N``): numba compiles a separate
-specialisation when the optional arguments are left out, and that one was
-measured 4-5x slower (its loops did not vectorise).
+specialisation when the optional arguments are left out, whose loops did
+not vectorise.
 
 Conventions shared by the window kernels:
 
@@ -39,10 +43,8 @@ padding take the slower element-by-element path.
 **Unsigned indices.** Inner loops index with ``np.uint64`` values (``_u``):
 numba lets a signed index be negative (counting from the end), and the check
 for that on every access stopped LLVM from vectorising the loops (it emitted
-gather instructions instead). An unsigned index cannot be negative. For
-conv2 of the seed model this took im2col from 600 to ~90 us and col2im from
-570 to ~120 us on one thread, with the same values (the same copies and the
-same additions in the same order).
+gather instructions instead). An unsigned index cannot be negative; the
+values are the same (the same copies and additions in the same order).
 
 The naive loop versions in :mod:`convnet.reference` compute the same things
 without any of these tricks and the tests compare the two.
@@ -84,8 +86,7 @@ def im2col_into(x, win, cols, n0, n1):
     # Short window rows (conv1's 4 numbers) make the row-by-row copy below mostly loop
     # overhead. When no window touches the padding, element k of a window's row of cols
     # is read from offsets[k] past the window's first pixel instead, all in one loop
-    # (278 -> ~110 us for conv1 on one thread; for conv2's rows of 128 numbers the
-    # row-by-row copy is 4x faster than this).
+    # (for long rows, conv2's 128 numbers, the row-by-row copy is faster).
     inside = pt == 0 and pl == 0 and (OH - 1) * sh + kh <= H and (OW - 1) * sw + kw <= W
     if rowlen < SHORT_ROW and inside:              # no window touches the padding
         offsets = np.empty(kh * kw * C, dtype=np.uint64)
@@ -304,8 +305,8 @@ def sum_rows(z):
     """``z.sum(axis=0)`` for a 2-D ``z``: the rows added one after another, in ``z``'s dtype.
 
     NumPy's reduction down the columns of a tall ``(20000, 32)`` float32
-    matrix (a convolution's bias gradient) takes ~0.3 ms, most of it loop
-    overhead for 32-element rows; this single pass takes a fraction of that.
+    matrix (a convolution's bias gradient) is mostly loop overhead for
+    32-element rows; this single pass is much faster.
     NumPy adds the rows in the same order for a C-contiguous matrix, so the
     results are bit-for-bit the same (tested for the seed model's shapes).
     """

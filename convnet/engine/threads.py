@@ -6,8 +6,8 @@ workers *spinning* for a while after each parallel region, hoping for more
 work. At batch 32 every region is short (tens to hundreds of
 microseconds), so on a small machine the pools mostly fight each other, and
 any other busy process, for the cores: on the 2-core development machine a
-seed-model step took ~280 ms with both pools at two threads and ~9 ms with
-one thread each (``docs/performance.md``).
+seed-model step was about 30 times slower with both pools at two threads
+than with one thread each (``docs/performance.md``).
 
 So convnet shares the work itself, between the calling thread and a few
 *sleeping* helper threads (one on a 2-core machine):
@@ -31,8 +31,9 @@ So convnet shares the work itself, between the calling thread and a few
   each thread sums whole blocks, so the rounding is the same for any
   number of threads.
 
-Inside :meth:`Sequential.train_step`, ``forward`` and ``backward`` (which
-enter :func:`limited`) BLAS is held at **one thread**, and restored on the
+Inside a model-level call (``train_step``, ``forward``, ``backward``,
+``predict``, ``evaluate``: each enters :func:`limited` once, through
+:func:`convnet.backends.running`) BLAS is held at **one thread**, and restored on the
 way out, so code outside convnet keeps whatever threads it had. A waiting
 thread polls for about half a millisecond, yielding its core to any other
 process between polls, and then sleeps: a helper that cannot get a core
@@ -352,8 +353,7 @@ def over_elements(kernel, arrays, *args):
 
 #: a product is split by columns only when its inner dimension is at most this long: every
 #: column block reads all of ``a``, and with a long inner dimension two half-products took
-#: longer than the whole one (measured on conv1's kernel gradient, K = 20,000: 373 vs 287 us,
-#: when that product still went through here)
+#: longer than the whole one (conv1's kernel gradient, K = 20,000; docs/performance.md)
 MAX_COLUMN_SPLIT_INNER = 4096
 
 
