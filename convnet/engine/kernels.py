@@ -19,7 +19,7 @@ those images of the given outputs. Images never share an output element, so
 two threads running one kernel on two ranges of a batch cannot race, and
 every element is computed by the same loop whatever the split: the result
 is bit-for-bit that of one call over the whole batch.
-:func:`convnet.threads.over_images` does the splitting. Hot code passes the
+:func:`convnet.engine.threads.over_images` does the splitting. Hot code passes the
 range even for the whole batch (``0, N``): numba compiles a separate
 specialisation when the optional arguments are left out, whose loops did
 not vectorise.
