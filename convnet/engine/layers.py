@@ -223,14 +223,20 @@ class MaxPool2D(_Engine):
     def backprop(self, dz):
         layer = self.layer
         dx = np.empty((len(dz),) + layer.input_shape, dtype=dz.dtype)
-        x, relu = layer.cache["x"], self.producer.relu() if self.producer is not None else None
-        if relu is not None and self.producer.layer.output is x:
-            # the ReLU's backward (dz = dx * [y > 0], y = x) in the same pass, handed to it
-            dzr = np.empty_like(dx)
-            threads.over_images(kernels.maxpool_relu_backward, len(dz), dz, layer.cache["argmax"], x, dx, dzr)
-            relu.computed_backward = (dx, x, dzr)
+        x, argmax = layer.cache["x"], layer.cache["argmax"]
+        relu = self.producer.relu() if self.producer is not None else None
+        if relu is not None and self.producer.layer.output is not x:
+            relu = None
+        dzr = np.empty_like(dx) if relu is not None else dx      # the ReLU's dz, if computed here
+        H, W = layer.input_shape[0], layer.input_shape[1]
+        if kernels.tiles_2x2(layer.window, H, W):                # disjoint 2x2 tiles: one write per element
+            threads.over_images(kernels.maxpool2x2_backward, len(dz), dz, argmax, x, dx, dzr, relu is not None)
+        elif relu is not None:
+            threads.over_images(kernels.maxpool_relu_backward, len(dz), dz, argmax, x, dx, dzr)
         else:
-            threads.over_images(kernels.maxpool_backward, len(dz), dz, layer.cache["argmax"], dx)
+            threads.over_images(kernels.maxpool_backward, len(dz), dz, argmax, dx)
+        if relu is not None:                  # the ReLU's backward (dz = dx * [y > 0], y = x), handed to it
+            relu.computed_backward = (dx, x, dzr)
         return dx
 
 
