@@ -194,6 +194,10 @@ def test_a_handover_for_other_arrays_is_not_used(rng):
     conv.forward(x)
     relu = convnet.backends.implementation(conv.activation)
     np.testing.assert_array_equal(relu.forward(-conv.preactivation), expected_relu)
+    engine = convnet.backends.implementation(conv)
+    assert engine.pool is not None
+    conv.forward(x)                                    # the pooling of the last call was never taken ...
+    assert engine.pool is None                         # ... so the conv stops pooling for that layer
 
 
 def test_many_steps_stay_close(rng):

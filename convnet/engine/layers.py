@@ -116,6 +116,8 @@ class Conv2D(_Engine):
         whole = N * rows * K.shape[0] * x.itemsize <= self.KEEP_COLS_BYTES
         kept = np.empty((N * rows, K.shape[0]), x.dtype) if whole else None
         relu = self.relu()
+        if self.pool is not None and self.pool.computed is not None:
+            self.pool = None                  # its last pooling was never asked for: stop pooling for it
         y = np.empty_like(z) if relu is not None else None
         y4 = y.reshape((N,) + layer.output_shape) if relu is not None else None
         pool = self.pool if relu is not None else None
