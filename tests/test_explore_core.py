@@ -176,6 +176,7 @@ def test_previewed_step_is_the_applied_step_and_reset_restores(image, make_explo
     np.testing.assert_array_equal(s.model.get_weights()[0], before[0])      # a preview changes nothing
     assert s.model.optimizer.iterations == 0
     assert preview["optimizer"]["name"] == "Adam" and preview["optimizer"]["iterations_after"] == 1
+    assert preview["optimizer"]["lr_t"] == pytest.approx(1e-3 * np.sqrt(1 - 0.999) / (1 - 0.9))
     assert preview["loss_after"] < preview["loss"]
     applied = explorer.apply_step(s, image, 7)
     after = s.model.get_weights()

@@ -466,8 +466,10 @@ class Explorer:
 def _optimizer_info(opt, stepped):
     info = {"name": type(opt).__name__, "config": opt.get_config(), "iterations_before": opt.iterations,
             "iterations_after": stepped.iterations}
-    if isinstance(stepped, optimizers.Adam):
-        info["lr_t"] = float(stepped._lr_t) if hasattr(stepped, "_lr_t") else None
+    config = opt.get_config()
+    if type(opt).__name__ == "Adam":          # the step size with Keras's bias correction folded in
+        t = stepped.iterations
+        info["lr_t"] = config["learning_rate"] * math.sqrt(1 - config["beta_2"] ** t) / (1 - config["beta_1"] ** t)
     return info
 
 
