@@ -126,8 +126,11 @@ class ModelCheckpoint(Callback):
     """
 
     def __init__(self, path, include_optimizer=True, history=None, metadata=None, verbose=0):
-        from .saving import model_path
+        import json
+
+        from .saving import _json_default, model_path
         self.path = model_path(path)
+        json.dumps(metadata, default=_json_default)          # a TypeError now, not after the first epoch
         self.include_optimizer = include_optimizer
         self.initial_history = getattr(history, "history", history) or {}
         self.metadata = metadata or {}
@@ -136,6 +139,16 @@ class ModelCheckpoint(Callback):
         self.epochs_completed = None
 
     def on_train_begin(self):
+        # what would make the first save fail is found before the first epoch's work
+        from .saving import _check_loadable
+        from .utils import directory_problem
+        if self.path.is_dir():
+            raise IsADirectoryError(f"ModelCheckpoint: {self.path} is a directory, expected a file name")
+        problem = directory_problem(self.path.parent)
+        if problem:
+            raise NotADirectoryError(f"ModelCheckpoint: {self.path.parent}: {problem}") if "file" in problem \
+                else PermissionError(f"ModelCheckpoint: {self.path.parent}: {problem}")
+        _check_loadable(self.model)
         self.history = {k: list(v) for k, v in self.initial_history.items()}
         self.epochs_completed = None
 

@@ -140,6 +140,11 @@ def _check_loadable(model):
         if _prod(layer.output_shape) > MAX_UNITS:
             raise ValueError(f"layer {layer.name!r} outputs {layer.output_shape} per image; model files allow at "
                              f"most {MAX_UNITS:,} values per layer (convnet.saving.MAX_UNITS)")
+        window = getattr(layer, "window_size", None)
+        if window is not None and \
+                _prod(layer.output_shape[:-1]) * _prod(window) * layer.input_shape[-1] > MAX_WINDOW_VALUES:
+            raise ValueError(f"layer {layer.name!r}'s windows take more than {MAX_WINDOW_VALUES:,} values per "
+                             f"image; model files allow at most that (convnet.saving.MAX_WINDOW_VALUES)")
 
 
 def _weight_names(model):
@@ -191,6 +196,7 @@ def _json_array(obj):
 MAX_WEIGHT_BYTES = 16 * 2 ** 20      # all weight arrays together (4.2M float32 values; the seed model: 0.6 MB)
 MAX_LAYERS = 256
 MAX_UNITS = 2 ** 20                  # elements of the input, and of every layer's output, per image
+MAX_WINDOW_VALUES = 2 ** 22          # a conv/pool layer's windows per image (out rows x cols x window x channels)
 MAX_JSON_BYTES = 256 * 2 ** 10       # format, model_config, compile_config
 MAX_TRAINING_JSON_BYTES = 4 * 2 ** 20  # training: history and metadata
 MAX_DIRECTORY_BYTES = 2 ** 20        # the zip's central directory (about 10,000 entries)
@@ -433,6 +439,11 @@ def _build_model(path, config, stored):
             if not all(isinstance(d, int) and d >= 1 for d in shape) or _prod(shape) > MAX_UNITS:
                 raise ModelFileError(f"{path}: layer {layer.name!r} would output {shape} per image; expected "
                                      f"positive sizes, at most {MAX_UNITS:,} values (convnet.saving.MAX_UNITS)")
+            window = getattr(layer, "window_size", None)      # conv and pool: what im2col copies per image
+            if window is not None and _prod(shape[:-1]) * _prod(window) * layer.input_shape[-1] > MAX_WINDOW_VALUES:
+                raise ModelFileError(f"{path}: layer {layer.name!r} slides a {window} window over {layer.input_shape}, "
+                                     f"more than {MAX_WINDOW_VALUES:,} window values per image "
+                                     f"(convnet.saving.MAX_WINDOW_VALUES)")
             expected += [(f"{layer.name}/{k}", tuple(s)) for k, s in layer.param_shapes().items()]
     except ModelFileError:
         raise

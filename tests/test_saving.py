@@ -441,6 +441,8 @@ def test_huge_zip_directory_is_rejected(trained, tmp_path):
     (lambda c: c["layers"][0]["config"].update(filters="many"), r"layer 0 \(Conv2D\) cannot be made"),
     (lambda c: c["layers"][0]["config"].update(kernel_size=[3, 3, 3]), r"layer 0 \(Conv2D\) cannot be made"),
     (lambda c: c["layers"][0]["config"].update(filters=10 ** 7), r"layer 'conv2d' would output \(8, 8, 10000000\)"),
+    (lambda c: c["layers"][1]["config"].update(pool_size=[3000, 3000], strides=[1, 1], padding="same"),
+     r"layer 'max_pooling2d' slides a \(3000, 3000\) window over \(8, 8, 4\), more than 4,194,304"),
     (lambda c: c["layers"][0]["config"].update(evil=1), r"layer 0 \(Conv2D\) has unknown arguments \['evil'\]"),
     (lambda c: c["layers"][0]["config"].update(name=["x"]), r"layer 0 \(Conv2D\) has a bad name"),
     (lambda c: c["layers"][0]["config"].update(activation={"a": 1}), r"layer 0 \(Conv2D\) cannot be made"),
@@ -748,3 +750,21 @@ def test_fuzz_archive_entries(fuzz_dir, choice):
     buffer = io.BytesIO()
     np.savez(buffer, **entries)
     load_bytes(buffer.getvalue(), fuzz_dir)
+
+
+# ------------------------------------------------------------ ModelCheckpoint: mistakes found before epoch 1
+def test_model_checkpoint_refuses_unusable_paths_before_training(data, tmp_path):
+    x, y = data
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "dir.npz").mkdir()
+    cases = [(tmp_path / "dir.npz", IsADirectoryError, "is a directory, expected a file name"),
+             (tmp_path / "notes.txt" / "ckpt.npz", NotADirectoryError, "is a file, not a directory")]
+    for path, error, message in cases:
+        model = small_model()
+        model.compile("adam")
+        with pytest.raises(error, match=message):
+            model.fit(x, y, epochs=1, verbose=0, callbacks=[ModelCheckpoint(path)])
+        assert model.optimizer.iterations == 0                  # not a single step was spent
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        ModelCheckpoint(tmp_path / "c.npz", metadata={"model": object()})
+    assert (tmp_path / "notes.txt").read_text() == "mine"
