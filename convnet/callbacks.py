@@ -6,6 +6,8 @@
 * ``on_epoch_begin(epoch, steps)`` before each epoch (``steps`` batches);
 * ``on_batch_end(batch, logs)`` after every batch (``logs["loss"]`` and
   ``logs["accuracy"]`` are the epoch's running means so far);
+* ``on_test_begin()`` and ``on_test_end()`` around the evaluation of
+  ``validation_data`` after each epoch;
 * ``on_epoch_end(epoch, logs)`` after every epoch, with that epoch's
   ``loss``, ``accuracy``, ``seconds`` (and ``val_*``); a callback may add
   entries, which then go into the history;
@@ -46,11 +48,34 @@ class Callback:
     def on_batch_end(self, batch, logs):
         pass
 
+    def on_test_begin(self):
+        pass
+
+    def on_test_end(self):
+        pass
+
     def on_epoch_end(self, epoch, logs):
         pass
 
     def on_train_end(self):
         pass
+
+
+class SwapEMAWeights(Callback):
+    """Validate with the weights' moving average instead of the weights themselves (as in Keras).
+
+    For an optimizer with ``use_ema=True``: before each evaluation of
+    ``validation_data`` the model's weights and the optimizer's averages
+    trade places, and after it they trade back (exact copies both ways, so
+    training continues untouched). The ``val_*`` figures then describe the
+    averaged weights, which ``fit`` leaves in the model at the end.
+    """
+
+    def on_test_begin(self):
+        self.model.optimizer.swap_ema_weights(self.model.params_and_grads())
+
+    def on_test_end(self):
+        self.model.optimizer.swap_ema_weights(self.model.params_and_grads())
 
 
 class ProgressBar(Callback):

@@ -284,7 +284,8 @@ class Sequential:
         return x, y
 
     def fit(self, x, y, epochs=1, batch_size=32, validation_data=None, validation_split=0.0,
-            shuffle=True, seed=None, verbose=1, callbacks=(), initial_epoch=0, record_gradients=False):
+            shuffle=True, seed=None, verbose=1, callbacks=(), initial_epoch=0, record_gradients=False,
+            augment=None):
         """Train; returns a :class:`History`.
 
         The per-epoch ``loss`` and ``accuracy`` are running means over the
@@ -294,6 +295,11 @@ class Sequential:
         every parameter gradient (``history.history["grad_norms"]``).
         Epoch ``e`` shuffles and draws dropout masks from ``(seed, e)`` alone,
         so a run resumed at ``initial_epoch`` repeats the uninterrupted one.
+        ``augment``: a function ``(images, rng) -> images`` applied to every
+        training batch (e.g. :class:`convnet.augment.RandomAffine`); its
+        generator too is seeded from ``(seed, epoch)``.
+        When training ends, the optimizer's ``finalize_variable_values`` runs
+        (with ``use_ema`` it puts the weights' moving average in their place).
         A NaN or infinite loss stops training with FloatingPointError.
         """
         if self.optimizer is None:
@@ -328,13 +334,16 @@ class Sequential:
         for epoch in range(initial_epoch, epochs):
             self.seed_dropout(seed, epoch)
             order = np.random.default_rng([seed, epoch]).permutation(len(x)) if shuffle else np.arange(len(x))
+            # a stream of its own: index len(layers) is no layer's, so no dropout mask shares it
+            augment_rng = np.random.default_rng([seed, epoch, len(self.layers)])
             _notify(cbs, "on_epoch_begin", epoch, steps)
             start = time.perf_counter()
             seen = correct = 0
             loss_sum = 0.0
             for b in range(steps):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                loss, nc = self.train_step(x[idx].astype(self.layers[0].dtype, copy=False), y[idx])
+                xb = x[idx] if augment is None else augment(x[idx], augment_rng)
+                loss, nc = self.train_step(xb.astype(self.layers[0].dtype, copy=False), y[idx])
                 if not math.isfinite(loss):
                     _notify(cbs, "on_train_end")
                     raise FloatingPointError(f"loss became {loss} at epoch {epoch + 1}, batch {b + 1}/{steps}; "
@@ -348,7 +357,9 @@ class Sequential:
                 _notify(cbs, "on_batch_end", b, logs)
             logs["seconds"] = time.perf_counter() - start
             if validation_data is not None:
+                _notify(cbs, "on_test_begin")
                 val = self.evaluate(*validation_data, verbose=0)
+                _notify(cbs, "on_test_end")
                 logs["val_loss"] = val[0]
                 if self.metrics:
                     logs["val_accuracy"] = val[1]
@@ -356,6 +367,9 @@ class Sequential:
             history.append(epoch, logs)
             if self.stop_training:
                 break
+        finalize = getattr(self.optimizer, "finalize_variable_values", None)
+        if finalize is not None:                  # as Keras's fit: e.g. the weights' moving average
+            finalize(self.params_and_grads())
         _notify(cbs, "on_train_end")
         self.history = history
         return history

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import losses, optimizers
+from . import losses, optimizers, schedules
 from .model import Sequential
 from .utils import atomic_path
 
@@ -600,14 +600,18 @@ def _numbers(cls, config):
     if not isinstance(config, dict):
         raise TypeError(f"{cls.__name__}'s config should be an object, got {type(config).__name__}")
     allowed = _arguments(cls)
+    config = dict(config)
     for key, value in config.items():
         if key not in allowed:
             raise ValueError(f"{cls.__name__} has no argument {key!r}")
         if isinstance(value, bool):
             continue
+        if key == "learning_rate" and isinstance(value, dict):      # a schedule: checked as it is rebuilt
+            config[key] = schedules.deserialize(value)
+            continue
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{cls.__name__}'s {key} should be a finite number, got {value!r}")
-    if "learning_rate" in config and not config["learning_rate"] > 0:
+    if isinstance(config.get("learning_rate"), (int, float)) and not config["learning_rate"] > 0:
         raise ValueError(f"learning_rate should be positive, got {config['learning_rate']!r}")
     return config
 
@@ -622,8 +626,8 @@ def _by_class_name(classes, class_name, what):
 def _optimizer_state(archive, model):
     """The stored ``optimizer.get_state()`` dict, checked against the model's parameters.
 
-    Each state array must have its parameter's shape and a float dtype, and all of them
-    together may take at most twice the weights' bytes (Adam keeps two arrays per parameter).
+    Each state array must have its parameter's shape and a float dtype, and there are at
+    most three per parameter (Adam keeps two, and ``use_ema`` one more: the average).
     """
     path = archive.path
     keys = [k[len(OPTIMIZER_PREFIX):] for k in archive.members if k.startswith(OPTIMIZER_PREFIX)]
@@ -636,17 +640,17 @@ def _optimizer_state(archive, model):
     if not 0 <= int(iterations) < 2 ** 53:
         raise ModelFileError(f"{path}: optimizer state 'iterations' is {int(iterations)}, expected a step count")
     params = dict(zip(_weight_names(model), _weights(model)))
-    budget = 2 * sum(p.nbytes for p in params.values())
     state = {"iterations": int(iterations)}
+    per_param = {}
     for name in keys:
         if name == "iterations":
             continue
         slot, _, key = name.partition("/")
         if key not in params:
             raise ModelFileError(f"{path}: optimizer state {name!r} is for a parameter the model does not have")
-        budget -= params[key].nbytes
-        if budget < 0:
-            raise ModelFileError(f"{path}: the optimizer state holds more than two arrays per parameter")
+        per_param[key] = per_param.get(key, 0) + 1
+        if per_param[key] > 3:
+            raise ModelFileError(f"{path}: the optimizer state holds more than three arrays for {key}")
         value = archive.array(OPTIMIZER_PREFIX + name, params[key].shape, FLOAT_DTYPES + (np.dtype(np.float16),),
                               f"optimizer state {name!r}")
         if not np.isfinite(value).all():

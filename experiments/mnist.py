@@ -1,6 +1,9 @@
 """Train the seed CNN on MNIST and write everything a reader needs to check the result.
 
-    python -m experiments.mnist                       # 10 epochs, batch 32, Adam(1e-3)
+    python -m experiments.mnist                       # 10 epochs, batch 32, Adam(1e-3), convnet's recipe
+    python -m experiments.mnist --recipe keras        # exactly as Keras trains the seed model
+    python -m experiments.mnist --augment --epochs 30 # shifted, rotated, zoomed digits
+    python -m experiments.mnist --validation 10000    # hold out the last 10,000 training images
     python -m experiments.mnist --epochs 1 --limit 5000
     python -m experiments.mnist --out runs/a --resume  # continue an interrupted run
     python -m experiments.mnist --backend numpy --epochs 1 --limit 5000   # the textbook tier alone
@@ -10,6 +13,22 @@ The model is the Keras MNIST CNN (150,858 parameters)::
     Conv2D(32, 4, relu) -> MaxPool2D(2) -> Dropout(0.25)
     Conv2D(32, 4, relu) -> MaxPool2D(2) -> Dropout(0.25)
     Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(10, softmax)
+
+Two recipes train it (``--recipe``):
+
+* ``convnet`` (the default): Adam whose learning rate falls along half a
+  cosine from ``--lr`` to 0 over the run (:class:`convnet.schedules.CosineDecay`),
+  and an exponential moving average of the weights (``use_ema=True``,
+  ``ema_momentum=0.999``) that replaces the weights at the end of ``fit`` and
+  is what the per-epoch test figures measure;
+* ``keras``: constant learning rate, no averaging: the seed's own recipe,
+  as Keras runs it (the runs recorded before the recipes existed are this one).
+
+``--augment`` gives every training batch random rotations (up to 10 degrees),
+zooms (0.9-1.1) and shifts (up to 2 pixels): :class:`convnet.augment.RandomAffine`.
+``--validation N`` trains on all but the last N training images and reports
+on those N instead of the test set: recipes are chosen there, never on the
+test set.
 
 The run directory (``--out``, default ``runs/mnist-<timestamp>/``) gets
 
@@ -54,14 +73,25 @@ from pathlib import Path
 import numpy as np
 
 import convnet
-from convnet import optimizers
+from convnet import optimizers, schedules
 from convnet.architectures import mnist_cnn
-from convnet.callbacks import ModelCheckpoint
+from convnet.augment import RandomAffine
+from convnet.callbacks import ModelCheckpoint, SwapEMAWeights
 from convnet.saving import ModelFileError, load_checkpoint, save_model, write_json
 from convnet.utils import atomic_path, directory_problem
 
 #: Arguments that must not change between a run and its ``--resume``.
-RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit", "dropout")
+RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit", "dropout", "recipe",
+               "augment", "validation")
+#: What checkpoints written before an argument existed meant by leaving it out.
+RESUME_DEFAULTS = {"recipe": "keras", "augment": False, "validation": None}
+
+RECIPES = ("convnet", "keras")
+MNIST_TRAIN_IMAGES = 60_000
+#: convnet's recipe: the weights' moving average (Keras's ``ema_momentum``)
+EMA_MOMENTUM = 0.999
+#: ``--augment``: what RandomAffine draws for every training image
+AUGMENT = {"rotation_range": 10.0, "zoom_range": 0.1, "shift_range": 2.0}
 
 DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
 CHECKPOINT = "checkpoint.npz"
@@ -86,10 +116,16 @@ def build_model(seed=0, dropout=(0.25, 0.25, 0.5)):
     return mnist_cnn(seed, dropout)
 
 
-def make_optimizer(name, lr, momentum):
+def make_optimizer(name, lr, momentum, recipe="keras", total_steps=None):
+    """The optimizer of a recipe: ``keras`` a constant ``lr``; ``convnet`` a cosine decay of ``lr`` to 0
+    over ``total_steps`` and the weights' moving average."""
+    extra = {}
+    if recipe == "convnet":
+        lr = schedules.CosineDecay(lr, decay_steps=total_steps)
+        extra = {"use_ema": True, "ema_momentum": EMA_MOMENTUM}
     if name == "adam":
-        return optimizers.Adam(learning_rate=lr)
-    return optimizers.SGD(learning_rate=lr, momentum=momentum)
+        return optimizers.Adam(learning_rate=lr, **extra)
+    return optimizers.SGD(learning_rate=lr, momentum=momentum, **extra)
 
 
 # ------------------------------------------------------------------ arguments
@@ -101,6 +137,14 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: adam 1e-3, sgd 0.01)")
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and dropout (default 0)")
+    p.add_argument("--recipe", choices=RECIPES, default="convnet",
+                   help="convnet (default): cosine learning-rate decay and averaged weights; "
+                        "keras: constant learning rate, as Keras trains the seed model")
+    p.add_argument("--augment", action="store_true",
+                   help="random rotations (10 degrees), zooms (10%%) and shifts (2 pixels) of every training batch")
+    p.add_argument("--validation", type=int, default=None, metavar="N",
+                   help="train on all but the last N training images and evaluate on those N instead of the "
+                        "test set (for choosing settings without looking at the test set)")
     p.add_argument("--dropout", type=_rates, default=[0.25, 0.25, 0.5], metavar="R1,R2,R3",
                    help="the three dropout rates (default 0.25,0.25,0.5)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="train on the first N examples only")
@@ -119,7 +163,7 @@ def parse_args(argv=None):
                    help="numba: the engine (default); numpy: the textbook tier alone (same results to "
                         "rounding, about 5x slower)")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "limit", "test_limit", "threads"):
+    for name in ("epochs", "batch_size", "limit", "test_limit", "threads", "validation"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -135,6 +179,9 @@ def parse_args(argv=None):
         p.error(f"--seed must be a non-negative integer (below 2**63), got {args.seed}")
     if args.resume and args.out is None:
         p.error("--resume needs --out DIR: the run directory holding the checkpoint")
+    if args.validation is not None and args.validation >= _train_size(args, held_out=False):
+        p.error(f"--validation {args.validation} leaves no training images: expected fewer than "
+                f"{_train_size(args, held_out=False)}")
     data_dir = args.data_dir or os.environ.get("CONVNET_DATA") or None
     if data_dir is not None:
         problem = directory_problem(Path(data_dir).expanduser(), writable=False)
@@ -193,12 +240,18 @@ def versions():
 
 # ------------------------------------------------------------------ data
 def load_data(args, say):
-    """(x_train, y_train), (x_test, y_test) as float32 NHWC in [0, 1] and int64 labels, limited."""
+    """(x_train, y_train), (x_test, y_test) as float32 NHWC in [0, 1] and int64 labels, limited.
+
+    With ``--validation N`` the second pair is the last N training images (and the first pair the rest).
+    """
     from convnet.datasets import load_mnist, preprocess
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, verbose=not args.quiet)
     x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    if args.validation is not None:
+        cut = len(x_train) - args.validation         # parse_args made sure some are left to train on
+        x_train, y_train, x_test, y_test = x_train[:cut], y_train[:cut], x_train[cut:], y_train[cut:]
     x_test, y_test = x_test[:args.test_limit], y_test[:args.test_limit]
-    say(f"MNIST: {len(x_train)} training and {len(x_test)} test images")
+    say(f"MNIST: {len(x_train)} training and {len(x_test)} {_held_out(args)} images")
     x_train = preprocess(x_train)         # rebinding lets the uint8 original go before the next one
     x_test = preprocess(x_test)
     return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))
@@ -272,20 +325,24 @@ def _run(args):
             raise CLIError(f"--out {out} already holds files that are not a run's checkpoint: choose a new or "
                            f"empty directory (nothing in it is overwritten)")
         model = build_model(args.seed, args.dropout)
-        model.compile(make_optimizer(args.optimizer, args.lr, args.momentum),
+        total_steps = args.epochs * -(-_train_size(args) // args.batch_size)
+        model.compile(make_optimizer(args.optimizer, args.lr, args.momentum, args.recipe, total_steps),
                       "sparse_categorical_crossentropy", ["accuracy"])
         start_epoch, history = 0, {}
     created = _make_dirs(out)
-    train_args = {k: getattr(args, k) for k in RESUME_ARGS}
-    checkpoint = ModelCheckpoint(checkpoint_path, history=history, metadata={"args": train_args})
+    checkpoint = ModelCheckpoint(checkpoint_path, history=history, metadata={"args": _train_args(args)})
+    # the per-epoch test figures measure the averaged weights, which is what the run ends with
+    callbacks = ([SwapEMAWeights()] if model.optimizer.use_ema else []) + [checkpoint]
     try:
         (x_train, y_train), (x_test, y_test) = load_data(args, say)
+        say(f"recipe: {args.recipe}" + (f", augmented with {RandomAffine(**AUGMENT)}" if args.augment else ""))
         if not args.no_plots:
             _plot_data(out, x_train, y_train)
         model.summary(print_fn=say)
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                   validation_data=(x_test, y_test), seed=args.seed, verbose=0 if args.quiet else 1,
-                  callbacks=[checkpoint], initial_epoch=start_epoch, record_gradients=True)
+                  callbacks=callbacks, initial_epoch=start_epoch, record_gradients=True,
+                  augment=RandomAffine(**AUGMENT) if args.augment else None)
         results = _finish(args, model, checkpoint.history, (x_train, y_train), (x_test, y_test), start_epoch,
                           time.perf_counter() - started)
     except KeyboardInterrupt:
@@ -294,7 +351,7 @@ def _run(args):
     except (OSError, FloatingPointError) as e:
         _clean_up_if_nothing_done(args, checkpoint, start_epoch, created)
         return _failed(args, checkpoint, start_epoch, e)
-    print(_summary(results, out), flush=True)
+    print(_summary(results, out, _held_out(args)), flush=True)
     return 0
 
 
@@ -344,10 +401,13 @@ def _resume(args, checkpoint_path):
     if not isinstance(saved, dict):
         raise CLIError(f"--resume: {checkpoint_path} does not record the settings of its run (metadata 'args' "
                        f"is {type(saved).__name__}, expected an object): not written by experiments.mnist?", code=1)
-    changed = [f"--{k.replace('_', '-')} {saved.get(k)} -> {getattr(args, k)}"
-               for k in RESUME_ARGS if saved.get(k) != getattr(args, k)]
+    changed = [f"--{k.replace('_', '-')} {saved.get(k, RESUME_DEFAULTS.get(k))} -> {getattr(args, k)}"
+               for k in RESUME_ARGS if saved.get(k, RESUME_DEFAULTS.get(k)) != getattr(args, k)]
     if changed:
         raise CLIError(f"--resume needs the same settings as the interrupted run; changed: {', '.join(changed)}")
+    if args.recipe == "convnet" and saved.get("epochs") != args.epochs:
+        raise CLIError(f"--resume: the convnet recipe's learning rate decays over the whole run, so --epochs "
+                       f"must stay {saved.get('epochs')} (got {args.epochs}); --recipe keras runs can be extended")
     if ckpt.epoch > args.epochs:
         raise CLIError(f"{checkpoint_path} already has {ckpt.epoch} epochs, more than --epochs {args.epochs}")
     return ckpt.model, ckpt.epoch, ckpt.history
@@ -383,17 +443,34 @@ def _resume_command(args):
 def _cli_args(args):
     """The command-line options that reproduce ``args`` (defaults included)."""
     argv = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--optimizer", args.optimizer,
-            "--lr", repr(args.lr), "--seed", str(args.seed), "--out", str(args.out)]
+            "--lr", repr(args.lr), "--seed", str(args.seed), "--recipe", args.recipe, "--out", str(args.out)]
     if args.optimizer == "sgd":
         argv += ["--momentum", repr(args.momentum)]
     argv += ["--dropout", ",".join(repr(float(r)) for r in args.dropout)]
-    for name in ("limit", "test_limit", "data_dir", "threads"):
+    for name in ("limit", "test_limit", "validation", "data_dir", "threads"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.backend != "numba":
         argv += ["--backend", args.backend]
-    argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-plots", args.no_plots)) if on]
+    argv += [flag for flag, on in (("--augment", args.augment), ("--quiet", args.quiet),
+                                   ("--no-plots", args.no_plots)) if on]
     return argv
+
+
+def _train_args(args):
+    """The settings a checkpoint records: those ``--resume`` must find unchanged, and the epochs."""
+    return {"epochs": args.epochs, **{k: getattr(args, k) for k in RESUME_ARGS}}
+
+
+def _train_size(args, held_out=True):
+    """How many images the run trains on (before any are loaded): MNIST's 60,000, ``--limit``,
+    less the ``--validation`` ones unless ``held_out=False``."""
+    n = min(args.limit or MNIST_TRAIN_IMAGES, MNIST_TRAIN_IMAGES)
+    return n - (args.validation or 0 if held_out else 0)
+
+
+def _held_out(args):
+    return "validation" if args.validation is not None else "test"
 
 
 def _plot_data(out, x, y):
@@ -407,22 +484,21 @@ def _finish(args, model, history, train, test, start_epoch, wall_seconds):
     from convnet import plotting
     (x_train, y_train), (x_test, y_test) = train, test
     out = args.out
+    held = _held_out(args)                 # "test", or "validation" with --validation
     train_eval = model.evaluate(x_train, y_train)
     test_eval = model.evaluate(x_test, y_test)
     probs = model.predict(x_test)
     predicted = probs.argmax(axis=1)
     epochs_done = len(history.get("loss", []))
 
-    train_args = {k: getattr(args, k) for k in RESUME_ARGS}
-    save_model(model, out / MODEL, epoch=epochs_done, history=history,
-                              metadata={"args": train_args})
+    save_model(model, out / MODEL, epoch=epochs_done, history=history, metadata={"args": _train_args(args)})
     if not args.no_plots:
-        plotting.plot_history(history, out / "history.png", validation_label="test",
+        plotting.plot_history(history, out / "history.png", validation_label=held,
                               title=f"seed CNN on MNIST ({len(x_train)} training images)")
         plotting.plot_confusion_matrix(y_test, predicted, out / "confusion_matrix.png",
-                                       title="test confusion matrix")
+                                       title=f"{held} confusion matrix")
         plotting.plot_misclassified(x_test, y_test, probs, out / "misclassified.png",
-                                    title="misclassified test digits")
+                                    title=f"misclassified {held} digits")
         plotting.plot_filters(model.layers[0].params["kernel"], out / "filters.png")
 
     seconds = history.get("seconds", [])
@@ -431,7 +507,7 @@ def _finish(args, model, history, train, test, start_epoch, wall_seconds):
         "args": _args_dict(args),
         "seed": args.seed,
         "versions": versions(),
-        "data": {"train_examples": len(x_train), "test_examples": len(x_test)},
+        "data": {"train_examples": len(x_train), f"{held}_examples": len(x_test)},
         "model": {"params": model.count_params(), "config": model.get_config()},
         "epochs_completed": epochs_done,
         "resumed_from_epoch": start_epoch if args.resume else None,
@@ -444,7 +520,7 @@ def _finish(args, model, history, train, test, start_epoch, wall_seconds):
                                    "note": "mean over the last epoch's batches, dropout on (Keras semantics)"},
             "train": {"loss": train_eval[0], "accuracy": train_eval[1],
                       "note": "final model evaluated on the training set, dropout off"},
-            "test": {"loss": test_eval[0], "accuracy": test_eval[1], "errors": int(np.sum(predicted != y_test))},
+            held: {"loss": test_eval[0], "accuracy": test_eval[1], "errors": int(np.sum(predicted != y_test))},
         },
         "confusion_matrix": plotting.confusion_matrix(y_test, predicted).tolist(),
         "files": [MODEL, CHECKPOINT, METRICS] + ([] if args.no_plots else PLOTS),
@@ -480,15 +556,15 @@ def _last(history, key):
     return values[-1]
 
 
-def _summary(results, out):
+def _summary(results, out, held="test"):
     f = results["final"]
     return "\n".join([
         f"final train loss {f['train_running_mean']['loss']:.4f}  accuracy {f['train_running_mean']['accuracy']:.4f}"
         "  (running mean of the last epoch, dropout on)",
         f"final train loss {f['train']['loss']:.4f}  accuracy {f['train']['accuracy']:.4f}"
         "  (evaluated after training, dropout off)",
-        f"final test  loss {f['test']['loss']:.4f}  accuracy {f['test']['accuracy']:.4f}"
-        f"  ({f['test']['errors']} errors)",
+        f"final {held + ' ' if held == 'test' else held} loss {f[held]['loss']:.4f}  "
+        f"accuracy {f[held]['accuracy']:.4f}  ({f[held]['errors']} errors)",
         f"results in {out}/",
     ])
 

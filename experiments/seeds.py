@@ -76,6 +76,27 @@ def table(groups):
     return "\n".join(rows)
 
 
+def per_epoch_table(groups):
+    """Mean over seeds of each epoch's test accuracy, per group: where in training the groups differ."""
+    rows = []
+    for key, _, label in GROUPS:
+        runs = groups.get(key)
+        if not runs:
+            continue
+        epochs = min(len(r["per_epoch"]) for r in runs.values())
+        means = [statistics.fmean(r["per_epoch"][e] for r in runs.values()) for e in range(epochs)]
+        rows.append((label, means))
+    if not rows:
+        return ""
+    width = max(len(m) for _, m in rows)
+    head = "| mean test accuracy after epoch | " + " | ".join(str(e + 1) for e in range(width)) + " |"
+    lines = [head, "|---|" + "---:|" * width]
+    for label, means in rows:
+        cells = [f"{100 * m:.2f}" for m in means] + [""] * (width - len(means))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(groups, path):
     from convnet.plotting import save_figure
     import matplotlib
@@ -111,6 +132,8 @@ def main(argv=None):
     if not any(groups.values()):
         p.error(f"no recorded runs (keras-seed<S>.json, mnist-seed<S>.json, ...) in {args.results}")
     print(table(groups))
+    print()
+    print(per_epoch_table(groups))
     a = [r["accuracy"] for r in groups["convnet-keras"].values()]
     b = [r["accuracy"] for r in groups["keras"].values()]
     if len(a) > 1 and len(b) > 1:

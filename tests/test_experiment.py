@@ -51,10 +51,19 @@ def assert_same_run(dir_a, dir_b):
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    """The reference: 2 epochs without interruption."""
+    """The reference: 2 epochs without interruption (the default recipe, with --augment)."""
     out = tmp_path_factory.mktemp("straight") / "run"
     with one_thread():
-        assert run(out, *TINY, "--epochs", "2") == 0
+        assert run(out, *TINY, "--epochs", "2", "--augment") == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight_keras(tmp_path_factory):
+    """The reference for extending a finished run: 2 epochs of the keras recipe without interruption."""
+    out = tmp_path_factory.mktemp("straight_keras") / "run"
+    with one_thread():
+        assert run(out, *TINY, "--epochs", "2", "--recipe", "keras") == 0
     return out
 
 
@@ -72,7 +81,7 @@ def test_short_run_learns_and_writes_consistent_results(tmp_path, capsys):
     assert metrics["epochs_completed"] == 1 and len(metrics["history"]["loss"]) == 1
     assert metrics["seconds_per_epoch"] == metrics["history"]["seconds"]
     assert set(metrics["versions"]) >= {"python", "numpy", "numba", "convnet"}
-    assert metrics["seed"] == 0 and metrics["args"]["lr"] == 1e-3
+    assert metrics["seed"] == 0 and metrics["args"]["lr"] == 1e-3 and metrics["args"]["recipe"] == "convnet"
     # the final running mean is the history's last value; the last val_* is the final test result
     assert metrics["final"]["train_running_mean"]["accuracy"] == metrics["history"]["accuracy"][-1]
     assert metrics["history"]["val_accuracy"][-1] == test["accuracy"]
@@ -92,14 +101,47 @@ def test_short_run_learns_and_writes_consistent_results(tmp_path, capsys):
     assert model.evaluate(preprocess(x_test[:2000]), y_test[:2000]) == [test["loss"], test["accuracy"]]
 
 
-def test_resume_continues_bit_for_bit(straight, tmp_path):
+def test_resume_continues_bit_for_bit(straight_keras, tmp_path):
+    out = tmp_path / "run"
+    assert run(out, *TINY, "--epochs", "1", "--recipe", "keras") == 0
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 1
+    assert run(out, *TINY, "--epochs", "2", "--recipe", "keras", "--resume") == 0
+    assert load_checkpoint(out / "checkpoint.npz").epoch == 2
+    assert_same_run(straight_keras, out)
+    assert json.loads((out / "metrics.json").read_text())["resumed_from_epoch"] == 1
+
+
+def test_convnet_recipe_cannot_be_extended_because_its_schedule_spans_the_run(tmp_path):
     out = tmp_path / "run"
     assert run(out, *TINY, "--epochs", "1") == 0
-    assert load_checkpoint(out / "checkpoint.npz").epoch == 1
-    assert run(out, *TINY, "--epochs", "2", "--resume") == 0
-    assert load_checkpoint(out / "checkpoint.npz").epoch == 2
-    assert_same_run(straight, out)
-    assert json.loads((out / "metrics.json").read_text())["resumed_from_epoch"] == 1
+    with pytest.raises(SystemExit, match="--epochs must stay 1 \\(got 2\\)"):
+        run(out, *TINY, "--epochs", "2", "--resume")
+
+
+def test_recipes_differ_only_in_schedule_and_averaging(tmp_path):
+    from convnet import schedules
+    keras = mnist.make_optimizer("adam", 1e-3, 0.0, "keras")
+    assert keras.get_config() == {"learning_rate": 1e-3, "use_ema": False, "ema_momentum": 0.99,
+                                  "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
+    ours = mnist.make_optimizer("adam", 1e-3, 0.0, "convnet", total_steps=18750)
+    assert isinstance(ours.learning_rate, schedules.CosineDecay)
+    assert ours.learning_rate.get_config()["decay_steps"] == 18750
+    assert ours.learning_rate(0) == 1e-3 and ours.learning_rate(18750) == 0
+    assert ours.use_ema and ours.ema_momentum == mnist.EMA_MOMENTUM == 0.999
+
+
+def test_validation_holds_out_the_last_training_images(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run(out, "--limit", "300", "--validation", "44", "--epochs", "1", "--seed", "3", "--no-plots") == 0
+    printed = capsys.readouterr().out
+    assert "MNIST: 256 training and 44 validation images" in printed and "final validation loss" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == {"train_examples": 256, "validation_examples": 44}
+    assert "test" not in metrics["final"] and sum(map(sum, metrics["confusion_matrix"])) == 44
+    from convnet.datasets import load_mnist, preprocess
+    (x, y), _ = load_mnist(verbose=False)
+    val = load_model(out / "model.npz").evaluate(preprocess(x[256:300]), y[256:300])
+    assert val == [metrics["final"]["validation"]["loss"], metrics["final"]["validation"]["accuracy"]]
 
 
 def interrupt_at(monkeypatch, call):
@@ -119,7 +161,7 @@ def interrupt_at(monkeypatch, call):
 def test_ctrl_c_keeps_last_epoch_and_resume_command_works(straight, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     interrupt_at(monkeypatch, 8 + 3)                    # epoch 2, batch 3
-    assert run(out, *TINY, "--epochs", "2") == 130
+    assert run(out, *TINY, "--epochs", "2", "--augment") == 130
     err = capsys.readouterr().err
     assert "interrupted after 1 of 2 epochs" in err
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1
@@ -185,6 +227,8 @@ def test_resume_without_checkpoint_or_out_is_an_error(tmp_path, capsys):
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--lr", "-1"], "--lr must be positive"),
+    (["--validation", "0"], "--validation must be at least 1"),
+    (["--recipe", "fast"], "argument --recipe: invalid choice: 'fast'"),
 ])
 def test_bad_arguments_are_explained(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -196,7 +240,8 @@ def test_sgd_defaults():
     args = mnist.parse_args(["--optimizer", "sgd", "--momentum", "0.9", "--out", "x"])
     assert (args.lr, args.momentum) == (0.01, 0.9)
     optimizer = mnist.make_optimizer(args.optimizer, args.lr, args.momentum)
-    assert optimizer.get_config() == {"learning_rate": 0.01, "momentum": 0.9, "nesterov": False}
+    assert optimizer.get_config() == {"learning_rate": 0.01, "use_ema": False, "ema_momentum": 0.99,
+                                      "momentum": 0.9, "nesterov": False}
 
 
 def test_threads_option_sets_and_restores_convnet_threads():

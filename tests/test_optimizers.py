@@ -1,10 +1,11 @@
 """Optimizers against hand-computed Keras-style updates, on a convex quadratic, and across a checkpoint."""
+import json
 import math
 
 import numpy as np
 import pytest
 
-from convnet import optimizers
+from convnet import optimizers, schedules
 
 
 def run(optimizer, theta0, grads, dtype=np.float64):
@@ -160,8 +161,8 @@ def test_get_by_name():
     assert optimizers.get(sgd) is sgd
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         optimizers.get("rmsprop")
-    assert optimizers.Adam(0.01).get_config() == {"learning_rate": 0.01, "beta_1": 0.9, "beta_2": 0.999,
-                                                  "epsilon": 1e-7}
+    assert optimizers.Adam(0.01).get_config() == {"learning_rate": 0.01, "use_ema": False, "ema_momentum": 0.99,
+                                                  "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}
 
 
 # ------------------------------------- the engine's fused Adam and its fallback for other layouts
@@ -191,3 +192,86 @@ def test_engine_adam_falls_back_to_the_textbook_update_exactly(layout):
         m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
         expected = expected - 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-7)
     np.testing.assert_allclose(results["numpy"][0], expected, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------- schedules and moving average
+def test_schedule_sets_each_steps_rate_from_the_steps_before_it():
+    # SGD with rates 1.0 for steps 0-1 (the schedule's step), then 0.5: theta -= lr * g with g = 1
+    lr = schedules.PiecewiseConstantDecay([1], [1.0, 0.5])
+    path = run(optimizers.SGD(lr), [10.0], [[1.0]] * 4)
+    np.testing.assert_allclose(np.concatenate(path), [9.0, 8.0, 7.5, 7.0], rtol=1e-12)
+
+
+def test_adam_with_a_schedule_scales_each_step_by_that_steps_rate():
+    lr = schedules.CosineDecay(1e-2, decay_steps=4)
+    grads = [0.3, -0.2, 0.5, 0.1]
+    path = run(optimizers.Adam(lr), [1.0], [[g] for g in grads])
+    theta, m, v, expected = 1.0, 0.0, 0.0, []
+    for t, g in enumerate(grads, start=1):
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        rate = 1e-2 * 0.5 * (1 + math.cos(math.pi * (t - 1) / 4))
+        theta -= rate * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (math.sqrt(v) + 1e-7)
+        expected.append(theta)
+    np.testing.assert_allclose(np.concatenate(path), expected, rtol=1e-12)
+
+
+def ema_by_hand(weights, momentum):
+    """The average after each step: the first weights, then mu = min(momentum, (1 + t) / (10 + t))."""
+    average, out = None, []
+    for t, w in enumerate(weights):
+        mu = 0.0 if t == 0 else min(momentum, (1 + t) / (10 + t))
+        average = w if average is None else mu * average + (1 - mu) * w
+        out.append(average)
+    return out
+
+
+def test_moving_average_follows_the_weights_by_hand():
+    opt = optimizers.SGD(0.1, use_ema=True, ema_momentum=0.5)
+    grads = [[1.0], [-2.0], [0.5], [3.0], [1.0]]
+    path = run(opt, [1.0], grads)
+    averages = ema_by_hand([p[0] for p in path], 0.5)
+    # (1 + t) / (10 + t) is 0.2, 0.25, 0.31, 0.36 for t = 1..4: below 0.5, so the ramp decides here
+    np.testing.assert_allclose(opt.slots["average"]["w"], [averages[-1]], rtol=1e-12)
+    opt = optimizers.SGD(0.1, use_ema=True, ema_momentum=0.2)      # now the momentum caps it from t = 2 on
+    path = run(opt, [1.0], grads)
+    np.testing.assert_allclose(opt.slots["average"]["w"], [ema_by_hand([p[0] for p in path], 0.2)[-1]], rtol=1e-12)
+
+
+def test_moving_average_leaves_training_alone_until_finalized():
+    grads = [[0.3, -1.0], [0.2, 0.4], [-0.5, 0.1]]
+    plain = run(optimizers.Adam(0.01), [1.0, 2.0], grads)
+    opt = optimizers.Adam(0.01, use_ema=True, ema_momentum=0.9)
+    theta = np.array([1.0, 2.0])
+    for g in grads:
+        opt.apply([("w", theta, np.array(g))])
+    np.testing.assert_array_equal(theta, plain[-1])                  # the steps themselves are unchanged
+    expected = ema_by_hand([np.array(p) for p in plain], 0.9)[-1]
+    opt.swap_ema_weights([("w", theta, None)])
+    np.testing.assert_allclose(theta, expected, rtol=1e-12)
+    opt.swap_ema_weights([("w", theta, None)])                       # swapping twice restores
+    np.testing.assert_array_equal(theta, plain[-1])
+    opt.finalize_variable_values([("w", theta, None)])
+    np.testing.assert_allclose(theta, expected, rtol=1e-12)
+
+
+def test_without_ema_finalize_changes_nothing():
+    opt = optimizers.Adam(0.01)
+    path = run(opt, [1.0], [[0.5]])
+    theta = path[-1].copy()
+    opt.finalize_variable_values([("w", theta, None)])
+    np.testing.assert_array_equal(theta, path[-1])
+    assert "average" not in opt.slots
+
+
+def test_config_round_trips_schedule_and_ema():
+    opt = optimizers.Adam(schedules.CosineDecay(1e-3, 100, alpha=0.1), use_ema=True, ema_momentum=0.999)
+    config = json.loads(json.dumps(opt.get_config()))
+    assert config["learning_rate"] == {"class_name": "CosineDecay", "config": opt.learning_rate.get_config()}
+    again = optimizers.Adam(**config)
+    assert again.get_config() == opt.get_config() and again.learning_rate(50) == opt.learning_rate(50)
+
+
+def test_bad_ema_momentum_is_named():
+    with pytest.raises(ValueError, match=r"ema_momentum must be in \[0, 1\), got 1.0"):
+        optimizers.Adam(use_ema=True, ema_momentum=1.0)

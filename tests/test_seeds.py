@@ -51,3 +51,10 @@ def test_empty_or_missing_directory_is_a_usage_error(tmp_path, capsys):
             seeds.main(argv)
         assert e.value.code == 2
     assert "no recorded runs" in capsys.readouterr().err
+
+
+def test_per_epoch_means_over_seeds(results):
+    groups = {key: seeds.load_group(results, prefix) for key, prefix, _ in seeds.GROUPS}
+    text = seeds.per_epoch_table(groups)
+    assert "| Keras 3.15 / TF 2.21, seed recipe | 98.00 | 99.35 |  |" in text
+    assert "| convnet, --recipe keras | 98.00 | 99.00 | 99.18 |" in text
