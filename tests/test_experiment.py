@@ -111,11 +111,18 @@ def test_resume_continues_bit_for_bit(straight_keras, tmp_path):
     assert json.loads((out / "metrics.json").read_text())["resumed_from_epoch"] == 1
 
 
-def test_convnet_recipe_cannot_be_extended_because_its_schedule_spans_the_run(tmp_path):
+def test_convnet_recipe_cannot_be_extended_because_its_schedule_spans_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(out, *TINY, "--epochs", "1") == 0
-    with pytest.raises(SystemExit, match="--epochs must stay 1 \\(got 2\\)"):
-        run(out, *TINY, "--epochs", "2", "--resume")
+    capsys.readouterr()
+    assert run(out, *TINY, "--epochs", "2", "--resume") == 2
+    assert "--epochs must stay 1 (got 2)" in one_error_line(capsys)
+
+
+def test_checkpoints_from_before_the_recipes_resume_as_the_keras_recipe(tmp_path, capsys):
+    fake_checkpoint(tmp_path, drop=("recipe", "augment", "validation"))      # written before these existed
+    assert run(tmp_path, *TINY, "--epochs", "2", "--resume") == 2
+    assert "changed: --recipe keras -> convnet" in one_error_line(capsys)
 
 
 def test_recipes_differ_only_in_schedule_and_averaging(tmp_path):
@@ -182,10 +189,10 @@ def test_ctrl_c_in_first_epoch_says_nothing_to_resume(tmp_path, monkeypatch, cap
     assert not (tmp_path / "run" / "checkpoint.npz").exists()
 
 
-def fake_checkpoint(out, **changes):
-    """A checkpoint as a TINY run would leave it (epoch 1), without training."""
+def fake_checkpoint(out, drop=(), **changes):
+    """A checkpoint as a TINY run would leave it (epoch 1), without training (``drop``: settings left out)."""
     args = mnist.parse_args([*TINY, "--epochs", "2", "--out", str(out)])
-    saved = {k: getattr(args, k) for k in mnist.RESUME_ARGS} | changes
+    saved = {k: getattr(args, k) for k in mnist.RESUME_ARGS if k not in drop} | changes
     model = mnist.build_model(3)
     model.compile("adam")
     save_model(model, out / "checkpoint.npz", epoch=1, history={"loss": [2.0]}, metadata={"args": saved})
@@ -366,7 +373,7 @@ def test_disk_full_keeps_the_last_checkpoint_and_prints_the_resume_command(strai
 
     monkeypatch.setattr(saving, "save_model", full_disk)           # what ModelCheckpoint calls
     out = tmp_path / "run"
-    assert run(out, *TINY, "--epochs", "2") == 1
+    assert run(out, *TINY, "--epochs", "2", "--augment") == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {out / 'checkpoint.npz'}: No space left on device (the disk is full")
     assert "Traceback" not in err
@@ -385,6 +392,9 @@ def test_resume_command_reproduces_every_setting(tmp_path):
                              "--out", str(tmp_path / "run")])
     command = shlex.split(mnist._resume_command(args))
     again = mnist.parse_args(command[3:])
+    assert vars(again) == {**vars(args), "resume": True}
+    args = mnist.parse_args(["--recipe", "keras", "--augment", "--validation", "500", "--out", str(tmp_path / "r")])
+    again = mnist.parse_args(shlex.split(mnist._resume_command(args))[3:])
     assert vars(again) == {**vars(args), "resume": True}
 
 
