@@ -226,9 +226,12 @@ def latest_run(runs_dir="runs"):
     with open(pointer, "rb") as f:                  # a path, not a file to read whole whatever its size
         text = f.read(4096)
     try:
-        return Path(text.decode("utf-8").strip())
+        run = text.decode("utf-8").strip()
     except UnicodeDecodeError:
-        raise FileNotFoundError(f"{pointer} does not name a run directory") from None
+        run = ""
+    if not os.path.isabs(run):                      # what _point_latest_at writes: one absolute path
+        raise FileNotFoundError(f"{pointer} does not name a run directory")
+    return Path(run)
 
 
 def versions():

@@ -406,3 +406,10 @@ def test_latest_pointer_is_written_only_over_a_pointer(tmp_path, capsys):
     (tmp_path / "latest").write_text(f"{tmp_path / 'old'}\n")
     mnist._point_latest_at(tmp_path / "run")
     assert mnist.latest_run(tmp_path) == (tmp_path / "run").resolve()
+    for text in (b"", b"relative/run\n", b"\xff\xfe", b"/" + b"x" * 10 ** 6):
+        (tmp_path / "latest").write_bytes(text)
+        if len(text) > 4096:
+            assert len(str(mnist.latest_run(tmp_path))) <= 4096     # read no further than a path
+        else:
+            with pytest.raises(FileNotFoundError, match="does not name a run directory"):
+                mnist.latest_run(tmp_path)
