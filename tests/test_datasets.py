@@ -829,3 +829,21 @@ def test_keras_copy_with_a_huge_entry_is_skipped_unread(load, tmp_path, tiny, mo
     write_keras_npz(tmp_path / "keras", tiny)
     with pytest.raises(MNISTUnavailableError, match=r"x_train is [\d,]+ bytes, more than any MNIST array"):
         load(keras_home=tmp_path / "keras")
+
+
+def test_mirror_sending_too_much_is_cut_off_and_leaves_the_cache_clean(load, tmp_path, tiny, server, monkeypatch):
+    from convnet.datasets import _sources
+    monkeypatch.setattr(_sources, "MAX_IDX_BYTES", 1000)           # the tiny training images: about 4.8 KB
+    with pytest.raises(MNISTUnavailableError, match=r"sent more than 1,000 bytes"):
+        load(mirrors=[server.url("good")])
+    assert not [name for name in cache_listing(tmp_path / "cache") if "images" in name]
+
+
+def test_gzip_bomb_from_a_source_is_not_inflated(tmp_path, digests, monkeypatch):
+    from convnet.datasets import _files
+    monkeypatch.setattr(_files.gunzip_if_needed, "__defaults__", (2**20,))
+    cache = VerifiedCache(tmp_path / "cache", digests, log=lambda m: None)
+    with pytest.raises(IDXError, match=r"inflates to more than 1,048,576 bytes"):
+        with cache.incoming("train-labels-idx1-ubyte", source="a bomb") as tmp:
+            tmp.write_bytes(gzip.compress(bytes(2**24)))
+    assert cache_listing(tmp_path / "cache") == []

@@ -1,8 +1,6 @@
 """Loading users' image files: bounded memory, one clear error per bad file (convnet.imageprep's loader)."""
 import os
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np

@@ -163,6 +163,8 @@ class VerifiedCache:
             yield tmp
             try:
                 data = gunzip_if_needed(tmp.read_bytes())
+            except ValueError as exc:
+                raise IDXError(source, str(exc)) from None
             except (OSError, EOFError, zlib.error) as exc:
                 raise IDXError(source, f"damaged gzip data ({exc})") from None
             self.verify(name, data, source)

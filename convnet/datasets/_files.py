@@ -8,8 +8,8 @@ interrupted program leaves no half-written file under the real name.
 
 from __future__ import annotations
 
-import gzip
 import os
+import zlib
 from pathlib import Path
 
 from ..utils import atomic_path
@@ -32,11 +32,26 @@ def is_gzip(data: bytes) -> bool:
     return data[:2] == GZIP_MAGIC
 
 
-def gunzip_if_needed(data: bytes) -> bytes:
-    """Decompress ``data`` if it is gzip (detected by content, not by name).
+#: The most bytes a gzip stream may inflate to (MNIST's largest file: 47 MB).
+MAX_INFLATED_BYTES = 256 * 2**20
 
-    Raises ``ValueError`` (from ``gzip``/``zlib``) or ``EOFError`` if the
-    compressed stream is damaged or cut short; callers turn these into errors
-    that name the file.
+
+def gunzip_if_needed(data: bytes, max_bytes: int = MAX_INFLATED_BYTES) -> bytes:
+    """Decompress ``data`` if it is gzip (detected by content, not by name), to at most ``max_bytes``.
+
+    Raises ``ValueError`` if it would inflate to more (a gzip bomb is never
+    inflated in full), ``zlib.error`` or ``EOFError`` if the compressed stream
+    is damaged or cut short; callers turn these into errors that name the file.
     """
-    return gzip.decompress(data) if is_gzip(data) else data
+    if not is_gzip(data):
+        return data
+    out, rest = bytearray(), memoryview(data)
+    while rest:                                   # one or more gzip members
+        d = zlib.decompressobj(wbits=31)
+        out += d.decompress(rest, max_bytes + 1 - len(out))
+        if len(out) > max_bytes or d.unconsumed_tail:
+            raise ValueError(f"the gzip data inflates to more than {max_bytes:,} bytes")
+        if not d.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        rest = memoryview(d.unused_data)
+    return out

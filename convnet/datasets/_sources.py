@@ -253,6 +253,8 @@ def _copy_with_progress(response, destination: Path, total: int | None, desc: st
         while chunk := response.read(1 << 16):
             out.write(chunk)
             received += len(chunk)
+            if received > MAX_IDX_BYTES:                  # a server sending without end fills no disk
+                raise SourceError(f"sent more than {MAX_IDX_BYTES:,} bytes, more than any MNIST file")
             bar.update(len(chunk))
     return received
 

@@ -196,27 +196,12 @@ def read_idx_bytes(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> b
                                       f"({max_bytes:,}, convnet.datasets.idx.MAX_IDX_BYTES)")
         raw = bytearray(size)
         del raw[f.readinto(raw):]            # (only if the file shrank meanwhile)
-    if not is_gzip(raw):
-        return raw
     try:
-        return _gunzip_bounded(raw, max_bytes, str(path))
+        return gunzip_if_needed(raw, max_bytes)
+    except ValueError as exc:
+        raise IDXError(str(path), f"{exc} (convnet.datasets.idx.MAX_IDX_BYTES)") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise IDXError(str(path), f"damaged gzip data ({exc})") from None
-
-
-def _gunzip_bounded(data: bytes, max_bytes: int, source: str) -> bytearray:
-    """Decompress gzip ``data`` (one or more members), never producing more than ``max_bytes``."""
-    out, rest = bytearray(), memoryview(data)
-    while rest:
-        d = zlib.decompressobj(wbits=31)
-        out += d.decompress(rest, max_bytes + 1 - len(out))
-        if len(out) > max_bytes or d.unconsumed_tail:
-            raise IDXError(source, f"the gzip data inflates to more than {max_bytes:,} bytes "
-                                   f"(convnet.datasets.idx.MAX_IDX_BYTES)")
-        if not d.eof:
-            raise EOFError("compressed file ended before the end-of-stream marker was reached")
-        rest = memoryview(d.unused_data)
-    return out
 
 
 def read_idx(
