@@ -832,3 +832,28 @@ def test_model_checkpoint_refuses_unusable_paths_before_training(data, tmp_path)
     with pytest.raises(TypeError, match="not JSON serialisable"):
         ModelCheckpoint(tmp_path / "c.npz", metadata={"model": object()})
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@FUZZ
+@given(choice=st.data())
+def test_fuzz_npy_header_fields(fuzz_dir, choice):
+    """Any entry's .npy header claiming another shape, dtype or order (the data left as it was)."""
+    with np.load(io.BytesIO(valid_file_bytes())) as z:
+        entries = {k: z[k] for k in z.files}
+    name = choice.draw(st.sampled_from(sorted(entries)))
+    shape = tuple(choice.draw(st.lists(st.integers(-3, 2 ** 62), max_size=4)))
+    descr = choice.draw(st.sampled_from(["<f4", ">f8", "<f2", "|u1", "<i8", "|b1", "<U3", "|O", "<c8", "|V4",
+                                         "<f16", "<M8[s]", "(2,)<f4"]))
+    header = {"descr": descr, "fortran_order": choice.draw(st.booleans()), "shape": shape}
+    head = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(head, header)
+    except ValueError:                               # numpy will not even write it: a hand-made one then
+        text = repr(header).encode("latin1")
+        head = io.BytesIO(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text)
+    data = np.ascontiguousarray(entries[name]).tobytes()
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: v for k, v in entries.items() if k != name})
+    with zipfile.ZipFile(buffer, "a") as z:
+        z.writestr(name + ".npy", head.getvalue() + data)
+    load_bytes(buffer.getvalue(), fuzz_dir)
