@@ -25,9 +25,10 @@ its true label, so that a preparation can be compared on them:
     installed), slanted and rotated, photographed like ``photo``.
 ``scan``
     Low-resolution scans enlarged onto paper: an MNIST test digit reduced to
-    a 16x16 cell (sometimes widened to fill it), often binarised, enlarged
-    8-30 times (nearest-neighbour blocks or smooth interpolation) and pasted
-    on a paper page with a margin, light noise and sometimes JPEG.
+    a 12-32 pixel cell (sometimes widened to fill it), often binarised,
+    enlarged 2-40 times to 64-480 pixels (nearest-neighbour blocks or smooth
+    interpolation) and pasted on a paper page with a margin, paper texture,
+    light noise and sometimes JPEG.
 
 Every image is a ``uint8`` greyscale array; the generator is pure NumPy and
 Pillow and depends only on ``seed`` (and on which fonts are installed, for
@@ -267,10 +268,10 @@ def render_font_digit(label, font_file, rng, height=None):
 
 
 def low_res_scan(digit, rng):
-    """An MNIST digit as a 16x16 low-resolution scan enlarged onto a page (uint8, dark ink on paper)."""
+    """An MNIST digit as a low-resolution scan (12-32 pixel cell) enlarged onto a page (uint8, dark ink on paper)."""
     d = _crop(np.asarray(digit, np.float64))
     h, w = d.shape
-    cell = 16
+    cell = int(rng.integers(12, 33))
     widen = 1.0 if rng.random() < 0.5 else rng.uniform(1.0, 1.8)     # some scanners fill the cell
     nh = cell if h >= w * widen else max(1, round(cell * h / (w * widen)))
     nw = min(cell, max(1, round(nh * w * widen / h)))
@@ -278,18 +279,19 @@ def low_res_scan(digit, rng):
     cellimg = np.zeros((cell, cell))
     y0, x0 = (cell - nh) // 2, (cell - nw) // 2
     cellimg[y0:y0 + nh, x0:x0 + nw] = np.clip(small / 255.0, 0, 1)
-    if rng.random() < 0.7:                                       # a black-and-white scan
+    if rng.random() < 0.6:                                       # a black-and-white scan
         cellimg = (cellimg > rng.uniform(0.25, 0.55)).astype(np.float64)
-    factor = int(rng.integers(8, 31))
-    resample = Image.Resampling.NEAREST if rng.random() < 0.6 else Image.Resampling.BICUBIC
+    factor = int(rng.integers(max(2, 64 // cell), max(3, 480 // cell) + 1))
+    resample = Image.Resampling.NEAREST if rng.random() < 0.5 else Image.Resampling.BICUBIC
     big = np.clip(np.asarray(Image.fromarray((cellimg * 255).astype(np.float32), mode="F").resize(
         (cell * factor, cell * factor), resample), np.float64) / 255.0, 0, 1)
-    page_h, page_w = (int(cell * factor * rng.uniform(1.0, 1.8)) for _ in range(2))
+    page_h, page_w = (int(cell * factor * rng.uniform(1.0, 2.5)) for _ in range(2))
     cover = np.zeros((page_h, page_w))
     top, left = int(rng.integers(0, page_h - big.shape[0] + 1)), int(rng.integers(0, page_w - big.shape[1] + 1))
     cover[top:top + big.shape[0], left:left + big.shape[1]] = big
-    paper = rng.uniform(0.8, 1.0)
-    img = paper * (1 - cover) + rng.uniform(0, 0.2) * cover
+    paper = rng.uniform(0.75, 1.0)
+    img = paper * (1 + rng.uniform(0, 0.04) * _smooth_noise(cover.shape, rng, int(rng.integers(3, 9))))
+    img = img * (1 - cover) + rng.uniform(0, 0.25) * cover
     img = img + rng.normal(0, rng.uniform(0, 0.03), img.shape)
     pil = Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8))
     if rng.random() < 0.4:

@@ -1,4 +1,5 @@
-"""Loading users' image files: bounded memory, one clear error per bad file (convnet.imageprep's loader)."""
+"""convnet.imageprep: loading users' image files (bounded memory, one clear error per bad file), then each
+preparation step on images whose right answer is known by construction."""
 import os
 import struct
 import zlib
@@ -8,7 +9,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from convnet import imageprep
-from convnet.imageprep import ImagePrepError, load_greyscale, mnist_style
+from convnet.imageprep import (ImagePrepError, center_by_mass, estimate_background, fit_into_box, ink_bounding_box,
+                               ink_polarity, keep_digit, load_greyscale, mnist_style, normalise_stroke, stroke_width,
+                               to_ink)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -103,3 +106,166 @@ def test_truncated_png_gives_one_error(tmp_path):
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(ImagePrepError, match=r"cut\.png: cannot read the image"):
         mnist_style(path)
+
+
+# ================================================================= the preparation steps
+def seven(width=12, size=(200, 160), slant=0):
+    """A 7 drawn with a round pen of ``width`` pixels: bright ink (1) on black (0), float64."""
+    img = Image.new("L", size[::-1], 0)
+    d = ImageDraw.Draw(img)
+    h, w = size
+    pts = [(0.25 * w + slant, 0.2 * h), (0.75 * w + slant, 0.2 * h), (0.45 * w, 0.8 * h)]
+    d.line(pts, fill=255, width=width, joint="curve")
+    for x, y in pts:
+        d.ellipse([x - width / 2, y - width / 2, x + width / 2, y + width / 2], fill=255)
+    return np.asarray(img, np.float64) / 255
+
+
+def on_paper(ink, paper=0.9, ink_level=0.1):
+    return paper * (1 - ink) + ink_level * ink
+
+
+def centre_of_mass(x):
+    rows, cols = np.indices(x.shape)
+    return (rows * x).sum() / x.sum(), (cols * x).sum() / x.sum()
+
+
+def correlation(a, b):
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+# ---------------------------------------------------------------------- polarity
+@pytest.mark.parametrize("paper, ink_level", [(0.9, 0.1), (0.45, 0.05), (0.3, 0.0)])
+def test_dark_ink_is_found_even_on_paper_darker_than_mid_grey(paper, ink_level):
+    """A photo in a dim room: the paper is below 0.5 but the ink is still the darker part."""
+    grey = on_paper(seven(), paper, ink_level)
+    assert ink_polarity(grey) == -1
+    assert ink_polarity(1 - grey) == +1
+    np.testing.assert_allclose(mnist_style(grey), mnist_style(on_paper(seven())), atol=0.05)
+
+
+def test_inverted_images_give_the_same_digit():
+    grey = on_paper(seven())
+    np.testing.assert_allclose(mnist_style(grey), mnist_style(1 - grey), atol=1e-6)
+
+
+# ---------------------------------------------------------------- uneven light
+def test_a_light_gradient_and_a_shadow_are_removed():
+    ink = seven()
+    h, w = ink.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    shadow = 1 - 0.45 / (1 + np.exp(-(yy - 0.6 * h) / 4))                # a soft-edged shadow below
+    light = (1 - 0.5 * xx / w) * shadow                                  # and darker to the right
+    grey = on_paper(ink) * light
+    bg = estimate_background(grey, sign=-1)
+    paper = ~(ink > 0.01)
+    assert np.median(np.abs(bg - grey)[paper]) < 0.02                      # the paper is followed
+    clean = to_ink(grey)
+    assert clean[paper].max() < 0.5 and np.mean(clean[paper] > 0.2) < 0.01  # no paper left as ink
+    np.testing.assert_allclose(mnist_style(grey), mnist_style(on_paper(ink)), atol=0.15)
+
+
+def test_specks_and_marks_far_from_the_digit_are_dropped():
+    ink = np.pad(seven(), 60)
+    clean = mnist_style(on_paper(ink))
+    ink[5:9, 5:9] = 1                                  # a speck in the corner
+    ink[-12:-4, 100:260] = 1                           # a line at the bottom edge: the end of a form field
+    kept = keep_digit(ink)
+    assert kept[5:9, 5:9].max() == 0 and kept[-12:-4, 100:260].max() == 0
+    np.testing.assert_allclose(mnist_style(on_paper(ink)), clean, atol=1e-6)
+
+
+def test_a_digit_in_two_strokes_keeps_both():
+    ink = seven()
+    ink[25:55, 95:105] = 0                              # the top bar written apart from the stem
+    assert ink[40, 50:90].min() == 1 and ink[40, 95:105].max() == 0
+    np.testing.assert_array_equal(keep_digit(ink), ink)
+
+
+# ------------------------------------------------------------------ stroke width
+def test_stroke_width_is_measured_in_pixels():
+    for width in (4, 10, 24):
+        bar = np.zeros((300, 100))
+        bar[20:280, 50 - width // 2:50 - width // 2 + width] = 1
+        assert stroke_width(bar) == pytest.approx(width, rel=0.1)
+
+
+def test_thick_and_thin_pens_prepare_to_similar_images():
+    thin, thick = mnist_style(on_paper(seven(width=3))), mnist_style(on_paper(seven(width=30)))
+    mid = mnist_style(on_paper(seven(width=11)))
+    # (without normalise_stroke: 0.55, 0.83, 0.72)
+    assert correlation(thin, thick) > 0.85 and correlation(thin, mid) > 0.95 and correlation(thick, mid) > 0.85
+    for x in (thin, mid, thick):                          # the stroke ends up near MNIST's width
+        assert 2.0 <= stroke_width(x) <= 4.5
+
+
+def test_normalise_stroke_moves_the_width_towards_mnist():
+    for pen in (3, 50):
+        before = fit_into_box(seven(width=pen), box=80)       # normalise_stroke works at 4 x 20 pixels
+        after = normalise_stroke(seven(width=pen))
+        target = imageprep.MNIST_STROKE * 4
+        assert abs(stroke_width(after) - target) < 0.5 * abs(stroke_width(before) - target)
+        assert target / 1.5 < stroke_width(after) < target * 1.5
+    medium = seven(width=18)
+    top, bottom, left, right = ink_bounding_box(medium)
+    medium = medium[top:bottom, left:right]               # already MNIST-like: only scaled to 80 pixels
+    same = normalise_stroke(medium)
+    assert max(same.shape) == 80
+    assert stroke_width(same) == pytest.approx(stroke_width(fit_into_box(medium, box=80)), rel=0.1)
+
+
+# ------------------------------------------------------------ size and centring
+def test_aspect_is_kept_and_the_long_side_fills_the_box():
+    ink = np.zeros((300, 300))
+    ink[20:280, 130:170] = 1                              # a tall 6.5:1 bar
+    x = mnist_style(on_paper(ink))
+    rows, cols = np.flatnonzero(x.max(axis=1) > 0.5), np.flatnonzero(x.max(axis=0) > 0.5)
+    assert rows[-1] - rows[0] + 1 in (19, 20, 21)
+    assert 2 <= cols[-1] - cols[0] + 1 <= 5
+    assert fit_into_box(np.ones((200, 50))).shape == (20, 5)
+
+
+def test_centre_of_mass_lands_at_the_centre():
+    for ink in (seven(), np.pad(seven(), ((10, 150), (200, 0)))):
+        x = mnist_style(on_paper(ink))
+        cy, cx = centre_of_mass(x)
+        assert abs(cy - 14) <= 0.5 and abs(cx - 14) <= 0.5
+        assert x.shape == (28, 28) and x.dtype == np.float32 and x.max() == 1 and x[0].max() == 0
+    assert centre_of_mass(center_by_mass(np.ones((5, 5)))) == (14.0, 14.0)
+
+
+def test_blank_and_nearly_blank_pages_are_rejected():
+    rng = np.random.default_rng(0)
+    for page in (np.full((80, 80), 0.9), np.clip(0.8 + rng.normal(0, 0.02, (120, 90)), 0, 1)):
+        with pytest.raises(ImagePrepError, match="no ink"):
+            mnist_style(page)
+
+
+# --------------------------------------------------- degraded MNIST, a real model
+@pytest.fixture(scope="module")
+def small_model():
+    """A small conv net trained for 2 epochs on 5000 MNIST digits (about 90% test accuracy)."""
+    from convnet import Sequential, layers, optimizers
+    from convnet.datasets import load_mnist, preprocess
+
+    (x_train, y_train), (x_test, y_test) = load_mnist()
+    model = Sequential([layers.Conv2D(16, 5, strides=2, activation="relu"), layers.MaxPool2D(2),
+                        layers.Flatten(), layers.Dense(10, activation="softmax")], input_shape=(28, 28, 1), seed=0)
+    model.compile(optimizers.Adam(3e-3))
+    model.fit(preprocess(x_train[:5000]), y_train[:5000], epochs=2, batch_size=128, seed=0, verbose=0)
+    return model, x_test[:150], y_test[:150]
+
+
+def test_photographed_mnist_digits_are_recognised_like_the_clean_ones(small_model):
+    """MNIST digits enlarged onto paper with uneven light, shadows, blur, noise and JPEG (one seed, 150 digits)."""
+    from convnet.datasets import preprocess
+    from experiments.handwriting_sets import _crop, _enlarge, photograph
+
+    model, digits, labels = small_model
+    rng = np.random.default_rng(0)
+    photos = [photograph(_enlarge(_crop(d.astype(np.float64)), int(rng.integers(56, 200))), rng) for d in digits]
+    clean = model.predict(preprocess(digits)).argmax(axis=1)
+    prepared = model.predict(np.stack([mnist_style(p) for p in photos])[..., None]).argmax(axis=1)
+    assert np.mean(clean == labels) > 0.85
+    # measured: 93% agree; the preparation before issue 14: 29%, the textbook one of prep_eval: 49%
+    assert np.mean(prepared == clean) >= 0.9, np.mean(prepared == clean)
