@@ -161,3 +161,35 @@ def directory_problem(path, writable=True):
     if writable and not os.access(probe, os.W_OK | os.X_OK):
         return f"{name}is not writable"
     return None
+
+
+#: In a directory that convnet's command-line tools write their pictures into, the list of the files
+#: they wrote (one name a line): only those may be written over by a later run.
+OUTPUTS_MANIFEST = ".convnet-outputs"
+
+
+def written_by_convnet(path):
+    """Whether ``path`` is absent, or a file convnet's tools wrote (listed in :data:`OUTPUTS_MANIFEST`)."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return True
+    try:
+        with open(path.parent / OUTPUTS_MANIFEST, "rb") as f:
+            names = f.read(1 << 20).decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return path.is_file() and path.name in names
+
+
+def record_output(path):
+    """Add ``path`` to its directory's :data:`OUTPUTS_MANIFEST` (so a later run may replace it)."""
+    path = Path(path)
+    manifest = path.parent / OUTPUTS_MANIFEST
+    try:
+        with open(manifest, "rb") as f:
+            names = set(f.read(1 << 20).decode("utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        names = set()
+    if path.name not in names:
+        with atomic_path(manifest) as tmp:
+            tmp.write_text("".join(f"{n}\n" for n in sorted(names | {path.name}) if n), encoding="utf-8")

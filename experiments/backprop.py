@@ -34,8 +34,12 @@ import numpy as np
 
 from convnet import Sequential, callbacks, layers, study
 from convnet.plotting import plot_filters
+from convnet.utils import record_output, written_by_convnet
 from experiments.mnist import build_model
 from experiments.predict import NoModelError, check_output_dir, resolve_model_path
+
+#: The pictures written into --out.
+OUTPUTS = ("feature_maps.png", "filters.png", "grad_norms.png", "saliency.png")
 
 __all__ = ["load_or_init_model", "recorded_grad_norms", "short_training_grad_norms", "main"]
 
@@ -143,6 +147,10 @@ def main(argv=None):
         return 2
     try:
         check_output_dir(args.out)
+        taken = [name for name in OUTPUTS if not written_by_convnet(os.path.join(args.out, name))]
+        if taken:
+            raise OSError(f"--out {args.out}: {', '.join(taken)} exist(s) and were not written by "
+                          f"experiments.backprop; they are left as they are (choose another --out)")
         model, description, model_path = load_or_init_model(args.model, args.runs_dir, seed=args.seed)
         check_model(model, description)
     except (NoModelError, ValueError, OSError) as e:
@@ -231,6 +239,8 @@ def _study(args, model, description, model_path):
     sal = study.saliency_map(model, x[:n_sal])
     pred = model.forward(x[:n_sal]).argmax(axis=1)
     written.append(study.plot_saliency(x[:n_sal], sal, y[:n_sal], pred, os.path.join(args.out, "saliency.png")))
+    for path in written:
+        record_output(path)
     print("wrote " + ", ".join(str(w) for w in written))
     return 0
 

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from convnet.imageprep import ImagePrepError, mnist_style
+from convnet.utils import record_output, written_by_convnet
 
 __all__ = ["find_latest_model", "resolve_model_path", "load_model_for_inference", "classify",
            "plot_prediction", "main"]
@@ -191,8 +192,14 @@ def main(argv=None):
         print(format_prediction(name, probs[0]))
         if args.show:
             out = os.path.join(args.out, outputs[name])
+            if not written_by_convnet(out):
+                print(f"{name}: error: {out} exists and was not written by experiments.predict; it is left as "
+                      f"it is (choose another --out)", file=sys.stderr)
+                failed += 1
+                continue
             try:
                 plot_prediction(image, probs[0], out, title=os.path.basename(name))
+                record_output(out)
             except OSError as e:
                 print(f"{name}: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
                 failed += 1

@@ -268,7 +268,15 @@ def test_show_names_are_unique_for_inputs_with_the_same_name(tmp_path, mnist, mo
     second = write_png(tmp_path / "b" / "digit.png", 255 - x_test[1])
     out_dir = tmp_path / "shown"
     assert predict.main([first, second, first, "--model", model_file, "--show", "--out", str(out_dir)]) == 0
-    assert sorted(os.listdir(out_dir)) == ["digit.png.2.prediction.png", "digit.png.prediction.png"]
+    assert sorted(os.listdir(out_dir)) == [".convnet-outputs", "digit.png.2.prediction.png",
+                                           "digit.png.prediction.png"]
+    assert predict.main([first, "--model", model_file, "--show", "--out", str(out_dir)]) == 0    # its own: replaced
+    (tmp_path / "c").mkdir()
+    third = write_png(tmp_path / "c" / "digit.png", 255 - x_test[2])
+    (out_dir / "digit.png.3.prediction.png").write_text("not ours")      # someone else's file of that name
+    assert predict.main([first, second, third, "--model", model_file, "--show", "--out", str(out_dir)]) == 1
+    assert "digit.png.3.prediction.png exists and was not written by experiments.predict" in capsys.readouterr().err
+    assert (out_dir / "digit.png.3.prediction.png").read_text() == "not ours"
     assert predict.output_names([first, second, first]) == {first: "digit.png.prediction.png",
                                                            second: "digit.png.2.prediction.png"}
 

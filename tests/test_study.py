@@ -192,8 +192,8 @@ def test_cli_on_a_saved_model(tmp_path, capsys):
         assert f"{layer.name} ({type(layer).__name__})" in out
     assert "conv2d_1/kernel" in out and "rel. error" in out
     assert "training a fresh copy for 3 steps" in out
-    assert sorted(p.name for p in out_dir.iterdir()) == ["feature_maps.png", "filters.png", "grad_norms.png",
-                                                         "saliency.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [".convnet-outputs", "feature_maps.png", "filters.png",
+                                                         "grad_norms.png", "saliency.png"]
 
 
 def test_cli_errors(tmp_path, capsys):
@@ -218,11 +218,16 @@ def test_cli_mistakes_are_found_before_the_work(tmp_path, capsys, monkeypatch):
              (["--model", str(save_model(dense, tmp_path / "dense.npz"))], "has no Conv2D layer"),
              (["--model", str(save_model(other, tmp_path / "other.npz"))], "needs (28, 28, 1) -> (10,)"),
              (["--seed", "-1"], "--seed must be a non-negative integer")]
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "filters.png").write_text("my own picture")
+    cases.append((["--model", str(good), "--out", str(tmp_path / "pictures")],
+                  "filters.png exist(s) and were not written by experiments.backprop"))
     for argv, message in cases:
         assert backprop.main(argv + ["--runs-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "pictures" / "filters.png").read_text() == "my own picture"
 
 
 def test_default_without_runs_is_an_untrained_seed_model(tmp_path):

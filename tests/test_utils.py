@@ -74,3 +74,15 @@ def test_directory_problem(tmp_path):
     assert directory_problem(tmp_path / "new" / "deeper") is None
     assert directory_problem(tmp_path / "f") == "is a file, not a directory"
     assert directory_problem(tmp_path / "f" / "sub") == f"{tmp_path / 'f'} is a file, not a directory"
+
+
+def test_only_outputs_convnet_wrote_may_be_written_over(tmp_path):
+    from convnet.utils import OUTPUTS_MANIFEST, record_output, written_by_convnet
+    mine, theirs = tmp_path / "a.png", tmp_path / "b.png"
+    assert written_by_convnet(mine)                       # absent: free
+    mine.write_bytes(b"png")
+    theirs.write_bytes(b"png")
+    assert not written_by_convnet(mine) and not written_by_convnet(theirs)
+    record_output(mine)
+    assert written_by_convnet(mine) and not written_by_convnet(theirs)
+    assert (tmp_path / OUTPUTS_MANIFEST).read_text() == "a.png\n"
