@@ -270,10 +270,9 @@ class Explorer:
         An entry whose step of +-h crosses a kink (a ReLU switching, a max-pool
         tie changing its winner: common where a drawing has flat regions of
         ink) has no derivative there, so the central difference need not match.
-        Such an entry is recognised by its two one-sided slopes, (L(w+h) - L(w))/h
-        and (L(w) - L(w-h))/h, which agree to about h * L'' on a smooth stretch
-        and differ by the jump in the slope at a kink; it is marked ``kink`` and
-        left out of the tensor's ``norm_error``.
+        Such an entry is recognised by :func:`convnet.gradcheck.switches` (the
+        forward pass's discrete choices) differing at w+h or w-h from those at
+        w; it is marked ``kink`` and left out of the tensor's ``norm_error``.
         """
         model, lock = self._model(session)
         with lock:
@@ -281,14 +280,16 @@ class Explorer:
         x = np.array(pixels.reshape((1,) + INPUT_SHAPE), dtype=np.float64)
         y = np.array([target])
         rng = np.random.default_rng(seed)
-        values = []                  # every loss numerical_gradient asks for: L(w+h), L(w-h) per entry
+        moved = []                   # per call of loss(): did the switches differ from the unperturbed ones?
 
         def loss():
-            values.append(clone.compute_loss(y, clone.forward(x, training=False))[0])
-            return values[-1]
+            value = clone.compute_loss(y, clone.forward(x, training=False))[0]
+            moved.append(not _same_switches(gradcheck.switches(clone, x), base))
+            return value
 
         out = clone.forward(x, training=False)
-        base, dout, pre = clone.compute_loss(y, out)
+        base = gradcheck.switches(clone, x)
+        _, dout, pre = clone.compute_loss(y, out)
         dx = clone.backward(dout, preactivation=pre, input_grad=True)
         targets = [("input", x, dx)] + [(k, p, g.copy()) for k, p, g in clone.params_and_grads()]
         rows = []
@@ -299,12 +300,10 @@ class Explorer:
             else:
                 pool = np.arange(array.size)
             idx = rng.choice(pool, size=min(per_tensor, pool.size), replace=False)
-            values.clear()
+            moved.clear()
             numeric = gradcheck.numerical_gradient(loss, array, h=h, indices=idx).reshape(-1)[idx]
             analytic = grad.reshape(-1)[idx]
-            right = (np.array(values[0::2]) - base) / h
-            left = (base - np.array(values[1::2])) / h
-            kink = np.abs(right - left) > 1e-3 * (np.abs(right) + np.abs(left)) + 1e-7
+            kink = np.array(moved[0::2]) | np.array(moved[1::2])      # at w+h or at w-h
             entries = [{"index": [int(v) for v in np.unravel_index(i, array.shape)][(1 if key == "input" else 0):],
                         "analytic": float(a), "numeric": float(n), "kink": bool(k),
                         "relative_error": gradcheck.relative_error([a], [n])}
@@ -461,6 +460,10 @@ class Explorer:
             session.model = clone_model(run.model)
             session.steps_applied = 0
         return {"used": True, "steps": run.step}
+
+
+def _same_switches(a, b):
+    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
 def _optimizer_info(opt, stepped):

@@ -602,7 +602,7 @@ $("#gradcheck-run").addEventListener("click", async () => {
     }
     box.replaceChildren(el("p", { class: "hint", text: `target ${r.target}, h = ${r.h}, ${r.dtype}; rel. error = |a - n| / (|a| + |n|). ` +
       "(kink): the step ±h crosses a point where the loss has no derivative (a ReLU switching, a tie in a max-pool " +
-      "window changing its winner, common where the ink is flat), seen as different slopes left and right; such " +
+      "window changing its winner, common where the ink is flat; found by convnet.gradcheck.switches); such " +
       "entries are left out of the tensor's error. A large error elsewhere would be a bug in backward." }), t);
   } catch (e) { box.replaceChildren(); showError(e.message); }
 });
