@@ -12,7 +12,9 @@ then times ``Sequential.train_step`` two ways:
    the optimizer update are wrapped in a timer for the duration of the run,
    so the table shows where each millisecond of a step goes (median over
    the steps, per phase). The wrappers sit around the very methods
-   ``train_step`` calls, so the profile follows the real code path.
+   ``train_step`` calls, so the profile follows the real code path. (The
+   engine fuses across layers: a convolution's forward phase includes its
+   ReLU and the following max-pooling, a pooling's backward the ReLU's.)
 
 It also prints which BLAS kernel ran, the BLAS / numba thread pools as
 they are outside a step, and convnet's own setting (:mod:`convnet.engine.threads`,
@@ -186,6 +188,8 @@ def main(argv=None):
     total = phases.pop("(total)")
     accounted = sum(phases.values())
     print(f"train_step, instrumented: {total:.2f} ms median; per phase (median ms):")
+    print("  (engine: a conv's forward includes its ReLU and the next max-pooling, and a pooling's backward "
+          "the ReLU's backward; those phases show only the hand-over)")
     for name, ms in phases.items():
         print(f"  {name:<40}{ms:8.3f}  {100 * ms / total:5.1f}%")
     print(f"  {'(model glue, outside the phases)':<40}{total - accounted:8.3f}  "
