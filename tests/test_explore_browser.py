@@ -110,8 +110,8 @@ def _draw_zero(pg):
 
 
 def _expect_prediction(pg, digit):
-    pg.wait_for_function(f"document.querySelector('#prediction').textContent === '{digit}'")
-    pg.wait_for_timeout(300)                   # let the last stroke's request settle
+    """Wait until the page has settled (every update of the last stroke done), then check the digit."""
+    pg.wait_for_function("document.body.dataset.busy === '0'")
     assert pg.locator("#prediction").text_content() == str(digit)
 
 

@@ -35,7 +35,20 @@ const state = {
 };
 
 // ------------------------------------------------------------------ API
+// body[data-busy] is "1" while any request or drawing update is under way, "0" when the page has settled
+// (what the browser tests wait for).
+let inFlight = 0;
+function busy(delta) {
+  inFlight += delta;
+  document.body.dataset.busy = inFlight > 0 ? "1" : "0";
+}
+
 async function api(path, body, opts = {}) {
+  busy(+1);
+  try { return await request(path, body, opts); } finally { busy(-1); }
+}
+
+async function request(path, body, opts) {
   const init = { method: body === undefined ? "GET" : "POST", headers: { "X-Explorer-Session": SESSION } };
   if (body instanceof Blob) {
     init.body = body;
@@ -283,6 +296,7 @@ let drawBusy = false, drawDirty = false;
 function scheduleDrawUpdate() {
   if (drawBusy) { drawDirty = true; return; }
   drawBusy = true; drawDirty = false;
+  busy(+1);
   draw.toBlob(async (blob) => {
     try {
       const prepared = await api("/api/prepare", blob);
@@ -293,6 +307,7 @@ function scheduleDrawUpdate() {
     } finally {
       drawBusy = false;
       if (drawDirty) scheduleDrawUpdate();
+      busy(-1);
     }
   }, "image/png");
 }
