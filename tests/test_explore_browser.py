@@ -27,7 +27,7 @@ from explore_support import as_png, mnist_test, trained_model_path
 
 CHROMIUM = os.environ.get("CONVNET_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("CONVNET_REQUIRE_BROWSER") == "1"
-TIMEOUT = 30_000          # ms: the machine may be busy
+TIMEOUT = 60_000          # ms: the machine may be busy (a loaded 2-core machine: 4 times slower)
 
 
 def _unavailable(reason):
@@ -123,6 +123,8 @@ def _shaded(pg):
 
 def _save_screenshot(pg, tmp_path, name, element=None):
     path = tmp_path / name
+    if element is None:
+        pg.evaluate("window.scrollTo(0, 0)")  # clicking a unit may have scrolled the page
     (element or pg).screenshot(path=str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = os.environ.get("CONVNET_SCREENSHOT_DIR")
