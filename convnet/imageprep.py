@@ -37,7 +37,7 @@ import os
 
 import numpy as np
 
-__all__ = ["ImagePrepError", "mnist_style", "load_greyscale", "ink_polarity", "estimate_background", "to_ink",
+__all__ = ["ImagePrepError", "mnist_style", "load_greyscale", "evenly_lit", "ink_polarity", "estimate_background", "to_ink",
            "keep_digit", "ink_bounding_box", "stroke_width", "normalise_stroke", "fit_into_box", "center_by_mass"]
 
 #: Size of the frame and of the box the digit is scaled to fit, as in MNIST.
@@ -260,21 +260,45 @@ def estimate_background(grey, sign=-1):
     return _resize(bg, (w, h), "bilinear")
 
 
+def evenly_lit(grey, spread=0.08):
+    """True if the border (the paper around the digit) varies by less than ``spread`` of its brightness.
+
+    Judged on the coarse copy (noise averaged out): the 5th to 95th
+    percentile of its outermost pixels. A scan or an evenly lit photo passes;
+    a gradient of light or a shadow across the page does not.
+    """
+    small = _coarse_copy(grey)
+    border = np.concatenate([small[0], small[-1], small[1:-1, 0], small[1:-1, -1]])
+    lo, mid, hi = np.percentile(border, [5, 50, 95])
+    return hi - lo < spread * max(mid, 1 - mid)
+
+
 def to_ink(grey, min_contrast=0.1, noise_floor=3.0):
     """Bright ink on black from ``grey``: polarity, paper removed, noise floor subtracted, stretched to [0, 1].
 
-    The ink is the relative darkening ``(paper - image) / paper`` (light
-    multiplies the paper's and the ink's reflectance alike, so a shadowed
-    stroke counts as much as a lit one); light ink is inverted first. Images
-    under 60 pixels a side (nothing to photograph there) use one paper level,
-    the border's median. ``noise_floor`` times the noise level (a robust
-    standard deviation of the residual) is subtracted, so paper texture and
-    sensor noise become black as in MNIST. Raises :class:`ImagePrepError`
-    if the strongest ink (the 99.5th percentile) stands out from the paper by
-    less than ``min_contrast`` beyond that floor (a blank page).
+    On evenly lit paper (:func:`evenly_lit`: scans, small images) the paper
+    is one level, the border's median, and the ink is on the side where the
+    image reaches farther from it; otherwise the polarity comes from
+    :func:`ink_polarity` and the paper from :func:`estimate_background`
+    (which needs strokes narrower than a third of the image: a digit that
+    fills the page thickly is left to the first case). The ink is the relative
+    darkening ``(paper - image) / paper`` (light multiplies the paper's and
+    the ink's reflectance alike, so a shadowed stroke counts as much as a lit
+    one); light ink is inverted first. ``noise_floor`` times the noise level
+    (a robust standard deviation of the residual) is subtracted, so paper
+    texture and sensor noise become black as in MNIST. Raises
+    :class:`ImagePrepError` if the strongest ink (the 99.5th percentile)
+    stands out from the paper by less than ``min_contrast`` beyond that
+    floor (a blank page).
     """
-    g = grey if ink_polarity(grey) < 0 else 1.0 - grey      # dark ink on light paper from here on
-    paper = estimate_background(g) if min(g.shape) >= 3 * BOX else np.full(g.shape, border_level(g))
+    if min(grey.shape) < 3 * BOX or evenly_lit(grey):
+        level = border_level(grey)
+        lo, hi = np.percentile(grey, [0.5, 99.5])
+        g = grey if level - lo >= hi - level else 1.0 - grey       # dark ink on light paper from here on
+        paper = np.full(g.shape, level if g is grey else 1.0 - level)
+    else:
+        g = grey if ink_polarity(grey) < 0 else 1.0 - grey
+        paper = estimate_background(g)
     rel = (paper - g) / np.maximum(paper, 0.05)
     ink = np.clip(rel, 0, None)
     noise = 1.4826 * np.median(np.abs(rel - np.median(rel)))

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from convnet import imageprep
-from convnet.imageprep import (ImagePrepError, center_by_mass, estimate_background, fit_into_box, ink_bounding_box,
-                               ink_polarity, keep_digit, load_greyscale, mnist_style, normalise_stroke, stroke_width,
-                               to_ink)
+from convnet.imageprep import (ImagePrepError, center_by_mass, estimate_background, evenly_lit, fit_into_box,
+                               ink_bounding_box, ink_polarity, keep_digit, load_greyscale, mnist_style, normalise_stroke,
+                               stroke_width, to_ink)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -163,6 +163,22 @@ def test_a_light_gradient_and_a_shadow_are_removed():
     clean = to_ink(grey)
     assert clean[paper].max() < 0.5 and np.mean(clean[paper] > 0.2) < 0.01  # no paper left as ink
     np.testing.assert_allclose(mnist_style(grey), mnist_style(on_paper(ink)), atol=0.15)
+
+
+def test_a_thick_digit_filling_a_low_resolution_scan_is_not_hollowed():
+    """A 16x16 black-and-white scan of a fat 0 (strokes 4 of 16 pixels), enlarged 12 times, no margin.
+
+    The paper is taken as one level here: a closing a third of the image wide
+    (for uneven light) would fill these strokes in, and find no ink at all.
+    """
+    yy, xx = np.mgrid[0:16, 0:16]
+    ring = (np.abs(np.hypot(yy - 7.5, (xx - 7.5) * 1.1) - 5) < 2).astype(np.float64)
+    scan = on_paper(np.kron(ring, np.ones((12, 12))), paper=0.95, ink_level=0.05)
+    assert evenly_lit(scan) and not evenly_lit(scan * np.linspace(1, 0.6, scan.shape[1]))
+    x = mnist_style(scan)
+    framed = mnist_style(on_paper(np.pad(np.kron(ring, np.ones((12, 12))), 150)))    # the same 0 with a wide margin
+    assert correlation(x, framed) > 0.95
+    assert x[12:16, 12:16].max() < 0.2                  # the hole in the middle stays empty
 
 
 def test_specks_and_marks_far_from_the_digit_are_dropped():
