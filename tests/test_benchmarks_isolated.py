@@ -181,6 +181,7 @@ def test_convnet_only_end_to_end_writes_a_complete_scaled_json(tmp_path, capsys)
     assert rec["inference_s"] == min(rec["evaluate_s"].values())
     assert rec["evaluate_s"][str(rec["inference_batch"])] == rec["inference_s"]
     assert 0 < rec["first_step_s"] < rec["startup_s"]
+    assert 0 < rec["peak_rss_train_mb"] <= rec["peak_rss_mb"]
     assert report["floor"]["convnet_over_floor"] == pytest.approx(
         rec["epoch_s"] / report["floor"]["epoch_floor_s"])
     assert rec["threads"]["convnet"] == 1                  # the engine's own threads follow --threads

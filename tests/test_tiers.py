@@ -177,6 +177,19 @@ def test_fusion_computes_exactly_what_the_unfused_engine_computes(rng, monkeypat
         np.testing.assert_array_equal(wa, wb)
 
 
+def test_large_outputs_are_not_fused_and_give_the_same_results(rng, monkeypatch):
+    x, y = rng.random((24, 14, 14, 2), dtype=np.float32), rng.integers(0, 10, 24)
+    fused = _trained_chain("numba", x, y)
+    monkeypatch.setattr(convnet.engine.layers.Conv2D, "FUSE_MAX_BYTES", 1000)   # every output is "large"
+    calls = []
+    original = convnet.engine.kernels.add_bias_relu
+    monkeypatch.setattr(convnet.engine.kernels, "add_bias_relu", lambda *a: calls.append(1) or original(*a))
+    plain = _trained_chain("numba", x, y)
+    assert not calls
+    for wa, wb in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
 def test_a_handover_for_other_arrays_is_not_used(rng):
     """The fused results are handed over by identity: a pool or ReLU called on anything else computes."""
     x = rng.standard_normal((4, 10, 10, 3)).astype(np.float32)

@@ -85,6 +85,10 @@ class Conv2D(_Engine):
     #: a whole im2col matrix up to this size is kept from forward for backward; a larger one
     #: is rebuilt block by block in backward (cheaper than reading it back from memory)
     KEEP_COLS_BYTES = 2 * 1024 * 1024
+    #: the output is fused with ReLU and pooling up to this size: fused, ``y`` is allocated while the
+    #: previous call's ``z`` is still held by the layer, one more output-sized array at the peak
+    #: (80 MB for conv1 at batch 1000), where the saved hand-offs no longer matter
+    FUSE_MAX_BYTES = 32 * 1024 * 1024
 
     def _blocks(self, n0, n1, rows, dtype):
         """Image ranges of at most ``COLS_BLOCK_BYTES`` of ``cols`` covering ``n0..n1``, and a scratch buffer."""
@@ -115,7 +119,7 @@ class Conv2D(_Engine):
         z = np.empty((N * rows, F), dtype=x.dtype)
         whole = N * rows * K.shape[0] * x.itemsize <= self.KEEP_COLS_BYTES
         kept = np.empty((N * rows, K.shape[0]), x.dtype) if whole else None
-        relu = self.relu()
+        relu = self.relu() if z.nbytes <= self.FUSE_MAX_BYTES else None
         if self.pool is not None and self.pool.computed is not None:
             self.pool = None                  # its last pooling was never asked for: stop pooling for it
         y = np.empty_like(z) if relu is not None else None
