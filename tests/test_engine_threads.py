@@ -13,7 +13,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from convnet.engine import kernels, threads
-from convnet.windows import Window, im2col
+from convnet.windows import Window, col2im, im2col
 from tests.conftest import seed_model
 
 
@@ -177,6 +177,15 @@ def test_range_kernels_write_only_their_images():
     kernels.im2col_into(x, Window(2, 2, 1, 1, 0, 0, 5, 5), cols, 2, -1)          # -1: to the end
     np.testing.assert_array_equal(cols[50:], im2col(x, Window(2, 2, 1, 1, 0, 0, 5, 5))[50:])
     assert (cols[:50] == -5).all()
+    dcols = rng.standard_normal((4 * 9, 2 * 2 * 2)).astype(np.float32)
+    dx = np.full(x.shape, -5.0, np.float32)
+    kernels.col2im(dcols, window, dx, 1, 3)
+    np.testing.assert_array_equal(dx[1:3], col2im(dcols, window, x.shape)[1:3])
+    assert (dx[[0, 3]] == -5).all()
+    dpool = rng.standard_normal(out.shape).astype(np.float32)
+    kernels.maxpool_backward(dpool, full_argmax, dx, 2, 4)
+    np.testing.assert_array_equal(dx[2:], kernels.maxpool_backward(dpool, full_argmax, np.empty_like(dx), 0, 4)[2:])
+    assert (dx[0] == -5).all()
 
 
 def test_over_images_raises_a_helper_threads_error(num_threads, always_split):
@@ -299,6 +308,13 @@ def test_sum_rows_kernel_equals_numpys_sum_bit_for_bit():
 
 
 # ------------------------------------------- reductions and the fused optimizer step
+def test_add_in_order_adds_the_partial_sums_left_to_right():
+    # the order is the rounding: (1 + 1e8) - 1e8 is 0 in float32, 1 + (1e8 - 1e8) is 1
+    parts = np.array([[1.0], [1e8], [-1e8]], np.float32)
+    assert threads.add_in_order(parts)[0] == (np.float32(1.0) + np.float32(1e8)) - np.float32(1e8) == 0
+    assert threads.add_in_order(parts[::-1])[0] == 1                # -1e8 + 1e8 first, then the 1
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_over_elements_updates_every_group_exactly_as_one_call_each(num_threads, always_split, n):
     num_threads(n)

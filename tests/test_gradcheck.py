@@ -407,6 +407,35 @@ def test_check_model_casts_a_float32_input_to_float64(rng, each_backend):
     assert_all_small(gradcheck.check_model(model, x32, np.array([0, 2, 1]), max_entries=None))
 
 
+@pytest.mark.parametrize("side", [+1, -1])
+def test_check_model_leaves_out_an_entry_whose_step_crosses_a_kink_on_either_side(side, each_backend):
+    """A ReLU at z = side * h/2: the step of one sign crosses the kink, the other does not; either way it is a kink."""
+    h = 1e-5
+    model = Sequential([layers.Dense(2, activation="relu"), layers.Dense(2, activation="softmax")],
+                       input_shape=(1,), seed=0)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.astype(np.float64)
+    model.layers[0].params["kernel"][:] = [[1.0, 0.5]]
+    model.layers[0].params["bias"][:] = [side * h / 2, 1.0]
+    results = gradcheck.check_model(model, np.zeros((1, 1)), np.array([1]), h=h, max_entries=None, kinks=True)
+    assert results["input"]["kinks"] == 1 and results["input"]["checked"] == 0
+    assert results["dense/bias"]["kinks"] == 1 and results["dense/bias"]["checked"] == 1
+    assert results["dense/bias"]["error"] < TOL
+
+
+def test_check_model_in_training_mode_lets_go_of_the_mask_it_held(rng, each_backend):
+    model = Sequential([layers.Dense(8, activation="relu"), layers.Dropout(0.5), layers.Dense(3, activation="softmax")],
+                       input_shape=(4,), seed=1)
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    model.astype(np.float64)
+    x = rng.standard_normal((6, 4))
+    gradcheck.check_model(model, x, np.array([0, 1, 2, 0, 1, 2]), training=True, max_entries=3)
+    dropout = model.layers[1]
+    assert dropout.fixed_mask is None
+    first = model.forward(x, training=True).copy()
+    assert not np.array_equal(first, model.forward(x, training=True))    # new masks again
+
+
 def test_switches_see_a_flipped_relu_and_a_moved_pool_winner(each_backend):
     model = Sequential([layers.Dense(4, activation="relu"), layers.Dense(4), layers.Flatten()],
                        input_shape=(4,), seed=0)

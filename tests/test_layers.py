@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from convnet import Sequential, initializers, layers
+from convnet import Sequential, initializers, layers, rng as counter_rng
 
 
 def built(layer, input_shape, seed=0):
@@ -225,6 +225,19 @@ def test_dropout_masks_in_a_seeded_model_are_reproducible():
             for s in (5, 5, 6)]
     np.testing.assert_array_equal(outs[0], outs[1])
     assert not np.array_equal(outs[0], outs[2])
+
+
+def test_dropout_keeps_an_element_whose_uniform_equals_the_rate(each_backend):
+    """keep = u >= rate: the boundary case u == rate is kept, by the textbook and by the engine's 24-bit threshold."""
+    shape = (4, 64)
+    key = built(layers.Dropout(0.5, seed=8), shape[1:]).next_key()      # the key the twin below will draw
+    u = counter_rng.uniforms(key, shape)
+    e = int(np.argmin(np.abs(u - 0.4)))
+    rate = float(u.flat[e])                                  # a multiple of 2**-24: exactly some element's u
+    layer = built(layers.Dropout(rate, seed=8), shape[1:])
+    out = layer.forward(np.ones(shape, np.float32), training=True)
+    assert out.flat[e] != 0
+    np.testing.assert_array_equal(out != 0, u >= rate)
 
 
 def test_dropout_rate_zero_is_the_identity_in_training(rng):

@@ -320,6 +320,23 @@ def test_same_seed_same_weights_after_fit(rng, make_small_convnet):
     assert any(not np.array_equal(wa, wc) for wa, wc in zip(a, c))
 
 
+def test_every_epoch_shuffles_anew_and_a_resumed_run_repeats_the_order(rng, make_small_convnet):
+    x, y = blobs(rng, 12)
+    x[:, 0, 0, 0] = np.arange(12)                                 # each image carries its own index
+
+    def orders(initial_epoch):
+        model, seen = compiled(make_small_convnet(seed=0)), []
+        step = model.train_step
+        model.train_step = lambda xb, yb: (seen.append(xb[:, 0, 0, 0].astype(int)), step(xb, yb))[1]
+        model.fit(x, y, epochs=3, batch_size=4, seed=7, verbose=0, initial_epoch=initial_epoch)
+        return [np.concatenate(seen[i:i + 3]) for i in range(0, len(seen), 3)]
+
+    full = orders(0)
+    assert all(sorted(order) == list(range(12)) for order in full)
+    assert not np.array_equal(full[0], full[1]) and not np.array_equal(full[1], full[2])
+    np.testing.assert_array_equal(orders(2)[0], full[2])
+
+
 def test_predict_in_chunks_equals_one_forward(rng, make_seed_model):
     model = make_seed_model()
     x = rng.random((7, 28, 28, 1)).astype(np.float32)
@@ -403,3 +420,13 @@ def test_seed_dropout_depends_on_seed_epoch_and_layer(make_small_convnet):
         keys.setdefault((seed, epoch), []).append(int(layer.next_key()))
     assert keys[(1, 0)][0] == keys[(1, 0)][1]
     assert len({keys[(1, 0)][0], keys[(1, 1)][0], keys[(2, 0)][0]}) == 3
+
+
+def test_two_dropout_layers_of_one_model_draw_different_masks():
+    model = Sequential([layers.Dropout(0.5), layers.Dropout(0.5)], input_shape=(64,), seed=0)
+    model.seed_dropout(1, 0)
+    assert model.layers[0].next_key() != model.layers[1].next_key()
+    model.seed_dropout(1, 0)
+    x = np.ones((4, 64), np.float32)
+    first = model.layers[0].forward(x, training=True)
+    assert not np.array_equal(first != 0, model.layers[1].forward(x, training=True) != 0)

@@ -1,0 +1,1 @@
+"""Developer tools for convnet itself (not part of the library): ``python -m tools.mutants``."""
