@@ -215,6 +215,10 @@ def run(mutations, out, timeout, merge, log=print):
     return report
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tools.mutants", description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", metavar="ID", help="run these mutations only")
@@ -237,6 +241,8 @@ def main(argv=None):
             raise UsageError(f"--out {args.out} is a directory; expected a .json file path")
         for m in mutations:                      # every snippet still in place, before any work
             apply((ROOT / m.file).read_text(), m)
+        for sig in (signal.SIGINT, signal.SIGTERM):   # stopped either way: the running tests and the copy go too
+            signal.signal(sig, _interrupt)
         report = run(mutations, args.out, args.timeout, merge=not args.fresh)
     except (UsageError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
