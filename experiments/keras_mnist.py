@@ -15,7 +15,6 @@ model evaluated on the training set, versions and thread counts. A file that
 already exists is left alone (the seed is skipped, said once).
 """
 import argparse
-import json
 import os
 import platform
 import sys
@@ -124,6 +123,18 @@ def run_seed(keras, seed, epochs, data, threads):
     }
 
 
+def set_threads(tf, n):
+    """TensorFlow's intra- and inter-op threads; once TensorFlow has run (in this process) they are fixed,
+    and then a note on stderr says which counts are in use instead."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:
+        print(f"note: TensorFlow is already initialised in this process; it keeps intra/inter-op threads "
+              f"{tf.config.threading.get_intra_op_parallelism_threads()}/"
+              f"{tf.config.threading.get_inter_op_parallelism_threads()} instead of {n}", file=sys.stderr)
+
+
 def main(argv=None):
     args = parse_args(argv)
     todo = [s for s in args.seeds if not (args.out_dir / f"keras-seed{s}.json").exists()]
@@ -140,8 +151,7 @@ def main(argv=None):
         print("error: TensorFlow is not installed (pip install -e \".[bench]\")", file=sys.stderr)
         return 2
     if args.threads is not None:
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        set_threads(tf, args.threads)
     keras.utils.disable_interactive_logging()
     from convnet.datasets import load_mnist, preprocess
     (x_train, y_train), (x_test, y_test) = load_mnist(args.data_dir, verbose=False)

@@ -50,13 +50,12 @@ def main(argv=None):
     except ImportError:
         print("error: TensorFlow is not installed (pip install -e \".[bench]\")", file=sys.stderr)
         return 2
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    from experiments.keras_mnist import build, set_threads
+    set_threads(tf, args.threads)
     import convnet
     from convnet import optimizers
     from convnet.architectures import mnist_cnn
     from convnet.datasets import load_mnist, preprocess
-    from experiments.keras_mnist import build
 
     (x, y), (x_test, y_test) = load_mnist(verbose=False)
     n = args.steps * 32
