@@ -53,6 +53,25 @@ def _check_cell(checks):
     return f"{'ok' if ok else 'FAIL'} {worst:.1e}"
 
 
+def format_table(header, rows, breaks=(), first_left=True):
+    """Fixed-width text lines: ``header``, a rule, then ``rows`` (lists of strings).
+
+    Columns are right-aligned (the first left-aligned with ``first_left``);
+    a blank line goes before every row index in ``breaks``.
+    """
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(len(header))]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if i == 0 and first_left else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [fmt(header), fmt(["-" * w for w in widths])]
+    for i, row in enumerate(rows):
+        if i in breaks:
+            out.append("")
+        out.append(fmt(row))
+    return out
+
+
 def render_table(report):
     """The table printed at the end of a run (plain text, fixed-width columns)."""
     libs = report["columns"]
@@ -69,11 +88,6 @@ def render_table(report):
         cells += [f"{row['ratios'][k]:.2f}" if k in row["ratios"] else "-" for k in ratio_keys]
         cells.append(_check_cell(row["checks"]))
         lines.append((cells, row))
-    widths = [max(len(header[i]), *(len(c[i]) for c, _ in lines)) for i in range(len(header))]
-
-    def fmt(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
     machine = report["machine"]
     blas = machine.get("numpy_blas") or {}
     threads = machine["threads"]
@@ -88,13 +102,9 @@ def render_table(report):
            + (f", torch {threads['torch']['num_threads']}" if "torch" in threads else ""),
            "times: median per call over the repeats, ±half the interquartile range; "
            "ratios > 1 mean the first library is slower",
-           "", fmt(header), fmt(["-" * w for w in widths])]
-    group = None
-    for cells, row in lines:
-        if group is not None and row["group"] != group:
-            out.append("")
-        group = row["group"]
-        out.append(fmt(cells))
+           ""]
+    breaks = {i for i in range(1, len(lines)) if lines[i][1]["group"] != lines[i - 1][1]["group"]}
+    out += format_table(header, [cells for cells, _ in lines], breaks)
     out += ["", "first calls (numba compile or cache load, TF tracing), not in the figures above:"]
     for cells, row in lines:
         firsts = [f"{TITLES[lib]} {format_seconds(r['first_call_s'])}" for lib, r in row["results"].items()]

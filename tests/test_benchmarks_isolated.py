@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks import isolated
+from benchmarks import isolated, isolated_report, isolated_worker
 from benchmarks.isolated import EPOCH_STEPS, TEST_IMAGES
 
 TINY = ["--repeats", "1", "--steps", "3", "--images", "64", "--threads", "1", "--warmup-batches", "2"]
@@ -84,7 +84,7 @@ def test_run_order_alternates_between_repeats():
 def test_paired_ratios_divide_within_each_repeat_and_take_the_median():
     convnet = {1: {"epoch_s": 6.0}, 2: {"epoch_s": 9.0}, 3: {"epoch_s": 7.0}, 4: {"epoch_s": 5.0}}
     keras = {1: {"epoch_s": 12.0}, 2: {"epoch_s": 10.0}, 3: {"epoch_s": 20.0}, 5: {"epoch_s": 1.0}}
-    out = isolated.paired_ratios({"convnet": convnet, "keras": keras}, "epoch_s")
+    out = isolated_report.paired_ratios({"convnet": convnet, "keras": keras}, "epoch_s")
     # only repeats 1-3 have both; ratios 0.5, 0.9, 0.35 -> median 0.5 (not median(convnet)/median(keras))
     assert [p["repeat"] for p in out["per_repeat"]] == [1, 2, 3]
     assert [p["ratio"] for p in out["per_repeat"]] == pytest.approx([0.5, 0.9, 0.35])
@@ -94,29 +94,29 @@ def test_paired_ratios_divide_within_each_repeat_and_take_the_median():
     assert out["median_over_fastest"] == pytest.approx(7.0 / 10.0)    # median(6, 9, 7) / min(12, 10, 20)
     assert out["fastest"] == pytest.approx(6.0 / 10.0)                # min(6, 9, 7) / min(12, 10, 20)
     # an even number of pairs: the median is the mean of the middle two
-    out = isolated.paired_ratios({"convnet": {1: {"x": 1.0}, 2: {"x": 3.0}}, "keras": {1: {"x": 2.0}, 2: {"x": 2.0}}},
+    out = isolated_report.paired_ratios({"convnet": {1: {"x": 1.0}, 2: {"x": 3.0}}, "keras": {1: {"x": 2.0}, 2: {"x": 2.0}}},
                                  "x")
     assert out["median"] == pytest.approx(1.0)
-    assert isolated.paired_ratios({"convnet": convnet, "keras": {}}, "epoch_s") is None
-    assert isolated.paired_ratios({"convnet": convnet}, "epoch_s") is None
+    assert isolated_report.paired_ratios({"convnet": convnet, "keras": {}}, "epoch_s") is None
+    assert isolated_report.paired_ratios({"convnet": convnet}, "epoch_s") is None
 
 
 def test_flop_count_of_the_seed_model():
     from benchmarks.convnet_impl import seed_model
-    macs = isolated.layer_macs(seed_model(0))
+    macs = isolated_report.layer_macs(seed_model(0))
     # conv1 25*25 positions x 4*4*1*32; conv2 9*9 x 4*4*32*32; dense 512x256; dense_1 256x10
     assert macs == {"conv2d": (320_000, 320_000), "conv2d_1": (1_327_104, 2 * 1_327_104),
                     "dense": (131_072, 2 * 131_072), "dense_1": (2_560, 2 * 2_560)}
     per_image = 2 * sum(f + b for f, b in macs.values())
     assert per_image == pytest.approx(10.04e6, rel=1e-3)                  # the "about 10 MFLOP"
-    assert isolated.epoch_flops(seed_model(0)) == pytest.approx(60_000 * per_image)
-    assert isolated.inference_flops(seed_model(0)) == pytest.approx(10_000 * 2 * sum(f for f, _ in macs.values()))
+    assert isolated_report.epoch_flops(seed_model(0)) == pytest.approx(60_000 * per_image)
+    assert isolated_report.inference_flops(seed_model(0)) == pytest.approx(10_000 * 2 * sum(f for f, _ in macs.values()))
 
 
 def test_floor_report_divides_the_fastest_epoch_by_the_best_gemm_speed():
     from benchmarks.convnet_impl import seed_model
     summary = {"convnet": {"epoch_s": {"min": 6.0}}, "keras": {"epoch_s": {"min": 12.0}}}
-    floor = isolated.floor_report([100.0, 200.0, 150.0], summary, seed_model(0))
+    floor = isolated_report.floor_report([100.0, 200.0, 150.0], summary, seed_model(0))
     assert floor["gemm_gflops"] == 200.0
     assert floor["epoch_floor_s"] == pytest.approx(floor["epoch_flops"] / 200e9)
     assert floor["convnet_over_floor"] == pytest.approx(6.0 / floor["epoch_floor_s"])
@@ -132,19 +132,19 @@ def test_scaling_rows_take_each_cell_at_its_fastest_repeat_and_render():
     results = {("convnet", 32, 1): [{"epoch_s": 12.0}, {"epoch_s": 10.0}],
                ("keras", 32, 1): [{"epoch_s": 20.0}],
                ("convnet", 64, 2): [{"epoch_s": 6.0}]}
-    rows = isolated.scaling_rows(results)
+    rows = isolated_report.scaling_rows(results)
     assert [(r["batch"], r["threads"]) for r in rows] == [(32, 1), (64, 2)]
     assert rows[0]["convnet_epoch_s"] == 10.0 and rows[0]["convnet_epoch_values"] == [12.0, 10.0]
     assert rows[0]["convnet_images_per_s"] == pytest.approx(6000.0) and rows[0]["ratio"] == pytest.approx(0.5)
     assert "keras_epoch_s" not in rows[1] and "ratio" not in rows[1]
-    text = isolated.render_scaling(rows)
+    text = isolated_report.render_scaling(rows)
     assert "6,000" in text and "0.50" in text and text.splitlines()[-1].split()[:2] == ["64", "2"]
 
 
 def test_summarize_reports_median_and_extremes_per_library():
     runs = {"convnet": {1: {"epoch_s": 3.0, "accuracy": 0.9}, 2: {"epoch_s": 1.0, "accuracy": 0.8},
                         3: {"epoch_s": 2.0, "accuracy": 0.7}}}
-    s = isolated.summarize(runs)["convnet"]
+    s = isolated_report.summarize(runs)["convnet"]
     assert s["repeats_ok"] == 3
     assert s["epoch_s"] == {"median": 2.0, "min": 1.0, "max": 3.0, "values": [3.0, 1.0, 2.0]}
     assert s["accuracy"]["median"] == pytest.approx(0.8)
@@ -154,10 +154,10 @@ def test_summarize_reports_median_and_extremes_per_library():
 def test_weights_round_trip_in_order(tmp_path):
     weights = [np.full((2, 3), k, np.float32) for k in range(12)]   # > 10: arr_10 must not sort before arr_2
     isolated.write_weights(weights, tmp_path / "w.npz")
-    back = isolated.read_weights(tmp_path / "w.npz")
+    back = isolated_worker.read_weights(tmp_path / "w.npz")
     assert [float(w[0, 0]) for w in back] == list(range(12))
-    with pytest.raises(isolated.WorkerError, match="does not exist"):
-        isolated.read_weights(tmp_path / "missing.npz")
+    with pytest.raises(isolated_worker.WorkerError, match="does not exist"):
+        isolated_worker.read_weights(tmp_path / "missing.npz")
 
 
 # ---------------------------------------------------------------- end to end
@@ -202,7 +202,7 @@ def test_convnet_only_end_to_end_writes_a_complete_scaled_json(tmp_path, capsys)
 
 
 def test_missing_tensorflow_leaves_the_keras_column_out_with_a_note(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv(isolated.HIDE_TF_ENV, "1")      # inherited by the workers
+    monkeypatch.setenv(isolated_worker.HIDE_TF_ENV, "1")      # inherited by the workers
     code, report, captured = _run(tmp_path, ["--libs", "keras,convnet", "--repeats", "2", "--steps", "2",
                                              "--images", "32", "--threads", "1", "--warmup-batches", "2"], capsys)
     assert code == 0, captured.err
@@ -212,7 +212,7 @@ def test_missing_tensorflow_leaves_the_keras_column_out_with_a_note(tmp_path, ca
         (1, "keras", "unavailable"), (1, "convnet", "ok"), (2, "convnet", "ok")]
     assert report["settings"]["orders"] == [["keras", "convnet"], ["convnet", "keras"]]
     assert report["epoch_ratio"] is None and report["failures"] == []
-    assert any(n.startswith("keras left out") and isolated.HIDE_TF_ENV in n for n in report["notes"])
+    assert any(n.startswith("keras left out") and isolated_worker.HIDE_TF_ENV in n for n in report["notes"])
     assert "keras left out" in captured.out
 
 
@@ -252,7 +252,7 @@ def _worker(weights, data_dir):
 def test_worker_alone_refuses_a_bad_weights_file(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"garbage")
-    isolated.write_data("random", tmp_path / "data", 64, 8)
+    isolated_worker.write_data("random", tmp_path / "data", 64, 8)
     proc = _worker(bad, tmp_path / "data")
     assert proc.returncode == 1 and proc.stdout == ""
     assert "isolated worker (convnet): error: cannot read weights file" in proc.stderr
@@ -268,8 +268,8 @@ def test_worker_alone_refuses_missing_data(tmp_path):
 
 def test_written_data_is_what_load_data_gives_cut_to_size(tmp_path):
     from benchmarks.data import load_data
-    note = isolated.write_data("random", tmp_path, 96, 10)
-    data = isolated.read_data(tmp_path)
+    note = isolated_worker.write_data("random", tmp_path, 96, 10)
+    data = isolated_worker.read_data(tmp_path)
     want = load_data("random")
     assert data.x_train.shape == (96, 28, 28, 1) and data.x_test.shape == (10, 28, 28, 1)
     np.testing.assert_array_equal(data.x_train, want.x_train[:96])
