@@ -17,8 +17,9 @@ from . import losses, optimizers
 from .activations import SoftmaxFunction, LinearFunction
 
 
-#: images per forward pass in ``predict``/``evaluate`` when no ``batch_size`` is given
-INFERENCE_BATCH = 256
+#: images per forward pass in ``predict``/``evaluate`` when no ``batch_size`` is given: the engine's
+#: fastest size (larger batches' activations no longer stay in cache; docs/performance.md)
+INFERENCE_BATCH = 32
 
 
 class History:
