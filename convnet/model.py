@@ -379,8 +379,7 @@ class Sequential:
         """``(start, stop)`` of the inference batches."""
         if batch_size is None:
             batch_size = INFERENCE_BATCH
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        _check_count("batch_size", batch_size, 1)
         return [(i, min(i + int(batch_size), n)) for i in range(0, n, int(batch_size))]
 
     def predict(self, x, batch_size=None, verbose=0):

@@ -314,6 +314,20 @@ def maxpool2x2_backward(dout, argmax, y, dx, dz, relu, n0, n1):
 
 
 @_jit
+def _route_to_winners(dout, argmax, dxr, n):
+    """Image ``n`` of :func:`maxpool_backward`: ``dxr[n]`` (pixels x channels) zeroed, then each window's gradient added onto its winner."""
+    OH, OW, C = dout.shape[1], dout.shape[2], dout.shape[3]
+    dxr[n, :, :] = 0
+    for oh in range(OH):
+        for ow in range(OW):
+            d, a = dout[n, oh, ow], argmax[n, oh, ow]
+            for c in range(_u(C)):
+                idx = a[c]
+                if idx >= 0:
+                    dxr[n, idx, c] += d[c]
+
+
+@_jit
 def maxpool_backward(dout, argmax, dx, n0, n1):
     """Route each window's gradient to the input pixel that won the max.
 
@@ -321,18 +335,10 @@ def maxpool_backward(dout, argmax, dx, n0, n1):
     argmax is ``(h, w)``; zero elsewhere. With overlapping windows one pixel
     may win several windows and then receives the sum.
     """
-    N, OH, OW, C = dout.shape
-    H, W = dx.shape[1], dx.shape[2]
+    N, H, W, C = dx.shape
     dxr = dx.reshape(N, H * W, C)
     for n in range(n0, _stop(n1, N)):   # one image at a time: accumulation stays private
-        dxr[n, :, :] = 0
-        for oh in range(OH):
-            for ow in range(OW):
-                d, a = dout[n, oh, ow], argmax[n, oh, ow]
-                for c in range(_u(C)):
-                    idx = a[c]
-                    if idx >= 0:
-                        dxr[n, idx, c] += d[c]
+        _route_to_winners(dout, argmax, dxr, n)
     return dx
 
 
@@ -344,21 +350,13 @@ def maxpool_relu_backward(dout, argmax, y, dx, dz, n0, n1):
     kernels one after the other, but each image's ``dx`` is still in cache
     when its ``dz`` is computed.
     """
-    N, OH, OW, C = dout.shape
-    H, W = dx.shape[1], dx.shape[2]
+    N, H, W, C = dx.shape
     dxr = dx.reshape(N, H * W, C)
     L = H * W * C
     dxf, yf, dzf = dx.reshape(N, L), y.reshape(N, L), dz.reshape(N, L)
     zero = dx.dtype.type(0)
     for n in range(n0, _stop(n1, N)):
-        dxr[n, :, :] = 0
-        for oh in range(OH):
-            for ow in range(OW):
-                d, a = dout[n, oh, ow], argmax[n, oh, ow]
-                for c in range(_u(C)):
-                    idx = a[c]
-                    if idx >= 0:
-                        dxr[n, idx, c] += d[c]
+        _route_to_winners(dout, argmax, dxr, n)
         dn, yn, dzn = dxf[n], yf[n], dzf[n]
         for k in range(_u(L)):
             dzn[k] = dn[k] if yn[k] > 0 else zero
