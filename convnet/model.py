@@ -228,11 +228,16 @@ class Sequential:
                 return "logits"
         return "plain"
 
-    def compute_loss(self, y, out):
-        """Loss of the last forward pass, and the gradient to start backward with."""
+    def compute_loss(self, y, out, preactivation=None):
+        """Loss of a forward pass, and the gradient to start backward with.
+
+        ``preactivation``: the last layer's ``z`` that gave ``out`` (default:
+        the one that layer kept from the last :meth:`forward`).
+        """
         mode = self._fused()
         if mode == "softmax":
-            loss, dz = self.loss.forward_logits(y, self.layers[-1].preactivation)
+            z = self.layers[-1].preactivation if preactivation is None else preactivation
+            loss, dz = self.loss.forward_logits(y, z)
             return loss, dz, True
         if mode == "logits":
             loss, dz = self.loss.forward_logits(y, out)
@@ -390,9 +395,9 @@ class Sequential:
         """
         x = self._check_data(x)
         dtype = self.layers[0].dtype
+        run = backends.implementation(self).infer
         with backends.running():
-            outs = [self.forward(x[i:j].astype(dtype, copy=False), training=False)
-                    for i, j in self._chunks(len(x), batch_size)]
+            outs = [run(x[i:j].astype(dtype, copy=False))[1] for i, j in self._chunks(len(x), batch_size)]
         self.clear_cache()
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.layers[-1].dtype)
 
@@ -402,11 +407,12 @@ class Sequential:
             raise ValueError("call compile() before evaluate()")
         x, y = self._check_set(x, y, "evaluate", batch_size)
         loss_sum, correct = 0.0, 0
+        run = backends.implementation(self).infer
         with backends.running():
             for i, j in self._chunks(len(x), batch_size):
                 xb, yb = x[i:j], y[i:j]
-                out = self.forward(xb.astype(self.layers[0].dtype, copy=False), training=False)
-                loss, _, _ = self.compute_loss(yb, out)
+                z, out = run(xb.astype(self.layers[0].dtype, copy=False))
+                loss, _, _ = self.compute_loss(yb, out, z)
                 loss_sum += loss * len(xb)
                 correct += _n_correct(out, yb)
         self.clear_cache()
@@ -415,6 +421,16 @@ class Sequential:
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in zip(["loss"] + self.metrics, result)))
         return result
+
+    def infer(self, x):
+        """``(z, y)`` of the last layer for the batch ``x`` with dropout off: its preactivation and output.
+
+        What :meth:`predict` and :meth:`evaluate` run. Here it is
+        :meth:`forward`; the engine (:mod:`convnet.engine.inference`) runs
+        the same math without keeping any layer's output.
+        """
+        y = self.forward(x, training=False)
+        return self.layers[-1].preactivation, y
 
     def clear_cache(self):
         """Every layer forgets what its last forward pass kept for backward (frees the memory)."""

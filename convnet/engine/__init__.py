@@ -2,6 +2,7 @@
 
 :mod:`convnet.engine.kernels` (numba loops), :mod:`convnet.engine.threads`
 (sharing a batch between threads), and, in :mod:`convnet.engine.layers` and
+
 :mod:`convnet.engine.optimizers`, faster versions of textbook classes with
 the same contract. :data:`IMPLEMENTATIONS` tells :mod:`convnet.backends`
 which textbook class each one stands in for; the backend ``"numba"`` (the
@@ -9,9 +10,10 @@ default) uses them, ``"numpy"`` does not.
 """
 import convnet.activations
 import convnet.layers
+import convnet.model
 import convnet.optimizers
 
-from . import layers, optimizers
+from . import inference, layers, optimizers
 
 #: textbook class -> engine class (constructed with the textbook object)
 IMPLEMENTATIONS = {
@@ -21,4 +23,5 @@ IMPLEMENTATIONS = {
     convnet.layers.Dense: layers.Dense,
     convnet.activations.ReLUFunction: layers.ReLU,
     convnet.optimizers.Adam: optimizers.Adam,
+    convnet.model.Sequential: inference.Sequential,
 }

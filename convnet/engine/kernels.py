@@ -221,6 +221,41 @@ def maxpool_forward(x, win, out, argmax, n0, n1):
 
 
 @_jit
+def bias_relu_maxpool2x2(z, b, out, n0, n1):
+    """``out = maxpool2x2(max(z + b, 0))`` for images ``n0 <= n < n1``: a convolution's inference tail in one pass.
+
+    ``z`` is ``(N, 2*OH, 2*OW, C)`` (a convolution's output trimmed to the
+    rows and columns the pooling reads), ``out`` ``(N, OH, OW, C)``. Adding
+    a per-channel bias and ReLU both keep the order of values (rounding is
+    monotonic too), so the maximum is taken first and the bias and ReLU are
+    applied to it alone: the same numbers as :func:`add_bias_relu` followed
+    by :func:`maxpool_forward`, NaN winning its window as there, with a
+    quarter of the additions and no ``argmax`` written.
+    """
+    N, H, W, C = z.shape
+    OH, OW = out.shape[1], out.shape[2]
+    zr = z.reshape(N, H, W * C)
+    zero = z.dtype.type(0)
+    for n in range(n0, _stop(n1, N)):
+        for oh in range(OH):
+            top, bottom = zr[n, 2 * oh], zr[n, 2 * oh + 1]
+            for ow in range(OW):
+                o = out[n, oh, ow]
+                left, right = _u(2 * ow * C), _u((2 * ow + 1) * C)
+                for c in range(_u(C)):
+                    best = top[left + c]
+                    v = top[right + c]
+                    best = v if _better(v, best) else best
+                    v = bottom[left + c]
+                    best = v if _better(v, best) else best
+                    v = bottom[right + c]
+                    best = v if _better(v, best) else best
+                    v = best + b[c]
+                    o[c] = zero if v <= 0 else v      # NaN <= 0 is False: NaN stays NaN
+    return out
+
+
+@_jit
 def tiles_2x2(win, H, W):
     """True when the windows are 2x2 with stride 2 and no padding: disjoint tiles inside an ``H x W`` image."""
     kh, kw, sh, sw, pt, pl, OH, OW = win
