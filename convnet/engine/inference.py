@@ -75,16 +75,17 @@ def _dense(layer):
 
 
 def plan(model):
-    """The model's layers as ``(steps, windowed)``, or None when a layer has no inference step here.
+    """The model's layers as inference steps: ``(steps, windowed, per_image)``, or None.
 
     ``steps`` is a list of functions, each taking a batch (a block of
     images) and returning the next array; the last two are the last layer's
     math (its ``z``) and its activation. The first ``windowed`` steps are
-    the convolutions and poolings run per block of images; ``block_elements``
-    of the return is the size of the largest im2col matrix per image.
+    the convolutions and poolings, run a block of images at a time;
+    ``per_image`` is the size of the largest im2col matrix of one image,
+    which sets the block. None: a layer or activation has no step here.
     """
     steps, per_image, windowed = [], 1, None
-    todo = [l for l in model.layers]
+    todo = model.layers
     i = 0
     while i < len(todo):
         layer, last = todo[i], i == len(todo) - 1
