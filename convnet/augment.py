@@ -37,8 +37,7 @@ def affine(images, angle=0.0, zoom=1.0, shift=(0.0, 0.0)):
     if np.any(zoom <= 0):
         raise ValueError("zoom must be positive")
     # inverse map, per image: source = centre + M (target - centre - shift), M = R(-angle) / zoom
-    theta = np.deg2rad(angle)
-    cos, sin = np.cos(theta) / zoom, np.sin(theta) / zoom
+    cos, sin = rotation(angle, zoom)
     cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
     ty = np.arange(h, dtype=np.float64)[None, :, None] - cy - shift[:, 0, None, None]   # (N, H, 1)
     tx = np.arange(w, dtype=np.float64)[None, None, :] - cx - shift[:, 1, None, None]   # (N, 1, W)
@@ -46,6 +45,12 @@ def affine(images, angle=0.0, zoom=1.0, shift=(0.0, 0.0)):
     sy = cy + cos[:, None, None] * ty + sin[:, None, None] * tx                          # (N, H, W)
     sx = cx - sin[:, None, None] * ty + cos[:, None, None] * tx
     return _bilinear(images, sy, sx)
+
+
+def rotation(angle, zoom):
+    """``cos(angle) / zoom`` and ``sin(angle) / zoom`` (angles in degrees): the inverse map's matrix entries."""
+    theta = np.deg2rad(angle)
+    return np.cos(theta) / zoom, np.sin(theta) / zoom
 
 
 def _bilinear(images, sy, sx):
@@ -91,12 +96,16 @@ class RandomAffine:
         n = len(images)
         if not (self.rotation_range or self.zoom_range or self.shift_range):
             return images
+        return affine(images, *self.draw(n, rng))
+
+    def draw(self, n, rng):
+        """``(angle, zoom, shift)`` for ``n`` images: one row of four uniforms per image."""
         # draw all three whatever the ranges, so one part's range does not change another's numbers
         u = rng.random((n, 4))
         angle = (2 * u[:, 0] - 1) * self.rotation_range
         zoom = 1 + (2 * u[:, 1] - 1) * self.zoom_range
         shift = (2 * u[:, 2:] - 1) * self.shift_range
-        return affine(images, angle, zoom, shift)
+        return angle, zoom, shift
 
     def get_config(self):
         return {"rotation_range": self.rotation_range, "zoom_range": self.zoom_range,

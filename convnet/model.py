@@ -348,7 +348,7 @@ class Sequential:
             loss_sum = 0.0
             for b in range(steps):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb = x[idx] if augment is None else augment(x[idx], augment_rng)
+                xb = x[idx] if augment is None else backends.implementation(augment)(x[idx], augment_rng)
                 loss, nc = self.train_step(xb.astype(self.layers[0].dtype, copy=False), y[idx])
                 if not math.isfinite(loss):
                     _notify(cbs, "on_train_end")

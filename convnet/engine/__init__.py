@@ -9,11 +9,12 @@ which textbook class each one stands in for; the backend ``"numba"`` (the
 default) uses them, ``"numpy"`` does not.
 """
 import convnet.activations
+import convnet.augment
 import convnet.layers
 import convnet.model
 import convnet.optimizers
 
-from . import inference, layers, optimizers
+from . import augment, inference, layers, optimizers
 
 #: textbook class -> engine class (constructed with the textbook object)
 IMPLEMENTATIONS = {
@@ -24,4 +25,5 @@ IMPLEMENTATIONS = {
     convnet.activations.ReLUFunction: layers.ReLU,
     convnet.optimizers.Adam: optimizers.Adam,
     convnet.model.Sequential: inference.Sequential,
+    convnet.augment.RandomAffine: augment.RandomAffine,
 }
