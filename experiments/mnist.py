@@ -2,7 +2,8 @@
 
     python -m experiments.mnist                       # 10 epochs, batch 32, Adam(1e-3), convnet's recipe
     python -m experiments.mnist --recipe keras        # exactly as Keras trains the seed model
-    python -m experiments.mnist --augment --epochs 30 # shifted, rotated, zoomed digits
+    python -m experiments.mnist --no-augment          # convnet's recipe without the augmentation
+    python -m experiments.mnist --epochs 30           # longer: the schedule stretches to the run
     python -m experiments.mnist --validation 10000    # hold out the last 10,000 training images
     python -m experiments.mnist --epochs 1 --limit 5000
     python -m experiments.mnist --out runs/a --resume  # continue an interrupted run
@@ -18,14 +19,18 @@ Two recipes train it (``--recipe``):
 
 * ``convnet`` (the default): Adam whose learning rate falls along half a
   cosine from ``--lr`` to 0 over the run (:class:`convnet.schedules.CosineDecay`),
-  and an exponential moving average of the weights (``use_ema=True``,
+  an exponential moving average of the weights (``use_ema=True``,
   ``ema_momentum=0.999``) that replaces the weights at the end of ``fit`` and
-  is what the per-epoch test figures measure;
-* ``keras``: constant learning rate, no averaging: the seed's own recipe,
-  as Keras runs it (the runs recorded before the recipes existed are this one).
+  is what the per-epoch test figures measure, and augmentation: every
+  training batch gets random rotations (up to 10 degrees), zooms (0.9-1.1)
+  and shifts (up to 2 pixels), :class:`convnet.augment.RandomAffine`
+  (``--no-augment`` leaves it out), with lighter dropout (0.1/0.1/0.3) since
+  the augmentation regularises too;
+* ``keras``: constant learning rate, no averaging, no augmentation (unless
+  ``--augment``), dropout 0.25/0.25/0.5: the seed's own recipe, as Keras runs
+  it (the runs recorded before the recipes existed are this one).
 
-``--augment`` gives every training batch random rotations (up to 10 degrees),
-zooms (0.9-1.1) and shifts (up to 2 pixels): :class:`convnet.augment.RandomAffine`.
+The settings were chosen on a validation split (``experiments/results/validation/``).
 ``--validation N`` trains on all but the last N training images and reports
 on those N instead of the test set: recipes are chosen there, never on the
 test set.
@@ -90,6 +95,8 @@ RECIPES = ("convnet", "keras")
 MNIST_TRAIN_IMAGES = 60_000
 #: convnet's recipe: the weights' moving average (Keras's ``ema_momentum``)
 EMA_MOMENTUM = 0.999
+#: each recipe's dropout rates: the seed's, and lighter ones beside augmentation (which regularises too)
+DROPOUT = {"keras": (0.25, 0.25, 0.5), "convnet": (0.1, 0.1, 0.3)}
 #: ``--augment``: what RandomAffine draws for every training image
 AUGMENT = {"rotation_range": 10.0, "zoom_range": 0.1, "shift_range": 2.0}
 
@@ -138,15 +145,17 @@ def parse_args(argv=None):
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum (default 0)")
     p.add_argument("--seed", type=int, default=0, help="weights, shuffling and dropout (default 0)")
     p.add_argument("--recipe", choices=RECIPES, default="convnet",
-                   help="convnet (default): cosine learning-rate decay and averaged weights; "
+                   help="convnet (default): cosine learning-rate decay, averaged weights and augmentation; "
                         "keras: constant learning rate, as Keras trains the seed model")
-    p.add_argument("--augment", action="store_true",
-                   help="random rotations (10 degrees), zooms (10%%) and shifts (2 pixels) of every training batch")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random rotations (10 degrees), zooms (10%%) and shifts (2 pixels) of every training "
+                        "batch (default: on with --recipe convnet, off with --recipe keras)")
     p.add_argument("--validation", type=int, default=None, metavar="N",
                    help="train on all but the last N training images and evaluate on those N instead of the "
                         "test set (for choosing settings without looking at the test set)")
-    p.add_argument("--dropout", type=_rates, default=[0.25, 0.25, 0.5], metavar="R1,R2,R3",
-                   help="the three dropout rates (default 0.25,0.25,0.5)")
+    p.add_argument("--dropout", type=_rates, default=None, metavar="R1,R2,R3",
+                   help="the three dropout rates (default: 0.1,0.1,0.3 with --recipe convnet, the seed's "
+                        "0.25,0.25,0.5 with --recipe keras)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="train on the first N examples only")
     p.add_argument("--test-limit", type=int, default=None, metavar="N", help="test on the first N examples only")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
@@ -169,6 +178,10 @@ def parse_args(argv=None):
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
+    if args.augment is None:
+        args.augment = args.recipe == "convnet"
+    if args.dropout is None:
+        args.dropout = list(DROPOUT[args.recipe])
     if not (math.isfinite(args.lr) and args.lr > 0):
         p.error(f"--lr must be positive (and finite), got {args.lr}")
     if not 0 <= args.momentum <= 1:                       # also false for nan
@@ -455,8 +468,8 @@ def _cli_args(args):
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     if args.backend != "numba":
         argv += ["--backend", args.backend]
-    argv += [flag for flag, on in (("--augment", args.augment), ("--quiet", args.quiet),
-                                   ("--no-plots", args.no_plots)) if on]
+    argv += ["--augment" if args.augment else "--no-augment"]
+    argv += [flag for flag, on in (("--quiet", args.quiet), ("--no-plots", args.no_plots)) if on]
     return argv
 
 

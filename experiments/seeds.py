@@ -7,8 +7,12 @@ Groups, by file name in the results directory:
 
 * ``keras-seed<S>.json``: Keras 3 / TensorFlow (``python -m experiments.keras_mnist``);
 * ``mnist-seed<S>.json``: convnet, ``--recipe keras`` (the seed's recipe, constant learning rate);
-* ``convnet-seed<S>.json``: convnet's default recipe (cosine decay, averaged weights);
-* ``augment-seed<S>.json``: convnet's default recipe with ``--augment``.
+* ``convnet-seed<S>.json``: convnet's recipe without augmentation (cosine decay, averaged
+  weights: ``--no-augment``; the default before augmentation joined it);
+* ``default-seed<S>.json``: the default command, convnet's recipe (cosine decay, averaged
+  weights, augmentation), 10 epochs;
+* ``augment-seed<S>.json``: convnet's recipe with augmentation, 20 epochs;
+* ``long-seed<S>.json``: the default recipe over 30 epochs (``--epochs 30``).
 
 For each group: every seed's final test accuracy, mean, standard deviation,
 median, minimum; and for the two libraries' seed recipes the difference of
@@ -25,8 +29,10 @@ from pathlib import Path
 GROUPS = [
     ("keras", "keras-seed", "Keras 3.15 / TF 2.21, seed recipe"),
     ("convnet-keras", "mnist-seed", "convnet, --recipe keras"),
-    ("convnet", "convnet-seed", "convnet, default recipe"),
-    ("augment", "augment-seed", "convnet, default recipe + --augment"),
+    ("convnet", "convnet-seed", "convnet, cosine + averaging (--no-augment)"),
+    ("default", "default-seed", "convnet, default recipe"),
+    ("augment", "augment-seed", "convnet, default recipe, 20 epochs"),
+    ("long", "long-seed", "convnet, default recipe, 30 epochs"),
 ]
 
 

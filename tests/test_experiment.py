@@ -137,6 +137,20 @@ def test_recipes_differ_only_in_schedule_and_averaging(tmp_path):
     assert ours.use_ema and ours.ema_momentum == mnist.EMA_MOMENTUM == 0.999
 
 
+def test_the_convnet_recipe_augments_unless_told_not_to(tmp_path):
+    def augment(*argv):
+        return mnist.parse_args([*argv, "--out", str(tmp_path / "r")]).augment
+    assert augment() is True and augment("--no-augment") is False
+    assert augment("--recipe", "keras") is False and augment("--recipe", "keras", "--augment") is True
+
+
+def test_each_recipe_has_its_dropout_unless_given(tmp_path):
+    def dropout(*argv):
+        return mnist.parse_args([*argv, "--out", str(tmp_path / "r")]).dropout
+    assert dropout() == [0.1, 0.1, 0.3] and dropout("--recipe", "keras") == [0.25, 0.25, 0.5]
+    assert dropout("--dropout", "0.2,0.2,0.2") == dropout("--recipe", "keras", "--dropout", "0.2,0.2,0.2") == [0.2] * 3
+
+
 def test_validation_holds_out_the_last_training_images(tmp_path, capsys):
     out = tmp_path / "run"
     assert run(out, "--limit", "300", "--validation", "44", "--epochs", "1", "--seed", "3", "--no-plots") == 0
@@ -264,7 +278,7 @@ def test_threads_option_sets_and_restores_convnet_threads():
 
 def test_dropout_option_parses_three_rates_and_rejects_others():
     assert mnist.parse_args(["--dropout", "0.2,0.2,0.3", "--out", "x"]).dropout == [0.2, 0.2, 0.3]
-    assert mnist.parse_args(["--out", "x"]).dropout == [0.25, 0.25, 0.5]
+    assert mnist.parse_args(["--recipe", "keras", "--out", "x"]).dropout == [0.25, 0.25, 0.5]
     for bad in ("0.2,0.2", "a,b,c", "0.2,0.2,1.0"):
         with pytest.raises(SystemExit):
             mnist.parse_args(["--dropout", bad, "--out", "x"])
