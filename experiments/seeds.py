@@ -11,7 +11,7 @@ Groups, by file name in the results directory:
   weights: ``--no-augment``; the default before augmentation joined it);
 * ``default-seed<S>.json``: the default command, convnet's recipe (cosine decay, averaged
   weights, augmentation), 10 epochs;
-* ``augment-seed<S>.json``: convnet's recipe with augmentation, 20 epochs;
+* ``augment-seed<S>.json``: convnet's recipe with augmentation but the seed's dropout, 20 epochs;
 * ``long-seed<S>.json``: the default recipe over 30 epochs (``--epochs 30``).
 
 For each group: every seed's final test accuracy, mean, standard deviation,
@@ -29,9 +29,9 @@ from pathlib import Path
 GROUPS = [
     ("keras", "keras-seed", "Keras 3.15 / TF 2.21, seed recipe"),
     ("convnet-keras", "mnist-seed", "convnet, --recipe keras"),
-    ("convnet", "convnet-seed", "convnet, cosine + averaging (--no-augment)"),
+    ("convnet", "convnet-seed", "convnet, --no-augment --dropout 0.25,0.25,0.5"),
     ("default", "default-seed", "convnet, default recipe"),
-    ("augment", "augment-seed", "convnet, default recipe, 20 epochs"),
+    ("augment", "augment-seed", "convnet, --dropout 0.25,0.25,0.5 --epochs 20"),
     ("long", "long-seed", "convnet, default recipe, 30 epochs"),
 ]
 
