@@ -39,9 +39,14 @@ class Backend:
         return convnet.backend(self.backend)
 
     def _wrap(self, fn):
-        """Run ``fn`` on this backend (switching is one assignment: negligible)."""
+        """Run ``fn`` on this backend with the thread pools a model-level call sets up.
+
+        A layer's own methods leave the pools alone (``Sequential`` sets them
+        once per call: :func:`convnet.backends.running`), so a layer timed
+        alone needs it here, or BLAS's threads run inside the engine's.
+        """
         def on_backend():
-            with convnet.backend(self.backend):
+            with convnet.backend(self.backend), convnet.backends.running():
                 return fn()
         return on_backend
 

@@ -92,8 +92,16 @@ def per_epoch_table(groups):
         epochs = min(len(r["per_epoch"]) for r in runs.values())
         means = [statistics.fmean(r["per_epoch"][e] for r in runs.values()) for e in range(epochs)]
         rows.append((label, means))
-    if not rows:
-        return ""
+    # the ten-epoch runs in one table, longer runs in another (a 30-column table hides the short ones)
+    tables = [[r for r in rows if len(r[1]) <= SHORT_RUN], [r for r in rows if len(r[1]) > SHORT_RUN]]
+    return "\n\n".join(_epoch_table(t) for t in tables if t)
+
+
+#: runs of at most this many epochs share the first per-epoch table
+SHORT_RUN = 10
+
+
+def _epoch_table(rows):
     width = max(len(m) for _, m in rows)
     head = "| mean test accuracy after epoch | " + " | ".join(str(e + 1) for e in range(width)) + " |"
     lines = [head, "|---|" + "---:|" * width]

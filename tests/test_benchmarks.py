@@ -151,3 +151,17 @@ def test_unusable_out_and_bad_numbers_are_usage_errors_before_any_timing(tmp_pat
         err = capsys.readouterr().err
         assert message in err.splitlines()[-1] and "error: " in err.splitlines()[-1] and "Traceback" not in err
     assert a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_a_layer_timed_alone_runs_with_the_pools_a_model_sets_up(backend):
+    from threadpoolctl import threadpool_info
+
+    from benchmarks.convnet_impl import Backend
+    from convnet.engine import threads
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    inside = Backend(backend)._wrap(blas_threads)()
+    assert inside and all(n == 1 for n in inside) or threads.get_num_threads() is None

@@ -58,3 +58,11 @@ def test_per_epoch_means_over_seeds(results):
     text = seeds.per_epoch_table(groups)
     assert "| Keras 3.15 / TF 2.21, seed recipe | 98.00 | 99.35 |  |" in text
     assert "| convnet, --recipe keras | 98.00 | 99.00 | 99.18 |" in text
+
+
+def test_runs_longer_than_ten_epochs_get_a_table_of_their_own(results):
+    record(results / "long-seed0.json", [0.98] * 29 + [0.9960])
+    groups = {key: seeds.load_group(results, prefix) for key, prefix, _ in seeds.GROUPS}
+    short, long = seeds.per_epoch_table(groups).split("\n\n")
+    assert "| convnet, --recipe keras | 98.00 | 99.00 | 99.18 |" in short and "long" not in short
+    assert long.splitlines()[0].endswith("| 30 |") and long.splitlines()[2].endswith("| 99.60 |")
