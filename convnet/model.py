@@ -391,8 +391,9 @@ class Sequential:
     def predict(self, x, batch_size=None, verbose=0):
         """Outputs for ``x`` (dropout off), ``batch_size`` images at a time.
 
-        ``batch_size=None`` uses :data:`INFERENCE_BATCH`, the size that was
-        fastest here; any explicit size is used as given.
+        ``batch_size=None`` uses :data:`INFERENCE_BATCH`; any explicit size
+        is used as given. No layer keeps its output (:meth:`infer`); use
+        :meth:`forward` to inspect activations.
         """
         x = self._check_data(x)
         dtype = self.layers[0].dtype

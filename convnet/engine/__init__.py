@@ -1,10 +1,11 @@
 """The engine tier: everything in convnet that exists only for speed.
 
 :mod:`convnet.engine.kernels` (numba loops), :mod:`convnet.engine.threads`
-(sharing a batch between threads), and, in :mod:`convnet.engine.layers` and
-
-:mod:`convnet.engine.optimizers`, faster versions of textbook classes with
-the same contract. :data:`IMPLEMENTATIONS` tells :mod:`convnet.backends`
+(sharing a batch between threads), and faster versions of textbook classes
+with the same contract: the layers (:mod:`convnet.engine.layers`), Adam
+(:mod:`convnet.engine.optimizers`), a model's inference pass
+(:mod:`convnet.engine.inference`) and the augmentation
+(:mod:`convnet.engine.augment`). :data:`IMPLEMENTATIONS` tells :mod:`convnet.backends`
 which textbook class each one stands in for; the backend ``"numba"`` (the
 default) uses them, ``"numpy"`` does not.
 """
