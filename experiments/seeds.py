@@ -117,8 +117,12 @@ def plot(groups, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     shown = [(k, label) for k, _, label in GROUPS if groups.get(k)]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4), sharey=True, squeeze=False)
-    for ax, (key, label) in zip(axes[0], shown):
+    cols = min(3, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    for ax, (key, label) in zip(axes.flat, shown):
         for seed, run in groups[key].items():
             epochs = range(1, len(run["per_epoch"]) + 1)
             ax.plot(epochs, [100 * a for a in run["per_epoch"]], lw=1, alpha=0.8, color=f"C{seed % 10}",
@@ -127,9 +131,10 @@ def plot(groups, path):
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("test accuracy (%)  (dashed: the seed's 99.34%)")
+    for row in axes:
+        row[0].set_ylabel("test accuracy (%)\n(dashed: the seed's 99.34%)")
     axes[0][0].set_ylim(98.8, 99.8)
-    axes[0][-1].legend(fontsize=6, ncol=2, loc="lower right")
+    axes.flat[len(shown) - 1].legend(fontsize=6, ncol=2, loc="lower right")
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
