@@ -260,6 +260,12 @@ class Sequential:
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"{what} has dtype {x.dtype}, expected a floating-point array (float32); "
                              f"scale integer images to [0, 1] first")
+        if self.input_shape is None:                   # no shape given: built from the first data, as in Keras
+            if not self.layers:
+                raise ValueError("the model has no layers: add some before using it")
+            if x.ndim < 2:
+                raise ValueError(f"{what} has shape {x.shape}, expected (samples, ...)")
+            self.build(x.shape[1:])
         if x.ndim != len(self.input_shape) + 1 or x.shape[1:] != self.input_shape:
             raise ValueError(f"{what} has shape {x.shape}, expected (samples, "
                              f"{', '.join(map(str, self.input_shape))})")

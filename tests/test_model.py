@@ -430,3 +430,20 @@ def test_two_dropout_layers_of_one_model_draw_different_masks():
     x = np.ones((4, 64), np.float32)
     first = model.layers[0].forward(x, training=True)
     assert not np.array_equal(first != 0, model.layers[1].forward(x, training=True) != 0)
+
+
+def test_a_model_without_an_input_shape_is_built_from_its_first_data(rng):
+    def model():
+        return Sequential([layers.Conv2D(4, 3, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
+                           layers.Dense(3, activation="softmax")], seed=5)
+    x = rng.random((4, 8, 8, 1), dtype=np.float32)
+    lazy = model()
+    out = lazy.predict(x)
+    assert lazy.input_shape == (8, 8, 1) and out.shape == (4, 3)
+    built = model()
+    built.build((8, 8, 1))
+    np.testing.assert_allclose(out, built.forward(x), rtol=1e-5)       # the weights a build from the shape draws
+    with pytest.raises(ValueError, match=r"expected \(samples, \.\.\.\)"):
+        model().predict(np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="no layers"):
+        Sequential().predict(x)
