@@ -1,5 +1,6 @@
 """Small helpers shared across convnet: shapes (layers, kernels' callers, references) and atomic files."""
 import contextlib
+import errno
 import hashlib
 import math
 import os
@@ -142,6 +143,15 @@ def _running(pid):
     except (PermissionError, OverflowError, OSError):
         return True
     return True
+
+
+def os_error_message(e):
+    """An OSError as one readable clause, naming the file and saying when the disk is full."""
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    what = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        what += " (the disk is full: free some space)"
+    return where + what
 
 
 def directory_problem(path, writable=True):

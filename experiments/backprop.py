@@ -34,7 +34,7 @@ import numpy as np
 
 from convnet import Sequential, callbacks, layers, study
 from convnet.plotting import plot_filters
-from convnet.utils import record_output, written_by_convnet
+from convnet.utils import os_error_message, record_output, written_by_convnet
 from experiments.mnist import build_model
 from experiments.predict import NoModelError, check_output_dir, resolve_model_path
 
@@ -133,8 +133,7 @@ def main(argv=None):
 
     Every problem ends in one line ``error: ...`` on stderr, found before the work where possible.
     """
-    from convnet.datasets import ChecksumError, ForeignFileError, MNISTUnavailableError
-    from convnet.datasets.idx import IDXError
+    from convnet.datasets import LOAD_ERRORS
 
     args = build_parser().parse_args(argv)
     for name in ("batch_size", "steps", "check_entries", "check_examples"):
@@ -164,11 +163,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except (MNISTUnavailableError, ChecksumError, ForeignFileError, IDXError) as e:
+    except LOAD_ERRORS as e:
         print(f"error: MNIST could not be loaded: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 1
 
 

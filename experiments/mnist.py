@@ -65,7 +65,6 @@ clean evaluation of the final model on the training set (dropout off).
 """
 import argparse
 import contextlib
-import errno
 import math
 import os
 import platform
@@ -83,7 +82,7 @@ from convnet.architectures import mnist_cnn
 from convnet.augment import RandomAffine
 from convnet.callbacks import ModelCheckpoint, SwapEMAWeights
 from convnet.saving import ModelFileError, load_checkpoint, save_model, write_json
-from convnet.utils import atomic_path, directory_problem
+from convnet.utils import atomic_path, directory_problem, os_error_message
 
 #: Arguments that must not change between a run and its ``--resume``.
 RESUME_ARGS = ("batch_size", "optimizer", "lr", "momentum", "seed", "limit", "test_limit", "dropout", "recipe",
@@ -279,8 +278,7 @@ def main(argv=None):
 
     Every failure ends in one line ``error: ...`` on stderr, never a traceback.
     """
-    from convnet.datasets import ChecksumError, ForeignFileError, MNISTUnavailableError
-    from convnet.datasets.idx import IDXError
+    from convnet.datasets import LOAD_ERRORS
 
     args = parse_args(argv)
     try:
@@ -292,21 +290,12 @@ def main(argv=None):
     except KeyboardInterrupt:                           # before training started (fit's own is handled)
         print("\ninterrupted before training started; nothing to resume.", file=sys.stderr)
         return 130
-    except (MNISTUnavailableError, ChecksumError, ForeignFileError, IDXError) as e:
+    except LOAD_ERRORS as e:
         print(f"error: MNIST could not be loaded: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"error: {_os_error(e)}", file=sys.stderr)
+        print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 1
-
-
-def _os_error(e):
-    """An OSError as one readable clause, naming the file and saying when the disk is full."""
-    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-    what = e.strerror or str(e)
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        what += " (the disk is full: free some space)"
-    return where + what
 
 
 @contextlib.contextmanager
@@ -387,7 +376,7 @@ def _make_dirs(out):
         for d in reversed(created):
             with contextlib.suppress(OSError):
                 d.rmdir()
-        raise CLIError(f"--out {out}: cannot write there: {_os_error(e)}") from None
+        raise CLIError(f"--out {out}: cannot write there: {os_error_message(e)}") from None
     return created
 
 
@@ -443,7 +432,7 @@ def _interrupted(args, checkpoint, start_epoch):
 
 def _failed(args, checkpoint, start_epoch, e):
     """A write failed (disk full, folder removed, ...) or the loss diverged: one line, then how to continue."""
-    message = _os_error(e) if isinstance(e, OSError) else str(e)
+    message = os_error_message(e) if isinstance(e, OSError) else str(e)
     print(f"error: {message}", file=sys.stderr)
     done = checkpoint.epochs_completed or start_epoch
     if done and isinstance(e, OSError):
@@ -564,7 +553,7 @@ def _point_latest_at(out):
         with atomic_path(pointer) as tmp:
             tmp.write_text(f"{out.resolve()}\n", encoding="utf-8")
     except OSError as e:
-        print(f"note: could not record the run in {pointer}: {_os_error(e)}", file=sys.stderr)
+        print(f"note: could not record the run in {pointer}: {os_error_message(e)}", file=sys.stderr)
 
 
 def _last(history, key):

@@ -86,3 +86,13 @@ def test_only_outputs_convnet_wrote_may_be_written_over(tmp_path):
     record_output(mine)
     assert written_by_convnet(mine) and not written_by_convnet(theirs)
     assert (tmp_path / OUTPUTS_MANIFEST).read_text() == "a.png\n"
+
+
+def test_os_error_message_names_the_file_and_a_full_disk():
+    import errno
+
+    from convnet.utils import os_error_message
+    assert os_error_message(OSError(errno.EACCES, "Permission denied", "/x/y")) == "/x/y: Permission denied"
+    assert os_error_message(OSError(errno.ENOSPC, "No space left on device")) == \
+        "No space left on device (the disk is full: free some space)"
+    assert os_error_message(OSError("plain")) == "plain"

@@ -24,7 +24,11 @@ from .mnist import (
     to_categorical,
 )
 
+#: everything loading MNIST can raise besides OSError: unavailable, corrupt, or not convnet's file
+LOAD_ERRORS = (MNISTUnavailableError, ChecksumError, ForeignFileError, IDXError)
+
 __all__ = [
+    "LOAD_ERRORS",
     "ChecksumError",
     "ForeignFileError",
     "IDXError",
