@@ -10,6 +10,7 @@ import http.client
 import json
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,20 @@ def as_png(array, invert=True, scale=10):
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def in_threads(page, n):
+    """Run ``page(i)`` for ``i`` in ``range(n)``, all at once on ``n`` threads; the exceptions they raised."""
+    errors = []
+
+    def run(i):
+        try:
+            page(i)
+        except Exception as e:          # collected: the caller asserts there are none
+            errors.append(e)
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

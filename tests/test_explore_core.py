@@ -16,6 +16,7 @@ from convnet import study
 from convnet.architectures import mnist_cnn
 from experiments.explore import core
 from experiments.explore.core import ExploreError, Explorer, decode
+from explore_support import in_threads
 
 
 def _model(seed=0):
@@ -248,29 +249,19 @@ def test_live_training_learns_and_stops(make_explorer):
 @pytest.mark.slow
 def test_pages_get_right_answers_while_a_model_trains(make_explorer, image):
     """Requests of other pages run beside the training thread: each gets its own model's numbers."""
-    import threading
-
     explorer = make_explorer()
     trainer = explorer.session("f" * 32)
     expected = explorer.predict(None, image, layers=True)
     explorer.start_training(trainer, images=3200, epochs=1, batch_size=32)
-    errors = []
 
     def page(n):
         s = explorer.session(f"{n:032x}")
-        try:
-            for _ in range(15):
-                r = explorer.predict(s, image, layers=True)
-                assert r["probabilities"] == expected["probabilities"]
-                b = explorer.backward(s, image, 2)
-                assert b["probabilities"] == expected["probabilities"]
-        except Exception as e:          # collected, asserted below
-            errors.append(e)
-    threads = [threading.Thread(target=page, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        for _ in range(15):
+            r = explorer.predict(s, image, layers=True)
+            assert r["probabilities"] == expected["probabilities"]
+            b = explorer.backward(s, image, 2)
+            assert b["probabilities"] == expected["probabilities"]
+    errors = in_threads(page, 3)
     explorer.stop_training(trainer)
     assert _wait(trainer.training)["state"] in ("stopped", "finished")
     assert not errors, errors[:2]

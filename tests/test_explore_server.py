@@ -8,7 +8,6 @@ the server must go on answering afterwards.
 import http.client
 import json
 import socket
-import threading
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from convnet.saving import save_model
 from experiments.explore import __main__ as cli
 from experiments.explore import server as srv
 from experiments.explore.core import Explorer, decode
-from explore_support import as_png, digit_pixels, mnist_test, request, session_header
+from explore_support import as_png, digit_pixels, in_threads, mnist_test, request, session_header
 
 
 @pytest.fixture(scope="module")
@@ -256,21 +255,13 @@ def test_sessions_step_apply_reset(server):
 def test_concurrent_requests_from_many_pages(server, model):
     x, _ = mnist_test()
     expected = model.predict(x[:16][..., None].astype(np.float32) / 255).argmax(axis=1)
-    errors = []
 
     def page(n):
-        try:
-            for i in range(16):
-                status, body = request(server, "POST", "/api/predict", {"pixels": digit_pixels(i), "layers": True},
-                                       session_header(100 + n))
-                assert status == 200 and body["prediction"] == expected[i]
-        except Exception as e:          # collected, asserted below
-            errors.append(e)
-    threads = [threading.Thread(target=page, args=(n,)) for n in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        for i in range(16):
+            status, body = request(server, "POST", "/api/predict", {"pixels": digit_pixels(i), "layers": True},
+                                   session_header(100 + n))
+            assert status == 200 and body["prediction"] == expected[i]
+    errors = in_threads(page, 6)
     assert not errors, errors[:2]
 
 
