@@ -92,11 +92,15 @@ class RandomAffine:
         self.zoom_range = float(zoom_range)
         self.shift_range = float(shift_range)
 
+    @property
+    def identity(self):
+        """True when every range is zero: the images are returned unchanged, and nothing is drawn."""
+        return not (self.rotation_range or self.zoom_range or self.shift_range)
+
     def __call__(self, images, rng):
-        n = len(images)
-        if not (self.rotation_range or self.zoom_range or self.shift_range):
+        if self.identity:
             return images
-        return affine(images, *self.draw(n, rng))
+        return affine(images, *self.draw(len(images), rng))
 
     def draw(self, n, rng):
         """``(angle, zoom, shift)`` for ``n`` images: one row of four uniforms per image."""

@@ -19,7 +19,7 @@ class RandomAffine:
 
     def __call__(self, images, rng):
         augment = self.layer
-        if not (augment.rotation_range or augment.zoom_range or augment.shift_range):
+        if augment.identity:
             return images
         angle, zoom, shift = augment.draw(len(images), rng)
         images = np.ascontiguousarray(images)

@@ -19,7 +19,8 @@ compute, with three shortcuts the tests hold to the same numbers:
   computes only the output rows and columns the pooling reads (8 of 9 for
   the seed model's second convolution) and adds the bias and applies ReLU
   after taking each tile's maximum (:func:`kernels.bias_relu_maxpool2x2`);
-* pooling writes no ``argmax``.
+* nothing is kept for backward: the fused pooling writes no ``argmax``
+  (a pooling step of its own writes it into a scratch array).
 
 A model with any other layer or activation (one you wrote yourself) runs
 layer by layer, as in training.
