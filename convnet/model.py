@@ -344,6 +344,7 @@ class Sequential:
             cb.model = self
         _notify(cbs, "on_train_begin")
         steps = math.ceil(len(x) / batch_size)
+        augment = backends.implementation(augment) if augment is not None else None
         for epoch in range(initial_epoch, epochs):
             self.seed_dropout(seed, epoch)
             order = np.random.default_rng([seed, epoch]).permutation(len(x)) if shuffle else np.arange(len(x))
@@ -355,7 +356,7 @@ class Sequential:
             loss_sum = 0.0
             for b in range(steps):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                xb = x[idx] if augment is None else backends.implementation(augment)(x[idx], augment_rng)
+                xb = x[idx] if augment is None else augment(x[idx], augment_rng)
                 loss, nc = self.train_step(xb.astype(self.layers[0].dtype, copy=False), y[idx])
                 if not math.isfinite(loss):
                     _notify(cbs, "on_train_end")
@@ -371,7 +372,7 @@ class Sequential:
             logs["seconds"] = time.perf_counter() - start
             if validation_data is not None:
                 _notify(cbs, "on_test_begin")
-                val = self.evaluate(*validation_data, verbose=0)
+                val = self._evaluate(*validation_data)         # checked above
                 _notify(cbs, "on_test_end")
                 logs["val_loss"] = val[0]
                 if self.metrics:
@@ -414,6 +415,13 @@ class Sequential:
         if self.loss is None:
             raise ValueError("call compile() before evaluate()")
         x, y = self._check_set(x, y, "evaluate", batch_size)
+        result = self._evaluate(x, y, batch_size)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in zip(["loss"] + self.metrics, result)))
+        return result
+
+    def _evaluate(self, x, y, batch_size=None):
+        """:meth:`evaluate` on a set :meth:`_check_set` has passed."""
         loss_sum, correct = 0.0, 0
         run = backends.implementation(self).infer
         with backends.running():
@@ -425,10 +433,7 @@ class Sequential:
                 correct += _n_correct(out, yb)
         self.clear_cache()
         n = max(len(x), 1)
-        result = [loss_sum / n] + ([correct / n] if self.metrics else [])
-        if verbose:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in zip(["loss"] + self.metrics, result)))
-        return result
+        return [loss_sum / n] + ([correct / n] if self.metrics else [])
 
     def infer(self, x):
         """``(z, y)`` of the last layer for the batch ``x`` with dropout off: its preactivation and output.
