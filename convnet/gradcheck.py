@@ -46,18 +46,29 @@ def numerical_gradient(f, x, h=1e-5, indices=None):
     check to a sample of entries; the others are left as NaN.
     """
     grad = np.full(x.shape, np.nan) if indices is not None else np.zeros(x.shape)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
-    if flat.base is not x and flat is not x and not np.shares_memory(flat, x):
-        raise ValueError("x must be contiguous so it can be perturbed in place")
-    for i in (range(flat.size) if indices is None else indices):
+    gflat = grad.reshape(-1)
+    for i, f_plus, f_minus, _, _ in _perturbed(f, x, range(x.size) if indices is None else indices, h):
+        gflat[i] = (f_plus - f_minus) / (2 * h)
+    return grad
+
+
+def _perturbed(f, x, indices, h, observe=None):
+    """For each flat index ``i``: ``(i, f(x + h e_i), f(x - h e_i), observed +, observed -)``.
+
+    ``x`` is perturbed in place and restored before each tuple is yielded;
+    ``observe()`` (if given) is called right after each ``f()``.
+    """
+    flat = x.reshape(-1)
+    if not np.shares_memory(flat, x):
+        raise ValueError("the array must be contiguous so it can be perturbed in place")
+    for i in indices:
         old = flat[i]
         flat[i] = old + h
-        fp = f()
+        f_plus, seen_plus = f(), observe() if observe is not None else None
         flat[i] = old - h
-        fm = f()
+        f_minus, seen_minus = f(), observe() if observe is not None else None
         flat[i] = old
-        gflat[i] = (fp - fm) / (2 * h)
-    return grad
+        yield i, f_plus, f_minus, seen_plus, seen_minus
 
 
 def _sample(size, max_entries, rng):
@@ -100,20 +111,12 @@ def _check_entries(f, array, analytic, indices, h, state=None):
     sits on a kink and is counted in ``kinks`` instead of compared.
     Returns ``{"error", "norm_error", "checked", "kinks"}``.
     """
-    flat, grad = array.reshape(-1), np.asarray(analytic).reshape(-1)
-    if not np.shares_memory(flat, array):
-        raise ValueError("the array must be contiguous so it can be perturbed in place")
+    grad = np.asarray(analytic).reshape(-1)
     if state is not None:
         f()
         base = state()
     analytic_values, numeric_values, kinks = [], [], 0
-    for i in indices:
-        old = flat[i]
-        flat[i] = old + h
-        f_plus, state_plus = f(), state() if state is not None else None
-        flat[i] = old - h
-        f_minus, state_minus = f(), state() if state is not None else None
-        flat[i] = old
+    for i, f_plus, f_minus, state_plus, state_minus in _perturbed(f, array, indices, h, state):
         if state is not None and not (_same(state_plus, base) and _same(state_minus, base)):
             kinks += 1
             continue

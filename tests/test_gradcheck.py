@@ -453,3 +453,9 @@ def test_switches_see_a_flipped_relu_and_a_moved_pool_winner(each_backend):
     model.forward(v)
     assert gradcheck.switches(model, v)[0].all() and not all(np.array_equal(a, b)
                                                             for a, b in zip(on, gradcheck.switches(model, v)))
+
+
+def test_a_strided_view_cannot_be_perturbed_in_place_and_is_refused():
+    x = np.zeros((3, 4)).T                           # its flat view would be a copy
+    with pytest.raises(ValueError, match="contiguous"):
+        gradcheck.numerical_gradient(lambda: float(np.sum(x)), x)
