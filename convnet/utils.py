@@ -178,28 +178,27 @@ def directory_problem(path, writable=True):
 OUTPUTS_MANIFEST = ".convnet-outputs"
 
 
+def _recorded_outputs(directory):
+    """The names listed in ``directory``'s :data:`OUTPUTS_MANIFEST` (its first MiB; none if unreadable)."""
+    try:
+        with open(Path(directory) / OUTPUTS_MANIFEST, "rb") as f:
+            return set(f.read(1 << 20).decode("utf-8").splitlines())
+    except (OSError, UnicodeDecodeError):
+        return set()
+
+
 def written_by_convnet(path):
     """Whether ``path`` is absent, or a file convnet's tools wrote (listed in :data:`OUTPUTS_MANIFEST`)."""
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return True
-    try:
-        with open(path.parent / OUTPUTS_MANIFEST, "rb") as f:
-            names = f.read(1 << 20).decode("utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return False
-    return path.is_file() and path.name in names
+    return path.is_file() and path.name in _recorded_outputs(path.parent)
 
 
 def record_output(path):
     """Add ``path`` to its directory's :data:`OUTPUTS_MANIFEST` (so a later run may replace it)."""
     path = Path(path)
-    manifest = path.parent / OUTPUTS_MANIFEST
-    try:
-        with open(manifest, "rb") as f:
-            names = set(f.read(1 << 20).decode("utf-8").splitlines())
-    except (OSError, UnicodeDecodeError):
-        names = set()
+    names = _recorded_outputs(path.parent)
     if path.name not in names:
-        with atomic_path(manifest) as tmp:
+        with atomic_path(path.parent / OUTPUTS_MANIFEST) as tmp:
             tmp.write_text("".join(f"{n}\n" for n in sorted(names | {path.name}) if n), encoding="utf-8")
