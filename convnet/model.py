@@ -247,11 +247,17 @@ class Sequential:
         return loss, self.loss.backward(), False
 
     def train_step(self, x, y):
-        """forward -> loss -> backward -> update on one batch; returns (loss, number correct)."""
+        """forward -> loss -> backward -> update on one batch; returns (loss, number correct).
+
+        The forward and backward passes are :meth:`forward` and :meth:`backward`;
+        the engine (:mod:`convnet.engine.training`) runs the same layer calls
+        with fewer thread hand-offs.
+        """
+        impl = backends.implementation(self)
         with backends.running():
-            out = self.forward(x, training=True)
+            out = impl.forward(x, training=True)
             loss, dout, pre = self.compute_loss(y, out)
-            self.backward(dout, preactivation=pre, input_grad=False)
+            impl.backward(dout, preactivation=pre, input_grad=False)
             self.optimizer.apply(self.params_and_grads())
         return loss, _n_correct(out, y)
 

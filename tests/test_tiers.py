@@ -148,13 +148,13 @@ def _trained_chain(name, x, y, steps=3):
 
 
 def test_fused_conv_relu_pool_keeps_every_layer_inspectable_and_agrees(rng):
-    """Steps 2+ run the fused path (the pool links itself to its conv on step 1); every layer still
-    exposes its own output, preactivation, grad_output and grad_input, equal to the textbook's."""
+    """The training step's runs fuse each conv with its pool; every layer still exposes its own
+    output, preactivation, grad_output and grad_input, equal to the textbook's."""
     x, y = rng.random((24, 14, 14, 2), dtype=np.float32), rng.integers(0, 10, 24)
     a, b = _trained_chain("numba", x, y), _trained_chain("numpy", x, y)
     with convnet.backend("numba"):
         engines = [convnet.backends.implementation(layer) for layer in a.layers]
-    assert engines[0].pool is engines[1] and engines[3].pool is engines[4]      # the fused path ran
+    assert engines[1].producer is engines[0] and engines[4].producer is engines[3]  # the fused path ran
     for la, lb in zip(a.layers, b.layers):
         for attr in ("output", "preactivation", "grad_output", "grad_input"):
             if getattr(lb, attr) is not None:

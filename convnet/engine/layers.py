@@ -32,6 +32,12 @@ Fusion across layers (each layer's ``output``, ``preactivation`` and
 Each hand-over is checked by identity (the very array the next method
 receives), so a layer used any other way computes everything itself.
 
+Each of Conv2D, MaxPool2D and Dropout can also *set up* its work without
+doing it (``start``, ``start_backward``: a :class:`Pass` whose ``run(n0,
+n1)`` computes a range of images), so that a training step can run several
+layers' passes in one hand-off (:mod:`convnet.engine.training`); the
+layer's next call then returns what the pass computed (``pending``).
+
 ``docs/performance.md`` has the measurements behind each choice.
 """
 import weakref
@@ -77,6 +83,21 @@ def _gradient_extent(dz):
     return OH, OW
 
 
+class Pass:
+    """One layer's work on one batch, set up but not yet done: the arrays it will fill and how.
+
+    ``run(n0, n1)`` computes images ``n0 <= n < n1`` of the outputs (and
+    reads only those images of its input), so threads can run ranges of
+    one pass, or of several passes one after another
+    (:mod:`convnet.engine.training`). ``out`` is the array the next layer
+    receives; ``size`` measures the work (see :func:`threads.in_parallel`).
+    """
+
+    def __init__(self, run, out, size):
+        self.run, self.out, self.size = run, out, size
+        self.y = None       # a convolution's ReLU output, when its pass computes it
+
+
 class Conv2D(_Engine):
     """im2col + product + bias per block of images, threads over images."""
 
@@ -101,6 +122,7 @@ class Conv2D(_Engine):
         super().__init__(layer)
         #: the engine MaxPool2D that reads this layer's ReLU output (linked by the pool itself)
         self.pool = None
+        self.pending = self.pending_backward = None     # passes already run for the next call
 
     def relu(self):
         """The engine object of this layer's activation when that is the engine's ReLU, else None."""
@@ -111,24 +133,41 @@ class Conv2D(_Engine):
 
     def call(self, x, training):
         global _last_relu_output
+        done = _taken(self, "pending", x)
+        if done is not None:
+            return done[0]
+        if self.pool is not None and self.pool.computed is not None:
+            self.pool = None                  # its last pooling was never asked for: stop pooling for it
+        x = np.ascontiguousarray(x)
+        z, step = self.start(x, self.pool)
+        threads.in_parallel(step.run, len(x), step.size)
+        if step.y is not None:
+            _last_relu_output = (weakref.ref(step.y), self)
+        return z
+
+    def start(self, x, pool=None):
+        """Set up the forward pass over ``x`` (C-contiguous): ``(z, Pass)``.
+
+        With the engine's ReLU as activation (and ``z`` not too large), the
+        pass also computes ``y = max(z, 0)``, and with ``pool`` (a MaxPool2D
+        reading ``y``) that pooling; both are handed to those objects for
+        their next call. The pass's ``out`` is the last array it computes.
+        """
         layer = self.layer
         win, F = layer.window, layer.filters
-        x = np.ascontiguousarray(x)
         N, rows = len(x), win.OH * win.OW                 # rows of cols (and of z) per image
         K, b = layer.params["kernel"].reshape(-1, F), layer.params["bias"]
         z = np.empty((N * rows, F), dtype=x.dtype)
         whole = N * rows * K.shape[0] * x.itemsize <= self.KEEP_COLS_BYTES
         kept = np.empty((N * rows, K.shape[0]), x.dtype) if whole else None
         relu = self.relu() if z.nbytes <= self.FUSE_MAX_BYTES else None
-        if self.pool is not None and self.pool.computed is not None:
-            self.pool = None                  # its last pooling was never asked for: stop pooling for it
         y = np.empty_like(z) if relu is not None else None
         y4 = y.reshape((N,) + layer.output_shape) if relu is not None else None
-        pool = self.pool if relu is not None else None
+        pool = pool if relu is not None else None
         if pool is not None:
             pooled, argmax = pool.outputs(N, x.dtype)
 
-        def images(n0, n1):                               # each thread runs a share of the images
+        def images(n0, n1):                               # a share of the images
             blocks, scratch = self._blocks(n0, n1, rows, x.dtype)
             for b0, b1 in blocks:
                 cols = kept[b0 * rows:b1 * rows] if whole else scratch[:(b1 - b0) * rows]
@@ -140,58 +179,76 @@ class Conv2D(_Engine):
                     kernels.add_bias_relu(z, b, y, b0 * rows, b1 * rows)
                     if pool is not None:                  # and the next layer's pooling of y
                         kernels.maxpool_forward(y4, pool.layer.window, pooled, argmax, b0, b1)
-        threads.in_parallel(images, N, z.size * K.shape[0])
         layer.cache = {"x": x, "cols": kept}
-        z = z.reshape((N,) + layer.output_shape)
+        z4 = out = z.reshape((N,) + layer.output_shape)
         if relu is not None:
-            relu.computed = (z, y4)
-            _last_relu_output = (weakref.ref(y4), self)
+            relu.computed, out = (z4, y4), y4
             if pool is not None:
                 pool.computed = (y4, pooled, argmax)
-        return z
+                pool.producer, out = self, pooled
+        step = Pass(images, out, z.size * K.shape[0])
+        step.y = y4
+        return z4, step
 
     def backprop(self, dz):
-        # The math of layers.Conv2D.backprop; here per block of images: partial sums of
-        # dK and db per fixed block (added in order), dx per image.
+        done = _taken(self, "pending_backward", dz)
+        if done is None:
+            step, finish = self.start_backward(dz)
+            threads.over_blocks(step.run, threads.reduction_blocks(len(dz)), step.size)
+        else:
+            finish = done[0]
+        return finish()
+
+    def start_backward(self, dz):
+        """Set up backward for ``dz``: ``(Pass, finish)``; ``finish()`` (after the pass) sets ``grads``, returns dx.
+
+        The math of layers.Conv2D.backprop, per fixed block of images
+        (:func:`threads.reduction_blocks`): partial sums of dK and db per
+        block, added in order by ``finish``, and dx per image. The pass's
+        ``run(n0, n1)`` takes whole blocks.
+        """
         layer = self.layer
         x, kept, win = layer.cache["x"], layer.cache["cols"], layer.window
         F = layer.filters
-        if kept is None:
-            # bottom/right output rows and columns whose gradient is zero everywhere add
-            # nothing to any sum (a flooring pool never reads them): leave them out
-            OH, OW = _gradient_extent(dz)
-            dz = np.ascontiguousarray(dz[:, :OH, :OW])
-            win = win._replace(OH=OH, OW=OW)
-        rows = win.OH * win.OW
-        dz2 = dz.reshape(-1, F)
         K = layer.params["kernel"].reshape(-1, F)
         blocks = threads.reduction_blocks(len(x))
-        dK_parts = np.empty((len(blocks),) + K.shape, dtype=dz2.dtype)
-        db_parts = np.empty((len(blocks), F), dtype=dz2.dtype)
-        dx = np.empty(x.shape, dtype=dz2.dtype) if layer.need_input_grad else None
+        dK_parts = np.empty((len(blocks),) + K.shape, dtype=dz.dtype)
+        db_parts = np.empty((len(blocks), F), dtype=dz.dtype)
+        dx = np.empty(x.shape, dtype=dz.dtype) if layer.need_input_grad else None
 
-        def work(j0, j1):                                 # each thread runs a share of the blocks
+        def work(n0, n1):                                 # the blocks inside images n0..n1
             product = np.empty_like(K)
-            for j in range(j0, j1):
-                n0, n1 = blocks[j]
-                db_parts[j] = kernels.sum_rows(dz2[n0 * rows:n1 * rows])
+            for j, (m0, m1) in enumerate(blocks):
+                if m0 < n0 or m1 > n1:
+                    continue
+                wb, dzb = win, dz[m0:m1]
+                if kept is None:
+                    # bottom/right output rows and columns whose gradient is zero everywhere in the
+                    # block add nothing to any sum (a flooring pool never reads them): leave them out
+                    OH, OW = _gradient_extent(dzb)
+                    dzb, wb = dzb[:, :OH, :OW], win._replace(OH=OH, OW=OW)
+                rows = wb.OH * wb.OW
+                dz2 = np.ascontiguousarray(dzb).reshape(-1, F)
+                db_parts[j] = kernels.sum_rows(dz2)
                 dK_parts[j] = 0
-                cols_blocks, scratch = self._blocks(n0, n1, rows, x.dtype)
+                cols_blocks, scratch = self._blocks(m0, m1, rows, x.dtype)
                 for b0, b1 in cols_blocks:
-                    dzb = dz2[b0 * rows:b1 * rows]
+                    dzc = dz2[(b0 - m0) * rows:(b1 - m0) * rows]
                     if kept is not None:
                         cols = kept[b0 * rows:b1 * rows]
                     else:
                         cols = scratch[:(b1 - b0) * rows]
-                        kernels.im2col_into(x[b0:b1], win, cols, 0, b1 - b0)
-                    dK_parts[j] += np.matmul(cols.T, dzb, out=product)                  # cols^T dz
+                        kernels.im2col_into(x[b0:b1], wb, cols, 0, b1 - b0)
+                    dK_parts[j] += np.matmul(cols.T, dzc, out=product)                  # cols^T dz
                     if dx is not None:
-                        dcols = np.matmul(dzb, K.T, out=scratch[:(b1 - b0) * rows])     # dz K^T
-                        kernels.col2im(dcols, win, dx[b0:b1], 0, b1 - b0)
-        threads.in_parallel(work, len(blocks), dz2.size * K.shape[0])
-        layer.grads["kernel"] = threads.add_in_order(dK_parts).reshape(layer.params["kernel"].shape)
-        layer.grads["bias"] = threads.add_in_order(db_parts)
-        return dx
+                        dcols = np.matmul(dzc, K.T, out=scratch[:(b1 - b0) * rows])     # dz K^T
+                        kernels.col2im(dcols, wb, dx[b0:b1], 0, b1 - b0)
+
+        def finish():
+            layer.grads["kernel"] = threads.add_in_order(dK_parts).reshape(layer.params["kernel"].shape)
+            layer.grads["bias"] = threads.add_in_order(db_parts)
+            return dx
+        return Pass(work, dx, dz.size * K.shape[0]), finish
 
 
 class MaxPool2D(_Engine):
@@ -206,6 +263,7 @@ class MaxPool2D(_Engine):
         super().__init__(layer)
         self.computed = None          # (input, out, argmax) from the linked Conv2D's forward
         self.producer = None          # that Conv2D's engine object
+        self.pending = self.pending_backward = None     # passes already run for the next call
 
     def outputs(self, N, dtype):
         """Fresh ``out`` and ``argmax`` arrays for a batch of ``N``."""
@@ -217,16 +275,35 @@ class MaxPool2D(_Engine):
         done = _taken(self, "computed", x)
         if done is not None:
             out, argmax = done
-        else:
-            out, argmax = self.outputs(len(x), x.dtype)
-            threads.over_images(kernels.maxpool_forward, len(x), x, layer.window, out, argmax)
-            last, conv = _last_relu_output
-            if last is not None and last() is x:   # x is a Conv2D's ReLU output: pool inside it next time
-                conv.pool, self.producer = self, conv
+            layer.cache = {"argmax": argmax, "x": x}
+            return out
+        done = _taken(self, "pending", x)
+        if done is not None:
+            return done[0]
+        step = self.start(x)
+        threads.in_parallel(step.run, len(x), x.size)
+        last, conv = _last_relu_output
+        if last is not None and last() is x:   # x is a Conv2D's ReLU output: pool inside it next time
+            conv.pool, self.producer = self, conv
+        return step.out
+
+    def start(self, x):
+        """Set up the pooling of ``x``: a :class:`Pass`."""
+        layer = self.layer
+        out, argmax = self.outputs(len(x), x.dtype)
         layer.cache = {"argmax": argmax, "x": x}
-        return out
+        return Pass(lambda n0, n1: kernels.maxpool_forward(x, layer.window, out, argmax, n0, n1), out, x.size)
 
     def backprop(self, dz):
+        done = _taken(self, "pending_backward", dz)
+        if done is not None:
+            return done[0]
+        step = self.start_backward(dz)
+        threads.in_parallel(step.run, len(dz), step.size)
+        return step.out
+
+    def start_backward(self, dz):
+        """Set up backward for ``dz``: a :class:`Pass` whose ``out`` is dx (and the ReLU's dz, handed to it)."""
         layer = self.layer
         dx = np.empty((len(dz),) + layer.input_shape, dtype=dz.dtype)
         x, argmax = layer.cache["x"], layer.cache["argmax"]
@@ -236,30 +313,59 @@ class MaxPool2D(_Engine):
         dzr = np.empty_like(dx) if relu is not None else dx      # the ReLU's dz, if computed here
         H, W = layer.input_shape[0], layer.input_shape[1]
         if kernels.tiles_2x2(layer.window, H, W):                # disjoint 2x2 tiles: one write per element
-            threads.over_images(kernels.maxpool2x2_backward, len(dz), dz, argmax, x, dx, dzr, relu is not None)
+            def run(n0, n1):
+                kernels.maxpool2x2_backward(dz, argmax, x, dx, dzr, relu is not None, n0, n1)
         elif relu is not None:
-            threads.over_images(kernels.maxpool_relu_backward, len(dz), dz, argmax, x, dx, dzr)
+            def run(n0, n1):
+                kernels.maxpool_relu_backward(dz, argmax, x, dx, dzr, n0, n1)
         else:
-            threads.over_images(kernels.maxpool_backward, len(dz), dz, argmax, dx)
+            def run(n0, n1):
+                kernels.maxpool_backward(dz, argmax, dx, n0, n1)
         if relu is not None:                  # the ReLU's backward (dz = dx * [y > 0], y = x), handed to it
             relu.computed_backward = (dx, x, dzr)
-        return dx
+        return Pass(run, dx, dx.size)
 
 
 class Dropout(_Engine):
     """Draws the stream of :mod:`convnet.rng`, builds the mask and applies it in one pass."""
 
-    def call(self, x, training):
+    def __init__(self, layer):
+        super().__init__(layer)
+        self.pending = self.pending_backward = None     # passes already run for the next call
+
+    def drawn(self, training):
+        """Does the layer draw a mask now (else the textbook call: identity, or a fixed mask)?"""
         layer = self.layer
-        if not training or layer.rate == 0 or layer.fixed_mask is not None:
-            return layer.call(x, training)
+        return training and layer.rate != 0 and layer.fixed_mask is None
+
+    def call(self, x, training):
+        done = _taken(self, "pending", x)
+        if done is not None:
+            return done[0]
+        if not self.drawn(training):
+            return self.layer.call(x, training)
+        step = self.start(x)
+        threads.in_parallel(step.run, len(x), x.size)
+        return step.out
+
+    def start(self, x):
+        """Set up the dropout of ``x`` (a new mask: the layer's stream moves on): a :class:`Pass`."""
+        layer = self.layer
         y, layer.mask = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
-        threads.over_images(kernels.dropout_forward, len(x), x, layer.next_key(),
-                            np.uint64(rng.threshold(layer.rate)), 1.0 / (1.0 - layer.rate), y, layer.mask)
-        return y
+        key, threshold, scale = layer.next_key(), np.uint64(rng.threshold(layer.rate)), 1.0 / (1.0 - layer.rate)
+        mask = layer.mask
+        return Pass(lambda n0, n1: kernels.dropout_forward(x, key, threshold, scale, y, mask, n0, n1), y, x.size)
 
     def backprop(self, dz):
+        done = _taken(self, "pending_backward", dz)
+        if done is not None:
+            return done[0]
         return self.layer.backprop(dz)
+
+    def start_backward(self, dz):
+        """Set up backward for ``dz`` (``dz * mask``, the textbook's product, per range): a :class:`Pass`."""
+        dx, mask = np.empty_like(dz), self.layer.mask
+        return Pass(lambda n0, n1: np.multiply(dz[n0:n1], mask[n0:n1], out=dx[n0:n1]), dx, dx.size)
 
 
 class Dense(_Engine):

@@ -419,3 +419,8 @@ class limited:
             for pool, before in self.blas_before:
                 pool.set_num_threads(before)
         return False
+
+
+def over_blocks(fn, blocks, size):
+    """``fn(n0, n1)`` on ranges made of whole ``blocks`` (consecutive ``(lo, hi)``), one range per thread."""
+    in_parallel(lambda j0, j1: fn(blocks[j0][0], blocks[j1 - 1][1]), len(blocks), size)

@@ -1,0 +1,139 @@
+"""The engine's training step (convnet.engine.training) against the layer-by-layer engine.
+
+``train_step`` on the default backend runs runs of layers (conv, pool,
+dropout) as one pass per thread. These tests hold it, bit for bit, to the
+same layers called one by one (``model.forward``/``model.backward``, each
+layer sharing its own work between threads): every layer's output,
+preactivation, gradients and the updated weights, for models that take each
+branch (a ReLU conv fused with its pool, a pool it does not fuse, a conv
+without activation, a ReLU conv that cannot join a run, dropout that draws no
+mask), batch sizes that do not split evenly, and 1 or 2 threads. The
+textbook comparison of ``train_step`` is in ``test_tiers.py``.
+"""
+import numpy as np
+import pytest
+
+import convnet
+from convnet import Sequential, backends, layers
+from convnet.engine import threads, training
+
+ATTRS = ("output", "preactivation", "grad_output", "grad_input")
+
+MODELS = [
+    ("seed-like: conv relu, 2x2 pool, dropout, twice",
+     lambda: [layers.Conv2D(6, 3, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
+              layers.Conv2D(5, 3, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.25),
+              layers.Flatten(), layers.Dense(10, activation="softmax")], (14, 14, 2)),
+    ("overlapping pool after a relu conv, padding same, strides",
+     lambda: [layers.Conv2D(5, 3, strides=2, padding="same", activation="relu"),
+              layers.MaxPool2D(3, strides=2, padding="same"), layers.Dropout(0.5), layers.Flatten(),
+              layers.Dense(3, activation="softmax")], (9, 10, 2)),
+    ("conv without activation and pool; a relu conv before dropout runs alone",
+     lambda: [layers.Conv2D(3, 3), layers.MaxPool2D(2), layers.Conv2D(4, 2, activation="relu"),
+              layers.Dropout(0.3), layers.Flatten(), layers.Dense(4, activation="softmax")], (11, 11, 1)),
+    ("dropout with rate 0 splits the run",
+     lambda: [layers.Conv2D(4, 3, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.0),
+              layers.Conv2D(3, 2), layers.Dropout(0.5), layers.Flatten(), layers.Dense(3)], (10, 10, 1)),
+]
+
+
+def layer_by_layer_step(model, x, y):
+    """``train_step``'s body with the model's own forward and backward: each layer on its own."""
+    with backends.running():
+        out = model.forward(x, training=True)
+        loss, dout, pre = model.compute_loss(y, out)
+        model.backward(dout, preactivation=pre, input_grad=False)
+        model.optimizer.apply(model.params_and_grads())
+    return loss
+
+
+def trained(make, shape, x, y, step, steps=3):
+    model = Sequential(make(), input_shape=shape, seed=5)
+    model.compile(optimizer="adam")
+    model.seed_dropout(1, 0)
+    per = len(x) // steps
+    losses = [step(model, x[per * s:per * (s + 1)], y[per * s:per * (s + 1)]) for s in range(steps)]
+    return model, losses
+
+
+def assert_identical(a, b):
+    for la, lb in zip(a.layers, b.layers):
+        for attr in ATTRS:
+            va, vb = getattr(la, attr), getattr(lb, attr)
+            assert (va is None) == (vb is None), (la.name, attr)
+            if va is not None:
+                np.testing.assert_array_equal(va, vb, err_msg=f"{la.name}.{attr}")
+        for key in la.grads:
+            np.testing.assert_array_equal(la.grads[key], lb.grads[key], err_msg=f"{la.name} d{key}")
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+@pytest.mark.parametrize("make,shape", [m[1:] for m in MODELS], ids=[m[0] for m in MODELS])
+@pytest.mark.parametrize("per_step", [1, 7, 16])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_train_step_is_the_layer_by_layer_engine_bit_for_bit(rng, monkeypatch, make, shape, per_step, n_threads):
+    monkeypatch.setattr(threads, "MIN_SPLIT_ELEMENTS", 0)          # split even these small batches
+    x = rng.standard_normal((3 * per_step,) + shape).astype(np.float32)
+    y = rng.integers(0, 3, len(x))
+    threads.set_num_threads(n_threads)
+    try:
+        runs, run_losses = trained(make, shape, x, y, lambda m, xb, yb: m.train_step(xb, yb)[0])
+        plain, plain_losses = trained(make, shape, x, y, layer_by_layer_step)
+    finally:
+        threads.set_num_threads(threads._from_environment())
+    assert run_losses == plain_losses
+    assert_identical(runs, plain)
+
+
+def test_the_runs_found_in_each_model():
+    def found(make, shape):
+        return training.runs(Sequential(make(), input_shape=shape).layers)
+    assert [found(*m[1:]) for m in MODELS] == [[(0, 6)], [(0, 3)], [(0, 2)], [(0, 2), (3, 5)]]
+    # a relu conv needs the pool that computes its ReLU's gradient; the last layer never joins
+    assert found(lambda: [layers.Conv2D(2, 3, activation="relu"), layers.Dropout(0.5), layers.Flatten(),
+                          layers.Dense(2)], (6, 6, 1)) == []
+    assert found(lambda: [layers.Conv2D(2, 3), layers.MaxPool2D(2)], (6, 6, 1)) == []
+    assert found(lambda: [layers.Conv2D(2, 3), layers.MaxPool2D(2), layers.Flatten()], (6, 6, 1)) == [(0, 2)]
+    model = Sequential(MODELS[0][1](), input_shape=MODELS[0][2])
+    model.layers[2].fixed_mask = np.ones((6, 6, 6), np.float32)     # a fixed mask: the textbook call
+    assert training.runs(model.layers) == [(0, 2), (3, 6)]
+    assert training.runs(model.layers, training=False) == [(0, 2), (3, 5)]
+
+
+def test_seed_model_step_takes_four_hand_offs(rng, make_seed_model, monkeypatch):
+    """The point of the module: forward run, dense backward products, backward run, Adam."""
+    model = make_seed_model(0)
+    model.compile(optimizer="adam")
+    x, y = rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32)
+    threads.set_num_threads(2)
+    calls = []
+    original = threads._run_blocks
+    monkeypatch.setattr(threads, "_run_blocks", lambda fn, bounds: calls.append(fn) or original(fn, bounds))
+    try:
+        model.train_step(x, y)
+        model.train_step(x, y)
+    finally:
+        threads.set_num_threads(threads._from_environment())
+    assert len(calls) == 8
+
+
+def test_an_input_the_first_layer_would_cast_runs_layer_by_layer(rng):
+    make, shape = MODELS[0][1:]
+    x = rng.standard_normal((12,) + shape)                          # float64 into a float32 model
+    y = rng.integers(0, 3, 12)
+    runs, _ = trained(make, shape, x, y, lambda m, xb, yb: m.train_step(xb, yb)[0])
+    plain, _ = trained(make, shape, x, y, layer_by_layer_step)
+    assert_identical(runs, plain)
+
+
+def test_the_textbook_backend_runs_its_own_forward(rng):
+    """On the numpy backend train_step is the textbook forward and backward: nothing of the engine."""
+    make, shape = MODELS[0][1:]
+    x, y = rng.standard_normal((8,) + shape).astype(np.float32), rng.integers(0, 3, 8)
+    with convnet.backend("numpy"):
+        model = Sequential(make(), input_shape=shape, seed=5)
+        model.compile(optimizer="adam")
+        assert backends.implementation(model) is model
+        model.train_step(x, y)
+        assert all(layer.output is not None for layer in model.layers)
