@@ -13,8 +13,10 @@ then times ``Sequential.train_step`` two ways:
    so the table shows where each millisecond of a step goes (median over
    the steps, per phase). The wrappers sit around the very methods
    ``train_step`` calls, so the profile follows the real code path. (The
-   engine fuses across layers: a convolution's forward phase includes its
-   ReLU and the following max-pooling, a pooling's backward the ReLU's.)
+   engine runs the conv, pooling and dropout layers of a *run* in one pass
+   per thread before their own calls: see :mod:`convnet.engine.training`;
+   the run has a phase of its own, and those layers' phases show only the
+   hand-over.)
 
 It also prints which BLAS kernel ran, the BLAS / numba thread pools as
 they are outside a step, and convnet's own setting (:mod:`convnet.engine.threads`,
@@ -111,8 +113,9 @@ class PhaseTimer:
             finally:
                 self.current[phase] += time.perf_counter() - t0
 
+        own = method in vars(obj)            # an attribute of obj itself (a module's function), not of its class
         setattr(obj, method, timed)
-        return lambda: delattr(obj, method) if method in vars(obj) else None
+        return lambda: setattr(obj, method, original) if own else delattr(obj, method)
 
     def end_step(self, total):
         self.current["(total)"] = total
@@ -134,9 +137,12 @@ def profile(model, data, warmup=20):
         model.train_step(xb, yb)
         plain.append(time.perf_counter() - t0)
 
+    from convnet.engine import training
     timer = PhaseTimer()
-    undo = [timer.wrap(layer, "forward", f"{layer.name} forward") for layer in model.layers]
+    undo = [timer.wrap(training, "_forward_run", "run of layers, forward")]
+    undo += [timer.wrap(layer, "forward", f"{layer.name} forward") for layer in model.layers]
     undo.append(timer.wrap(model.loss, "forward_logits", "loss (softmax + cross-entropy)"))
+    undo.append(timer.wrap(training, "_backward_run", "run of layers, backward"))
     undo += [timer.wrap(layer, "backward", f"{layer.name} backward") for layer in reversed(model.layers)]
     undo.append(timer.wrap(model.optimizer, "apply", "optimizer update"))
     try:
@@ -188,8 +194,8 @@ def main(argv=None):
     total = phases.pop("(total)")
     accounted = sum(phases.values())
     print(f"train_step, instrumented: {total:.2f} ms median; per phase (median ms):")
-    print("  (engine: a conv's forward includes its ReLU and the next max-pooling, and a pooling's backward "
-          "the ReLU's backward; those phases show only the hand-over)")
+    print("  (engine: the conv, pooling and dropout layers of a run (convnet/engine/training.py) are computed "
+          "in its phase, one hand-off for all; their own phases show only the hand-over)")
     for name, ms in phases.items():
         print(f"  {name:<40}{ms:8.3f}  {100 * ms / total:5.1f}%")
     print(f"  {'(model glue, outside the phases)':<40}{total - accounted:8.3f}  "

@@ -165,3 +165,19 @@ def test_a_layer_timed_alone_runs_with_the_pools_a_model_sets_up(backend):
 
     inside = Backend(backend)._wrap(blas_threads)()
     assert inside and all(n == 1 for n in inside) or threads.get_num_threads() is None
+
+
+def test_profile_step_times_the_runs_of_layers_and_undoes_its_wrappers(rng, make_seed_model):
+    """The training step's runs (convnet/engine/training.py) get phases of their own, and after the
+    profile every wrapped function and method is the original again."""
+    from benchmarks import profile_step
+    from convnet.engine import training
+    model = make_seed_model(0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    data = [(rng.random((8, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 8)) for _ in range(4)]
+    originals = (training._forward_run, training._backward_run, model.optimizer.apply)
+    plain_ms, phases = profile_step.profile(model, data, warmup=2)
+    assert plain_ms > 0
+    assert phases["run of layers, forward"] > 0 and phases["run of layers, backward"] > 0
+    assert (training._forward_run, training._backward_run, model.optimizer.apply) == originals
+    assert not any("forward" in vars(layer) or "backward" in vars(layer) for layer in model.layers)
