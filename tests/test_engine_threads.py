@@ -367,3 +367,40 @@ def test_conv_gradients_are_bit_identical_for_any_thread_count(num_threads, alwa
             np.testing.assert_array_equal(a, b)
     cols = im2col(x.astype(np.float64), Window(4, 4, 1, 1, 0, 0, 9, 9))
     np.testing.assert_allclose(results[0][1].reshape(-1, 5), cols.T @ dout.reshape(-1, 5), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------ a busy machine
+def test_helpers_that_keep_the_caller_waiting_make_the_next_splits_serial(num_threads, always_split, monkeypatch):
+    """A helper late LATE_SPLITS times in a row (it could not get a core) -> SERIAL_CALLS unsplit calls."""
+    import time
+    monkeypatch.setattr(threads, "LATE_WAIT_SECONDS", 0.005)
+    monkeypatch.setattr(threads, "SERIAL_CALLS", 4)
+    num_threads(2)
+    calls = []
+
+    def job(n0, n1, helper_delay):
+        calls.append((n0, n1))
+        if n0 > 0:
+            time.sleep(helper_delay)
+
+    def split(helper_delay):
+        calls.clear()
+        threads.in_parallel(lambda n0, n1: job(n0, n1, helper_delay), 4, 10 ** 6)
+        return sorted(calls)
+    halves, whole = [(0, 2), (2, 4)], [(0, 4)]
+    assert [split(0.03) for _ in range(threads.LATE_SPLITS)] == [halves] * threads.LATE_SPLITS
+    assert [split(0.0) for _ in range(4)] == [whole] * 4        # serial for SERIAL_CALLS calls
+    assert split(0.0) == halves                                  # then split again
+    # late twice, on time once: the count starts again, nothing goes serial
+    assert [split(d) for d in (0.03, 0.03, 0.0, 0.03, 0.03)] == [halves] * 5
+    assert split(0.0) == halves
+    # a wait (here about 20 ms) shorter than the caller's own share (60 ms) is not late
+    threads.in_parallel(lambda n0, n1: time.sleep(0.06 if n0 == 0 else 0.08), 4, 10 ** 6)
+    assert threads._late == 0
+
+
+def test_setting_the_thread_count_forgets_a_busy_spell(num_threads):
+    num_threads(2)
+    threads._late, threads._serial_left = 2, 100
+    num_threads(2)
+    assert (threads._late, threads._serial_left) == (0, 0)

@@ -358,6 +358,12 @@ MUTATIONS = [
       "p11 = images[n, y0, x0, k] if 0 <= y0 < H and 0 <= x0 < W - 1 else zero",
       "the engine's resampling treats the last image column as background"),
     # ------------------------------------------------------------- engine threads
+    M("t-late-ignores-own-share", "convnet/engine/threads.py",
+      "if wait > max(own, LATE_WAIT_SECONDS):", "if wait > LATE_WAIT_SECONDS:",
+      "a helper finishing after a caller whose own share was longer still counts as late (needless serial spells)"),
+    M("t-serial-spell-never-ends", "convnet/engine/threads.py",
+      "        _serial_left -= 1\n", "",
+      "after a busy spell the splits stay serial for good"),
     M("t-split-drops-last", "convnet/engine/threads.py",
       "edges = [n_items * i // parts for i in range(parts + 1)]",
       "edges = [n_items * i // parts for i in range(parts)] + [n_items - 1]",

@@ -40,6 +40,15 @@ process between polls, and then sleeps: a helper that cannot get a core
 only delays its block; it never holds a core waiting. Nothing here uses numba's own thread pool (no kernel has a
 ``prange`` loop).
 
+On a busy machine a helper may not get a core for a whole scheduler time
+slice (milliseconds), and a step of several hand-offs then takes longer
+on two threads than on one (measured: up to 3x). So when the calling
+thread has had to wait for its helpers longer than its own share, and
+longer than :data:`LATE_WAIT_SECONDS`, :data:`LATE_SPLITS` times in a row,
+the next :data:`SERIAL_CALLS` splits run on the calling thread alone, then
+splitting is tried again. The numbers do not change: every result is the
+same for any number of threads.
+
 * ``set_num_threads(n)``: threads sharing the work (default: 2 on a
   machine with at least 2 cores, else 1); ``1`` is fully serial;
 * ``set_num_threads(None)``: convnet does not touch BLAS's pool and does
@@ -52,6 +61,7 @@ import ctypes
 import os
 import queue
 import threading
+import time
 
 import numpy as np
 from numba import njit
@@ -91,10 +101,11 @@ def set_num_threads(n):
 
     ``None``: convnet leaves BLAS's thread pool alone and does not split work.
     """
-    global _num_threads
+    global _num_threads, _late, _serial_left
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"set_num_threads: expected a positive int or None, got {n!r}")
+    _late = _serial_left = 0
     if n != _num_threads:
         _stop_helpers()
     _num_threads = n
@@ -241,14 +252,17 @@ def _run_blocks(fn, bounds):
     for helper, (lo, hi) in zip(_helpers, bounds[1:]):
         helper.post(fn, (lo, hi))
     error = None
+    start = time.perf_counter()
     try:
         fn(*bounds[0])
     except BaseException as exc:
         error = exc
+    own = time.perf_counter()
     for helper in _helpers[:len(bounds) - 1]:
         outcome = helper.outcome()
         if outcome is not None and error is None:
             error = outcome
+    _note_wait(own - start, time.perf_counter() - own)
     if error is not None:
         raise error
 
@@ -259,10 +273,36 @@ def _split(n_items, parts):
     return list(zip(edges[:-1], edges[1:]))
 
 
+#: a split after which the calling thread waited for its helpers longer than its own share and longer
+#: than this is *late*: a helper did not get a core in time (another process had it)
+LATE_WAIT_SECONDS = 1e-3
+#: this many late splits in a row ...
+LATE_SPLITS = 3
+#: ... and the next this many splits run on the calling thread alone (about a second of training)
+SERIAL_CALLS = 500
+_late = 0                   # late splits in a row
+_serial_left = 0            # splits still to run on the calling thread alone
+
+
+def _note_wait(own, wait):
+    """Record one split: the calling thread's share took ``own`` seconds, then it waited ``wait`` for the helpers."""
+    global _late, _serial_left
+    if wait > max(own, LATE_WAIT_SECONDS):
+        _late += 1
+        if _late >= LATE_SPLITS:
+            _late, _serial_left = 0, SERIAL_CALLS
+    else:
+        _late = 0
+
+
 def _parts(n_items):
     """How many threads a split of ``n_items`` should use now (1: do not split)."""
+    global _serial_left
     n = _num_threads
     if n is None or n == 1 or n_items < 2:
+        return 1
+    if _serial_left > 0:            # the machine was busy a moment ago (see the module docstring)
+        _serial_left -= 1
         return 1
     return min(n, n_items)
 
