@@ -107,6 +107,7 @@ def test_seed_model_step_takes_four_hand_offs(rng, make_seed_model, monkeypatch)
     model.compile(optimizer="adam")
     x, y = rng.random((32, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 32)
     threads.set_num_threads(2)
+    monkeypatch.setattr(threads, "LATE_SPLITS", 10 ** 9)          # no fallback to one thread, even if busy
     calls = []
     original = threads._run_blocks
     monkeypatch.setattr(threads, "_run_blocks", lambda fn, bounds: calls.append(fn) or original(fn, bounds))
