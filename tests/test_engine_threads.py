@@ -27,9 +27,11 @@ def num_threads():
 
 @pytest.fixture
 def always_split(monkeypatch):
-    """Split even small jobs, so that the tests' small arrays really go through the helper threads."""
+    """Split even small jobs, so that the tests' small arrays really go through the helper threads
+    (and never fall back to one thread, however busy the machine running the tests is)."""
     monkeypatch.setattr(threads, "MIN_SPLIT_ELEMENTS", 0)
     monkeypatch.setattr(threads, "MIN_SPLIT_FLOPS", 0)
+    monkeypatch.setattr(threads, "LATE_SPLITS", 10 ** 9)
 
 
 # ----------------------------------------------------------------- the setting
@@ -374,6 +376,7 @@ def test_helpers_that_keep_the_caller_waiting_make_the_next_splits_serial(num_th
     """A helper late LATE_SPLITS times in a row (it could not get a core) -> SERIAL_CALLS unsplit calls."""
     import time
     monkeypatch.setattr(threads, "LATE_WAIT_SECONDS", 0.005)
+    monkeypatch.setattr(threads, "LATE_SPLITS", 3)
     monkeypatch.setattr(threads, "SERIAL_CALLS", 4)
     num_threads(2)
     calls = []
