@@ -138,3 +138,18 @@ def test_the_textbook_backend_runs_its_own_forward(rng):
         assert backends.implementation(model) is model
         model.train_step(x, y)
         assert all(layer.output is not None for layer in model.layers)
+
+
+def test_backward_after_a_forward_without_training_passes_dropout_through(rng):
+    """No mask was drawn: each dropout's backward is the identity, as in the textbook."""
+    make, shape = MODELS[0][1:]
+    x, dout = rng.standard_normal((6,) + shape).astype(np.float32), rng.standard_normal((6, 10)).astype(np.float32)
+    grads = []
+    for run in (lambda m: backends.implementation(m).backward(dout, preactivation=True),
+                lambda m: m.backward(dout, preactivation=True)):
+        model = Sequential(make(), input_shape=shape, seed=5)
+        model.forward(x, training=False)
+        run(model)
+        grads.append([g.copy() for layer in model.layers for g in layer.grads.values()])
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)

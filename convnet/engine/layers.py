@@ -364,7 +364,10 @@ class Dropout(_Engine):
 
     def start_backward(self, dz):
         """Set up backward for ``dz`` (``dz * mask``, the textbook's product, per range): a :class:`Pass`."""
-        dx, mask = np.empty_like(dz), self.layer.mask
+        mask = self.layer.mask
+        if mask is None:                          # the last forward was not training: the identity
+            return Pass(lambda n0, n1: None, dz, 0)
+        dx = np.empty_like(dz)
         return Pass(lambda n0, n1: np.multiply(dz[n0:n1], mask[n0:n1], out=dx[n0:n1]), dx, dx.size)
 
 
