@@ -44,6 +44,12 @@ MODELS = [
      lambda: [layers.Conv2D(3, 3, activation="relu"), layers.MaxPool2D(2)], (8, 8, 2)),
     ("conv softmax as the last layer",
      lambda: [layers.Conv2D(4, 3, activation="relu"), layers.Conv2D(3, 2, activation="softmax")], (7, 7, 1)),
+    ("4x4 conv on 8 channels, by Winograd, non-square",
+     lambda: [layers.Conv2D(6, 4, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
+              layers.Dense(3, activation="softmax")], (13, 11, 8)),
+    ("4x4 conv by Winograd after an im2col conv, odd map",
+     lambda: [layers.Conv2D(9, 2, activation="relu"), layers.Conv2D(5, 4, activation="relu"), layers.MaxPool2D(2),
+              layers.Dropout(0.2), layers.Flatten(), layers.Dense(4)], (13, 15, 1)),
     ("activations as layers, dropout last",
      lambda: [layers.ReLU(), layers.Flatten(), layers.Dense(7), layers.ReLU(), layers.Dense(4),
               layers.Softmax(), layers.Dropout(0.3)], (3, 3, 2)),
@@ -132,7 +138,7 @@ def test_the_plan_fuses_the_seed_models_convolutions_and_drops_its_dropout(make_
     steps, windowed, per_image = inference.plan(make_seed_model())
     # conv1+relu+pool, conv2+relu+pool | flatten, dense, relu, dense, softmax
     assert (len(steps), windowed) == (7, 2)
-    assert per_image == 8 * 8 * 4 * 4 * 32          # conv2's im2col, trimmed to the 8x8 the pooling reads
+    assert per_image == 25 * 4 * 4 * 32              # conv2's Winograd tiles: 25 numbers per channel, 4x4 tiles
 
 
 def test_bias_relu_maxpool2x2_is_the_unfused_passes_bit_for_bit(rng):
@@ -155,3 +161,37 @@ def test_bias_relu_maxpool2x2_writes_only_its_range(rng):
     out = np.full((4, 2, 2, 2), 7.0, np.float32)
     kernels.bias_relu_maxpool2x2(z, np.zeros(2, np.float32), out, 1, 3)
     assert (out[[0, 3]] == 7.0).all() and not (out[1:3] == 7.0).any()
+
+
+def test_winograd_is_chosen_only_where_it_fits(make_seed_model):
+    seed = make_seed_model()
+    assert not inference._winograd_fits(seed.layers[0], seed.layers[1])      # one input channel: im2col
+    assert inference._winograd_fits(seed.layers[3], seed.layers[4])          # 4x4 on 32 channels
+    assert not inference._winograd_fits(seed.layers[3], None)                # no pooling to end in
+    model = Sequential([layers.Conv2D(4, 3, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
+                        layers.Dense(2)], input_shape=(9, 9, 8))
+    assert not inference._winograd_fits(model.layers[0], model.layers[1])   # a 3x3 kernel
+    model = Sequential([layers.Conv2D(4, 4, strides=2, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
+                        layers.Dense(2)], input_shape=(13, 13, 8))
+    assert not inference._winograd_fits(model.layers[0], model.layers[1])   # strides
+
+
+def test_winograd_kernels_match_the_direct_convolution_and_write_only_their_range(rng):
+    """Input transform, products, output transform: conv + bias + ReLU + 2x2 pool on a range of images."""
+    x = rng.standard_normal((5, 12, 14, 9)).astype(np.float32)
+    K = rng.standard_normal((4, 4, 9, 7)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    PH, PW = 4, 5                                    # outputs 9x11, the pooling reads 8x10
+    U = np.einsum("ik,klcf,jl->ijcf", inference._G, K.astype(np.float64), inference._G).reshape(25, 9, 7)
+    V = np.full((25, 5 * PH * PW, 9), 7.0, np.float32)
+    kernels.winograd4_tiles(x, inference._BT.astype(np.float32), PH, PW, V, 1, 4)
+    out = np.full((5, PH, PW, 7), 7.0, np.float32)
+    kernels.winograd4_bias_relu_maxpool(np.matmul(V, U.astype(np.float32)), inference._AT.astype(np.float32),
+                                        b, out, 1, 4)
+    z = np.einsum("nhwc,hwcf->nf", np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (4, 4), axis=(1, 2))
+                  .transpose(0, 1, 2, 4, 5, 3)[:, :8, :10].reshape(-1, 4, 4, 9), K.astype(np.float64))
+    z = z.reshape(5, 8, 10, 7) + b
+    want = np.maximum(z.reshape(5, 4, 2, 5, 2, 7).max(axis=(2, 4)), 0)
+    close(out[1:4], want[1:4])
+    assert (out[0] == 7).all() and (out[4] == 7).all()
+    assert (V[:, :PH * PW] == 7).all() and (V[:, 4 * PH * PW:] == 7).all()

@@ -255,6 +255,95 @@ def bias_relu_maxpool2x2(z, b, out, n0, n1):
     return out
 
 
+# ---------------------------------------------------- Winograd F(2x2, 4x4)
+@_jit
+def winograd4_tiles(x, BT, PH, PW, V, n0, n1):
+    """Input transform of Winograd F(2x2, 4x4): ``V[5i + j, tile] = (B^T d B)[i, j]`` over the channels.
+
+    ``d`` is the 5x5 window at rows ``2t..2t+4``, columns ``2s..2s+4`` of
+    image ``n`` (all channels): the input of the 2x2 block of a 4x4
+    convolution's outputs at ``(2t, 2s)``, ``t < PH``, ``s < PW``. Tile
+    ``n * PH * PW + t * PW + s`` of ``V`` (shape ``(25, N * PH * PW, C)``);
+    ``x`` is C-contiguous ``(N, H, W, C)``, ``BT`` is ``B^T`` (5x5). Rows
+    first, over whole image rows at once (a five-term sum per element), then
+    columns per tile.
+    """
+    N, H, W, C = x.shape
+    T = PH * PW
+    xf = x.reshape(N, H, W * C)
+    R = np.empty((5, W * C), x.dtype)
+    L = _u(W * C)
+    for n in range(n0, _stop(n1, N)):
+        for t in range(PH):
+            x0, x1, x2, x3, x4 = xf[n, 2 * t], xf[n, 2 * t + 1], xf[n, 2 * t + 2], xf[n, 2 * t + 3], xf[n, 2 * t + 4]
+            for i in range(5):                       # R_i = sum_k B^T[i, k] x_k (image rows 2t..2t+4)
+                b0, b1, b2, b3, b4 = BT[i, 0], BT[i, 1], BT[i, 2], BT[i, 3], BT[i, 4]
+                r = R[i]
+                for e in range(L):
+                    r[e] = b0 * x0[e] + b1 * x1[e] + b2 * x2[e] + b3 * x3[e] + b4 * x4[e]
+            col = n * T + t * PW
+            for j in range(5):                       # V[5i + j] = sum_k B^T[j, k] R_i[columns 2s + k]
+                b0, b1, b2, b3, b4 = BT[j, 0], BT[j, 1], BT[j, 2], BT[j, 3], BT[j, 4]
+                for i in range(5):
+                    r, v = R[i], V[5 * i + j]
+                    for s in range(PW):
+                        c0, o = _u(2 * s * C), v[col + s]
+                        for c in range(_u(C)):
+                            o[c] = (b0 * r[c0 + c] + b1 * r[c0 + _u(C) + c] + b2 * r[c0 + _u(2 * C) + c]
+                                    + b3 * r[c0 + _u(3 * C) + c] + b4 * r[c0 + _u(4 * C) + c])
+    return V
+
+
+@_jit
+def winograd4_bias_relu_maxpool(M, AT, b, out, n0, n1):
+    """Output transform of Winograd F(2x2, 4x4), then the 2x2 pooling's maximum, bias and ReLU.
+
+    ``M`` ``(25, tiles, F)`` holds the transformed products (tiles laid out
+    as by :func:`winograd4_tiles`); each tile's outputs ``A^T m A`` are the
+    2x2 block of the convolution at ``(2t, 2s)``, which is exactly the
+    pooling window ``(t, s)``: ``out[n, t, s] = max(max(block) + b, 0)``,
+    the maximum taken in the same order and with the same NaN rule as
+    :func:`bias_relu_maxpool2x2`. ``AT`` is ``A^T`` (2x5).
+    """
+    N, PH, PW, F = out.shape
+    T = PH * PW
+    L = _u(PW * F)
+    Mf = M.reshape(25, M.shape[1] * F)
+    tmp = np.empty((2, 5, PW * F), M.dtype)
+    y = np.empty((4, PW * F), M.dtype)
+    zero = M.dtype.type(0)
+    for n in range(n0, _stop(n1, N)):
+        for t in range(PH):
+            start = _u((n * T + t * PW) * F)
+            for p in range(2):                       # tmp[p, j] = sum_i A^T[p, i] m[i, j] (a row of tiles)
+                a0, a1, a2, a3, a4 = AT[p, 0], AT[p, 1], AT[p, 2], AT[p, 3], AT[p, 4]
+                for j in range(5):
+                    m0, m1, m2, m3, m4 = Mf[j], Mf[5 + j], Mf[10 + j], Mf[15 + j], Mf[20 + j]
+                    o = tmp[p, j]
+                    for e in range(L):
+                        k = start + e
+                        o[e] = a0 * m0[k] + a1 * m1[k] + a2 * m2[k] + a3 * m3[k] + a4 * m4[k]
+            for p in range(2):                       # y[2p + q] = sum_j tmp[p, j] A^T[q, j]
+                for q in range(2):
+                    a0, a1, a2, a3, a4 = AT[q, 0], AT[q, 1], AT[q, 2], AT[q, 3], AT[q, 4]
+                    yo = y[2 * p + q]
+                    t0, t1, t2, t3, t4 = tmp[p, 0], tmp[p, 1], tmp[p, 2], tmp[p, 3], tmp[p, 4]
+                    for e in range(L):
+                        yo[e] = a0 * t0[e] + a1 * t1[e] + a2 * t2[e] + a3 * t3[e] + a4 * t4[e]
+            o = out[n, t].reshape(L)
+            for e in range(L):
+                best = y[0, e]
+                v = y[1, e]
+                best = v if _better(v, best) else best
+                v = y[2, e]
+                best = v if _better(v, best) else best
+                v = y[3, e]
+                best = v if _better(v, best) else best
+                v = best + b[e % _u(F)]
+                o[e] = zero if v <= 0 else v      # NaN <= 0 is False: NaN stays NaN
+    return out
+
+
 @_jit
 def tiles_2x2(win, H, W):
     """True when the windows are 2x2 with stride 2 and no padding: disjoint tiles inside an ``H x W`` image."""
