@@ -195,3 +195,15 @@ def test_winograd_kernels_match_the_direct_convolution_and_write_only_their_rang
     close(out[1:4], want[1:4])
     assert (out[0] == 7).all() and (out[4] == 7).all()
     assert (V[:, :PH * PW] == 7).all() and (V[:, 4 * PH * PW:] == 7).all()
+
+
+def test_the_transformed_winograd_kernel_follows_the_weights(rng, make_seed_model):
+    """U = G K G^T is kept between batches, and computed again once the kernel's values change."""
+    model = make_seed_model(1)
+    x = rng.random((6, 28, 28, 1), dtype=np.float32)
+    first = inference._transformed_kernel(model.layers[3])
+    assert inference._transformed_kernel(model.layers[3]) is first
+    model.layers[3].params["kernel"] *= 0.5                       # in place, as an optimizer updates it
+    assert inference._transformed_kernel(model.layers[3]) is not first
+    z, y = inference.Sequential(model).infer(x)
+    close(y, textbook(model, x)[1])

@@ -30,6 +30,8 @@ compute, with these shortcuts, which the tests hold to the same numbers:
 A model with any other layer or activation (one you wrote yourself) runs
 layer by layer, as in training.
 """
+import weakref
+
 import numpy as np
 
 from .. import layers
@@ -80,6 +82,22 @@ def _winograd_fits(layer, pool):
 WINOGRAD_MIN_CHANNELS = 8
 
 
+#: layer -> (the kernel its transformed kernel was computed from, that transformed kernel)
+_transformed = weakref.WeakKeyDictionary()
+
+
+def _transformed_kernel(layer):
+    """``U = G K G^T`` as ``(25, C, F)``; kept while the kernel's values stay the same (a plan is made per batch)."""
+    K = layer.params["kernel"]
+    kept = _transformed.get(layer)
+    if kept is not None and kept[0].dtype == K.dtype and np.array_equal(kept[0], K):
+        return kept[1]
+    U = np.einsum("ik,klcf,jl->ijcf", _G, K.astype(np.float64), _G)
+    U = U.reshape(25, K.shape[2], K.shape[3]).astype(K.dtype)
+    _transformed[layer] = (K.copy(), U)
+    return U
+
+
 def _winograd(layer, pool):
     """Conv (4x4, stride 1, no padding) + ReLU + 2x2 pooling by Winograd F(2x2, 4x4).
 
@@ -95,7 +113,7 @@ def _winograd(layer, pool):
     PH, PW = pool.output_shape[:2]
     C, F = layer.input_shape[2], layer.filters
     K, b = layer.params["kernel"], layer.params["bias"]
-    U = np.einsum("ik,klcf,jl->ijcf", _G, K.astype(np.float64), _G).reshape(25, C, F).astype(K.dtype)
+    U = _transformed_kernel(layer)
     AT, BT = _AT.astype(K.dtype), _BT.astype(K.dtype)
 
     def step(x):
