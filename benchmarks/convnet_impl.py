@@ -43,9 +43,17 @@ class Backend:
 
         A layer's own methods leave the pools alone (``Sequential`` sets them
         once per call: :func:`convnet.backends.running`), so a layer timed
-        alone needs it here, or BLAS's threads run inside the engine's.
+        alone needs it here, or BLAS's threads run inside the engine's. Each
+        call also starts with convnet's threads splitting work, as in a fresh
+        process: TensorFlow's pools, spinning in this same process after its
+        own repeats, can make the engine fall back to one thread for a while
+        (:func:`convnet.engine.threads.forget_busy_spell`), which would
+        otherwise carry over into the next timed calls.
         """
+        from convnet.engine import threads
+
         def on_backend():
+            threads.forget_busy_spell()
             with convnet.backend(self.backend), convnet.backends.running():
                 return fn()
         return on_backend

@@ -167,6 +167,19 @@ def test_a_layer_timed_alone_runs_with_the_pools_a_model_sets_up(backend):
     assert inside and all(n == 1 for n in inside) or threads.get_num_threads() is None
 
 
+def test_each_timed_convnet_call_starts_splitting_again():
+    """A busy spell caused by TensorFlow's pools in the same process does not carry over into the next timing."""
+    from benchmarks.convnet_impl import Backend
+    from convnet.engine import threads
+
+    threads._late, threads._serial_left = 2, 400
+    try:
+        seen = Backend("numba")._wrap(lambda: (threads._late, threads._serial_left))()
+    finally:
+        threads.forget_busy_spell()
+    assert seen == (0, 0)
+
+
 def test_profile_step_times_the_runs_of_layers_and_undoes_its_wrappers(rng, make_seed_model):
     """The training step's runs (convnet/engine/training.py) get phases of their own, and after the
     profile every wrapped function and method is the original again."""

@@ -101,11 +101,11 @@ def set_num_threads(n):
 
     ``None``: convnet leaves BLAS's thread pool alone and does not split work.
     """
-    global _num_threads, _late, _serial_left
+    global _num_threads
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"set_num_threads: expected a positive int or None, got {n!r}")
-    _late = _serial_left = 0
+    forget_busy_spell()
     if n != _num_threads:
         _stop_helpers()
     _num_threads = n
@@ -282,6 +282,12 @@ LATE_SPLITS = 3
 SERIAL_CALLS = 500
 _late = 0                   # late splits in a row
 _serial_left = 0            # splits still to run on the calling thread alone
+
+
+def forget_busy_spell():
+    """Split again from the next call on, whatever a busy moment just before decided (see the module docstring)."""
+    global _late, _serial_left
+    _late = _serial_left = 0
 
 
 def _note_wait(own, wait):
