@@ -71,15 +71,18 @@ def _winograd_matrices():
 _AT, _G, _BT = _winograd_matrices()
 
 
+#: convolutions with fewer input channels keep im2col: Winograd's products then have too short an inner dimension
+WINOGRAD_MIN_CHANNELS = 8
+
+
 def _winograd_fits(layer, pool):
-    """Does a conv + ReLU + 2x2 pooling step go through Winograd F(2x2, 4x4) (:func:`_winograd`)?"""
+    """Does a conv + ReLU + 2x2 pooling step go through Winograd F(2x2, 4x4) (:func:`_winograd`)?
+
+    A 4x4 kernel, stride 1, no padding (so each tile's 5x5 window lies inside the image).
+    """
     kh, kw, sh, sw, pt, pl = layer.window[:6]
     return (pool is not None and (kh, kw, sh, sw, pt, pl) == (4, 4, 1, 1, 0, 0)
             and layer.input_shape[2] >= WINOGRAD_MIN_CHANNELS)
-
-
-#: convolutions with fewer input channels keep im2col: Winograd's products then have too short an inner dimension
-WINOGRAD_MIN_CHANNELS = 8
 
 
 #: layer -> (the kernel its transformed kernel was computed from, that transformed kernel)
@@ -104,8 +107,8 @@ def _winograd(layer, pool):
     Each 2x2 block of the convolution's outputs that the pooling reads is
     one Winograd tile: its 5x5 input window is transformed (``B^T d B``),
     the 25 transformed positions become 25 matrix products over the
-    channels (``V[p] @ U[p]``, with ``U = G K G^T`` computed once per
-    call), and the output transform ends in the tile's maximum, bias and
+    channels (``V[p] @ U[p]``, with ``U = G K G^T`` kept while the weights
+    do not change), and the output transform ends in the tile's maximum, bias and
     ReLU. 25 products where im2col needs 64 per block; the rounding is not
     im2col's, which inference does not need (``tests/test_engine_inference.py``
     holds it to the textbook forward within 1e-5 of the norm).
