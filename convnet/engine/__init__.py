@@ -16,7 +16,7 @@ import convnet.layers
 import convnet.model
 import convnet.optimizers
 
-from . import augment, inference, layers, optimizers, training
+from . import augment, layers, optimizers, training
 
 #: textbook class -> engine class (constructed with the textbook object)
 IMPLEMENTATIONS = {

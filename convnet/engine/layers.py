@@ -54,6 +54,8 @@ class _Engine:
 
     def __init__(self, layer):
         self.layer = layer
+        #: results of passes already run (:mod:`convnet.engine.training`) for the next call/backprop
+        self.pending = self.pending_backward = None
 
 
 #: (weak reference to the last ReLU output a Conv2D computed, that Conv2D's engine object):
@@ -122,7 +124,6 @@ class Conv2D(_Engine):
         super().__init__(layer)
         #: the engine MaxPool2D that reads this layer's ReLU output (linked by the pool itself)
         self.pool = None
-        self.pending = self.pending_backward = None     # passes already run for the next call
 
     def relu(self):
         """The engine object of this layer's activation when that is the engine's ReLU, else None."""
@@ -194,7 +195,7 @@ class Conv2D(_Engine):
         done = _taken(self, "pending_backward", dz)
         if done is None:
             step, finish = self.start_backward(dz)
-            threads.over_blocks(step.run, threads.reduction_blocks(len(dz)), step.size)
+            threads.over_reduction_blocks(step.run, len(dz), step.size)
         else:
             finish = done[0]
         return finish()
@@ -263,7 +264,6 @@ class MaxPool2D(_Engine):
         super().__init__(layer)
         self.computed = None          # (input, out, argmax) from the linked Conv2D's forward
         self.producer = None          # that Conv2D's engine object
-        self.pending = self.pending_backward = None     # passes already run for the next call
 
     def outputs(self, N, dtype):
         """Fresh ``out`` and ``argmax`` arrays for a batch of ``N``."""
@@ -281,7 +281,7 @@ class MaxPool2D(_Engine):
         if done is not None:
             return done[0]
         step = self.start(x)
-        threads.in_parallel(step.run, len(x), x.size)
+        threads.in_parallel(step.run, len(x), step.size)
         last, conv = _last_relu_output
         if last is not None and last() is x:   # x is a Conv2D's ReLU output: pool inside it next time
             conv.pool, self.producer = self, conv
@@ -329,10 +329,6 @@ class MaxPool2D(_Engine):
 class Dropout(_Engine):
     """Draws the stream of :mod:`convnet.rng`, builds the mask and applies it in one pass."""
 
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.pending = self.pending_backward = None     # passes already run for the next call
-
     def drawn(self, training):
         """Does the layer draw a mask now (else the textbook call: identity, or a fixed mask)?"""
         layer = self.layer
@@ -345,7 +341,7 @@ class Dropout(_Engine):
         if not self.drawn(training):
             return self.layer.call(x, training)
         step = self.start(x)
-        threads.in_parallel(step.run, len(x), x.size)
+        threads.in_parallel(step.run, len(x), step.size)
         return step.out
 
     def start(self, x):

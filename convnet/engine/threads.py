@@ -467,6 +467,7 @@ class limited:
         return False
 
 
-def over_blocks(fn, blocks, size):
-    """``fn(n0, n1)`` on ranges made of whole ``blocks`` (consecutive ``(lo, hi)``), one range per thread."""
+def over_reduction_blocks(fn, n_items, size):
+    """``fn(n0, n1)`` on ranges of ``0..n_items`` made of whole :func:`reduction_blocks`, one range per thread."""
+    blocks = reduction_blocks(n_items)
     in_parallel(lambda j0, j1: fn(blocks[j0][0], blocks[j1 - 1][1]), len(blocks), size)

@@ -106,7 +106,7 @@ def _backward_run(run_layers, dout):
             impl.pending_backward = (d, step.out)
         steps.append(step)
         d = step.out
-    _run_all(steps, len(dout), lambda fn, n, size: threads.over_blocks(fn, threads.reduction_blocks(n), size))
+    _run_all(steps, len(dout), threads.over_reduction_blocks)
 
 
 def _run_all(steps, n_images, share):
