@@ -243,16 +243,23 @@ def bias_relu_maxpool2x2(z, b, out, n0, n1):
                 o = out[n, oh, ow]
                 left, right = _u(2 * ow * C), _u((2 * ow + 1) * C)
                 for c in range(_u(C)):
-                    best = top[left + c]
-                    v = top[right + c]
-                    best = v if _better(v, best) else best
-                    v = bottom[left + c]
-                    best = v if _better(v, best) else best
-                    v = bottom[right + c]
-                    best = v if _better(v, best) else best
-                    v = best + b[c]
-                    o[c] = zero if v <= 0 else v      # NaN <= 0 is False: NaN stays NaN
+                    o[c] = _relu_of_max4(top[left + c], top[right + c], bottom[left + c], bottom[right + c], b[c], zero)
     return out
+
+
+@_jit
+def _relu_of_max4(v0, v1, v2, v3, bias, zero):
+    """``max(max(v0, v1, v2, v3) + bias, zero)``, the maximum taken in this order, the first NaN winning it.
+
+    A pooling tile's inference tail: adding a per-channel bias and ReLU keep
+    the order of values, so they are applied to the maximum alone.
+    """
+    best = v0
+    best = v1 if _better(v1, best) else best
+    best = v2 if _better(v2, best) else best
+    best = v3 if _better(v3, best) else best
+    v = best + bias
+    return zero if v <= 0 else v      # NaN <= 0 is False: NaN stays NaN
 
 
 # ---------------------------------------------------- Winograd F(2x2, 4x4)
@@ -332,15 +339,7 @@ def winograd4_bias_relu_maxpool(M, AT, b, out, n0, n1):
                         yo[e] = a0 * t0[e] + a1 * t1[e] + a2 * t2[e] + a3 * t3[e] + a4 * t4[e]
             o = out[n, t].reshape(L)
             for e in range(L):
-                best = y[0, e]
-                v = y[1, e]
-                best = v if _better(v, best) else best
-                v = y[2, e]
-                best = v if _better(v, best) else best
-                v = y[3, e]
-                best = v if _better(v, best) else best
-                v = best + b[e % _u(F)]
-                o[e] = zero if v <= 0 else v      # NaN <= 0 is False: NaN stays NaN
+                o[e] = _relu_of_max4(y[0, e], y[1, e], y[2, e], y[3, e], b[e % _u(F)], zero)
     return out
 
 
