@@ -18,6 +18,13 @@ then times ``Sequential.train_step`` two ways:
    the run has a phase of its own, and those layers' phases show only the
    hand-over.)
 
+``--kernels`` adds a third table, taken on one thread so that the times
+add up: every engine kernel (:mod:`convnet.engine.kernels`) and every
+matrix product (by shape, with its GFLOP/s), per step, and what is left:
+the Python of the layers' calls and NumPy's small element-wise work. It
+shows how much of a step is arithmetic BLAS already does at its own speed
+and how much is everything around it.
+
 It also prints which BLAS kernel ran, the BLAS / numba thread pools as
 they are outside a step, and convnet's own setting (:mod:`convnet.engine.threads`,
 which shares the kernels and the large products between its own threads
@@ -29,7 +36,8 @@ import argparse
 import os
 import sys
 import time
-from collections import defaultdict
+import types
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -156,6 +164,96 @@ def profile(model, data, warmup=20):
     return 1e3 * float(np.median(plain)), timer.medians()
 
 
+class KernelTimer:
+    """Wall time per engine kernel and per matrix-product shape, summed over the timed steps."""
+
+    def __init__(self):
+        self.seconds, self.calls, self.flops = defaultdict(float), Counter(), {}
+
+    def timed(self, name, fn):
+        def call(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - t0
+                self.calls[name] += 1
+        return call
+
+    def product(self, a, b, *args, **kwargs):
+        """``np.matmul``, timed under the label of its operands' shapes and the engine method that asked."""
+        (M, K), N = a.shape, b.shape[-1]
+        frame = sys._getframe(1)
+        while frame.f_back is not None and frame.f_globals.get("__name__") != "convnet.engine.layers":
+            frame = frame.f_back                     # from threads.matmul up to the layer that called it
+        method = ".".join(frame.f_code.co_qualname.split(".")[:2])
+        name = f"product {M}x{K} @ {K}x{N} ({method})"
+        self.flops[name] = 2.0 * M * K * N
+        return self.timed(name, np.matmul)(a, b, *args, **kwargs)
+
+    def install(self):
+        """Wrap the engine's kernels and the ``np.matmul`` its modules call; returns the undo function."""
+        import numba
+
+        from convnet.engine import kernels, layers, optimizers, threads
+        undo = []
+        for name, fn in list(vars(kernels).items()):
+            if isinstance(fn, numba.core.registry.CPUDispatcher) and not name.startswith("_"):
+                setattr(kernels, name, self.timed(name, fn))
+                undo.append((kernels, name, fn))
+        proxy = types.ModuleType("numpy")            # numpy with a timed matmul, for the engine's modules only
+        proxy.__dict__.update(vars(np))
+        proxy.matmul = self.product
+        for module in (layers, threads, optimizers):
+            undo.append((module, "np", module.np))
+            module.np = proxy
+
+        def restore():
+            for module, name, original in undo:
+                setattr(module, name, original)
+        return restore
+
+    def table(self, steps, total_ms):
+        """``[(name, ms per step, calls per step, GFLOP/s or None)]``, largest first, and the rest's row last."""
+        rows = [(name, 1e3 * s / steps, self.calls[name] / steps,
+                 self.flops[name] * self.calls[name] / s / 1e9 if name in self.flops and s > 0 else None)
+                for name, s in sorted(self.seconds.items(), key=lambda kv: -kv[1])]
+        rest = total_ms - sum(r[1] for r in rows)
+        return rows + [("(everything else: Python, NumPy element-wise work, allocation)", rest, None, None)]
+
+
+def groups(rows):
+    """The rows of :meth:`KernelTimer.table` summed: ``[(matrix products, ms, GFLOP/s), (kernels, ms, None), (rest, ...)]``."""
+    products = [r for r in rows if r[3] is not None]
+    ms = sum(r[1] for r in products)
+    flops = sum(r[1] * r[3] for r in products)           # ms x GFLOP/s: MFLOP
+    return [("matrix products (BLAS, one thread)", ms, flops / ms if ms else None),
+            ("engine kernels (numba)", sum(r[1] for r in rows[:-1] if r[3] is None), None),
+            (rows[-1][0], rows[-1][1], None)]
+
+
+def kernel_profile(model, data, warmup=20):
+    """One-thread steps with every engine kernel and product timed: ``(ms per step, KernelTimer.table rows)``."""
+    from convnet.engine import threads
+    before = threads.get_num_threads()
+    threads.set_num_threads(1)
+    try:
+        for xb, yb in data[:warmup]:
+            model.train_step(xb, yb)
+        timer = KernelTimer()
+        restore = timer.install()
+        try:
+            t0 = time.perf_counter()
+            for xb, yb in data[warmup:]:
+                model.train_step(xb, yb)
+            total_ms = 1e3 * (time.perf_counter() - t0) / len(data[warmup:])
+        finally:
+            restore()
+    finally:
+        threads.set_num_threads(before)
+    return total_ms, timer.table(len(data[warmup:]), total_ms)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=bounded_int(1), default=32)
@@ -165,6 +263,8 @@ def main(argv=None):
     parser.add_argument("--threads", default=None,
                         help="convnet.engine.threads.set_num_threads for the run: a positive number or 'none' "
                              "(default: the current setting, CONVNET_NUM_THREADS or 2)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="also time every engine kernel and matrix product of one-thread steps")
     args = parser.parse_args(argv)
     if args.threads is not None:
         from convnet.engine import threads
@@ -200,6 +300,16 @@ def main(argv=None):
         print(f"  {name:<40}{ms:8.3f}  {100 * ms / total:5.1f}%")
     print(f"  {'(model glue, outside the phases)':<40}{total - accounted:8.3f}  "
           f"{100 * (total - accounted) / total:5.1f}%")
+    if args.kernels:
+        step_ms, rows = kernel_profile(model, data, args.warmup)
+        print(f"one thread, every kernel and product timed: {step_ms:.2f} ms per step (mean); per step:")
+        for group, ms, gflops in groups(rows):
+            print(f"  {group:<58}{ms:8.3f}  {100 * ms / step_ms:5.1f}%" + (f"  {gflops:14.0f} GFLOP/s" if gflops else ""))
+        print("  of which, each kernel and product:")
+        for name, ms, calls, gflops in rows[:-1]:
+            extra = f"{calls:6.1f} calls" if calls is not None else ""
+            extra += f"  {gflops:5.0f} GFLOP/s" if gflops is not None else ""
+            print(f"    {name:<56}{ms:8.3f}  {100 * ms / step_ms:5.1f}%  {extra}")
 
 
 if __name__ == "__main__":

@@ -194,3 +194,28 @@ def test_profile_step_times_the_runs_of_layers_and_undoes_its_wrappers(rng, make
     assert phases["run of layers, forward"] > 0 and phases["run of layers, backward"] > 0
     assert (training._forward_run, training._backward_run, model.optimizer.apply) == originals
     assert not any("forward" in vars(layer) or "backward" in vars(layer) for layer in model.layers)
+
+
+def test_kernel_profile_times_every_product_and_kernel_on_one_thread_and_undoes_its_wrappers(rng, make_seed_model):
+    """``profile_step --kernels``: the seed model's products are labelled by shape and engine method, with
+    their FLOP rate; the kernels by name; the rows and the rest add up to the step; and afterwards the
+    kernels, the engine modules' numpy and the thread count are what they were."""
+    from benchmarks import profile_step
+    from convnet.engine import kernels, layers as engine_layers, threads
+    model = make_seed_model(0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    data = [(rng.random((8, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 8)) for _ in range(4)]
+    before = (threads.get_num_threads(), kernels.im2col_into, engine_layers.np, threads.np)
+    step_ms, rows = profile_step.kernel_profile(model, data, warmup=2)
+    assert (threads.get_num_threads(), kernels.im2col_into, engine_layers.np, threads.np) == before
+    names = {name: (ms, calls, gflops) for name, ms, calls, gflops in rows}
+    # conv2's forward product: blocks of 4 images x 81 positions by 4x4x32 inputs, 32 filters: 2 per step
+    ms, calls, gflops = names["product 324x512 @ 512x32 (Conv2D.start)"]
+    assert calls == 2 and ms > 0 and gflops > 0
+    assert names["product 8x512 @ 512x256 (Dense.call)"][1] == 1
+    assert names["im2col_into"][1] >= 2 and names["adam_update"][1] == 8       # 4 layers x (kernel, bias)
+    assert rows[-1][0].startswith("(everything else")
+    assert sum(r[1] for r in rows) == pytest.approx(step_ms)
+    products, engine_kernels, rest = profile_step.groups(rows)
+    assert products[1] + engine_kernels[1] + rest[1] == pytest.approx(step_ms)
+    assert products[2] > 0

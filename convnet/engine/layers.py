@@ -382,10 +382,10 @@ class Dense(_Engine):
         def products(k0, k1):
             for k in range(k0, k1):
                 if k == 0:
-                    result["kernel"] = layer.cache["x"].T @ dz
+                    result["kernel"] = np.matmul(layer.cache["x"].T, dz)
                 elif layer.need_input_grad:
                     # dz W^T as (W dz^T)^T: BLAS is faster when the big operand is not the transposed one
-                    result["input"] = np.ascontiguousarray((W @ dz.T).T)
+                    result["input"] = np.ascontiguousarray(np.matmul(W, dz.T).T)
         threads.in_parallel(products, 2, W.size)
         layer.grads["kernel"] = result["kernel"]
         layer.grads["bias"] = dz.sum(axis=0)

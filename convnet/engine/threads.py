@@ -430,7 +430,7 @@ def matmul(a, b):
     F = b.shape[1]
     parts, by_rows = _matmul_parts(M, K, F)
     if parts == 1 or not _split_lock.acquire(blocking=False):
-        return a @ b
+        return np.matmul(a, b)
     try:
         out = np.empty((M, F), dtype=np.result_type(a, b))
         if by_rows:
