@@ -20,10 +20,12 @@ then times ``Sequential.train_step`` two ways:
 
 ``--kernels`` adds a third table, taken on one thread so that the times
 add up: every engine kernel (:mod:`convnet.engine.kernels`) and every
-matrix product (by shape, with its GFLOP/s), per step, and what is left:
-the Python of the layers' calls and NumPy's small element-wise work. It
-shows how much of a step is arithmetic BLAS already does at its own speed
-and how much is everything around it.
+matrix product (by its shapes and the engine method that asked for it,
+with its GFLOP/s), per step, and what is left: the Python of the layers'
+calls and NumPy's small element-wise work. It shows how much of a step is
+arithmetic BLAS already does at its own speed and how much is everything
+around it. (The timers themselves add about a microsecond per call; the
+plain one-thread step is printed beside the timed one.)
 
 It also prints which BLAS kernel ran, the BLAS / numba thread pools as
 they are outside a step, and convnet's own setting (:mod:`convnet.engine.threads`,
@@ -101,6 +103,17 @@ def thread_report():
     return lines
 
 
+def _timed(fn, add):
+    """``fn`` wrapped so that the wall time of each call is handed to ``add(seconds)``."""
+    def call(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            add(time.perf_counter() - t0)
+    return call
+
+
 class PhaseTimer:
     """Wraps methods so each call adds its wall time to a named phase of the current step."""
 
@@ -114,15 +127,11 @@ class PhaseTimer:
         if phase not in self.order:
             self.order.append(phase)
 
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.current[phase] += time.perf_counter() - t0
+        def add(seconds):
+            self.current[phase] += seconds
 
         own = method in vars(obj)            # an attribute of obj itself (a module's function), not of its class
-        setattr(obj, method, timed)
+        setattr(obj, method, _timed(original, add))
         return lambda: setattr(obj, method, original) if own else delattr(obj, method)
 
     def end_step(self, total):
@@ -171,14 +180,10 @@ class KernelTimer:
         self.seconds, self.calls, self.flops = defaultdict(float), Counter(), {}
 
     def timed(self, name, fn):
-        def call(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.seconds[name] += time.perf_counter() - t0
-                self.calls[name] += 1
-        return call
+        def add(seconds):
+            self.seconds[name] += seconds
+            self.calls[name] += 1
+        return _timed(fn, add)
 
     def product(self, a, b, *args, **kwargs):
         """``np.matmul``, timed under the label of its operands' shapes and the engine method that asked."""
@@ -219,7 +224,7 @@ class KernelTimer:
                  self.flops[name] * self.calls[name] / s / 1e9 if name in self.flops and s > 0 else None)
                 for name, s in sorted(self.seconds.items(), key=lambda kv: -kv[1])]
         rest = total_ms - sum(r[1] for r in rows)
-        return rows + [("(everything else: Python, NumPy element-wise work, allocation)", rest, None, None)]
+        return rows + [("(the rest: Python, NumPy element-wise work, allocation)", rest, None, None)]
 
 
 def groups(rows):
@@ -233,13 +238,20 @@ def groups(rows):
 
 
 def kernel_profile(model, data, warmup=20):
-    """One-thread steps with every engine kernel and product timed: ``(ms per step, KernelTimer.table rows)``."""
+    """One-thread steps, plain and then with every engine kernel and product timed.
+
+    Returns ``(plain ms per step, timed ms per step, KernelTimer.table rows)``, means over ``data[warmup:]``.
+    """
     from convnet.engine import threads
     before = threads.get_num_threads()
     threads.set_num_threads(1)
     try:
         for xb, yb in data[:warmup]:
             model.train_step(xb, yb)
+        t0 = time.perf_counter()
+        for xb, yb in data[warmup:]:
+            model.train_step(xb, yb)
+        plain_ms = 1e3 * (time.perf_counter() - t0) / len(data[warmup:])
         timer = KernelTimer()
         restore = timer.install()
         try:
@@ -251,7 +263,7 @@ def kernel_profile(model, data, warmup=20):
             restore()
     finally:
         threads.set_num_threads(before)
-    return total_ms, timer.table(len(data[warmup:]), total_ms)
+    return plain_ms, total_ms, timer.table(len(data[warmup:]), total_ms)
 
 
 def main(argv=None):
@@ -301,8 +313,9 @@ def main(argv=None):
     print(f"  {'(model glue, outside the phases)':<40}{total - accounted:8.3f}  "
           f"{100 * (total - accounted) / total:5.1f}%")
     if args.kernels:
-        step_ms, rows = kernel_profile(model, data, args.warmup)
-        print(f"one thread, every kernel and product timed: {step_ms:.2f} ms per step (mean); per step:")
+        plain_ms, step_ms, rows = kernel_profile(model, data, args.warmup)
+        print(f"one thread: {plain_ms:.2f} ms per step plain, {step_ms:.2f} with every kernel and product timed "
+              f"(means); per step:")
         for group, ms, gflops in groups(rows):
             print(f"  {group:<58}{ms:8.3f}  {100 * ms / step_ms:5.1f}%" + (f"  {gflops:14.0f} GFLOP/s" if gflops else ""))
         print("  of which, each kernel and product:")
