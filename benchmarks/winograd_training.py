@@ -18,10 +18,10 @@ docs/performance.md, round 8, has the figures):
 * **kernel gradient**, today: the engine's backward pass without the input
   gradient (im2col rebuilt, ``cols^T dz``). Winograd: each 2x2 block of the
   gradient ``g`` and the 5x5 input window ``d`` under it give a 4x4 block of
-  the kernel gradient by F(4x4, 2x2), ``G^T [(A g A^T) * (B^T d B)] G``,
-  with F(2x2, 4x4)'s own ``A``, ``G`` and ``B``: ``B^T d B`` is what the
-  forward pass already computed (not timed again), and the sum over blocks
-  and images is 25 products over the channels.
+  the kernel gradient by F(4x4, 2x2), ``G^T [(A g A^T) * (B^T d B)] G``:
+  F(2x2, 4x4)'s matrices with the roles of ``A`` and ``G`` exchanged, so
+  ``B^T d B`` is what the forward pass already computed (not timed again),
+  and the sum over blocks and images is 25 products over the channels.
 
 It also prints each kernel gradient's error against a float64 reference.
 Nothing here is used by convnet itself.
@@ -139,13 +139,13 @@ def measure(n_images=16, repeats=100, seed=0):
     dz[:, 8, :] = dz[:, :, 8] = 0                     # the flooring pool never reads the 9th row and column
     conv, pool, layer = seed_conv2(rng)
     K, b = layer.params["kernel"], layer.params["bias"]
-    U = np.einsum("ik,klcf,jl->ijcf", inference._G, K.astype(np.float64), inference._G)
-    U = U.reshape(25, C, F).astype(np.float32)
+    U = inference._transformed_kernel(layer)          # G K G^T, as inference computes it
     AT = inference._AT.astype(np.float32)
     V = input_tiles(x)
     edge_rows = np.empty((n_images * 17, 4 * 4 * C), np.float32)
     z_edge = np.empty((n_images * 17, F), np.float32)
-    z_in, y_in = np.empty((n_images * 64, F), np.float32), np.empty((n_images * 64, F), np.float32)
+    z_in = rng.normal(size=(n_images * 64, F)).astype(np.float32)   # stands in for the transform's output
+    y_in = np.empty_like(z_in)
     pooled, argmax = pool.outputs(n_images, np.float32)
     bottom = layer.window._replace(OH=1, OW=OUT)       # the 9th row: 9 windows on rows 8..11
     right = layer.window._replace(OH=8, OW=1)          # the 9th column: 8 windows on columns 8..11
