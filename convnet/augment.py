@@ -30,7 +30,6 @@ def affine(images, angle=0.0, zoom=1.0, shift=(0.0, 0.0)):
     if not np.issubdtype(images.dtype, np.floating):
         raise ValueError(f"images must be floating point, got {images.dtype}")
     n, h, w, c = images.shape
-    dtype = images.dtype
     angle = np.broadcast_to(np.asarray(angle, dtype=np.float64), (n,))
     zoom = np.broadcast_to(np.asarray(zoom, dtype=np.float64), (n,))
     shift = np.broadcast_to(np.asarray(shift, dtype=np.float64), (n, 2))
