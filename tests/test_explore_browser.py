@@ -266,8 +266,9 @@ def test_mnist_digits_mistakes_and_two_tabs(page, browser, server):
     page.click("[data-tab=mnist]")
     page.wait_for_selector("#mnist-grid .thumb")
     assert page.locator("#mnist-grid .thumb").count() == 60
+    all_range = page.locator("#mnist-range").text_content()               # "1-60 of 10000"
     page.click("#mnist-mistakes")
-    page.wait_for_function("document.querySelector('#mnist-range').textContent.includes('of')")
+    page.wait_for_function("(before) => document.querySelector('#mnist-range').textContent !== before", arg=all_range)
     thumbs = page.locator("#mnist-grid .thumb")
     assert thumbs.count() > 0 and thumbs.count() == page.locator("#mnist-grid .thumb.wrong").count()
     caption = thumbs.first.locator("figcaption").text_content()            # "label → prediction"
