@@ -29,7 +29,6 @@ Nothing here is used by convnet itself.
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 from numba import njit
@@ -37,6 +36,7 @@ from numba import njit
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.cli import bounded_int  # noqa: E402
+from benchmarks.timing import Timed, prepare_all, repeat_all  # noqa: E402
 from convnet import backends, layers  # noqa: E402
 from convnet.engine import inference, kernels, threads  # noqa: E402
 
@@ -107,15 +107,8 @@ def seed_conv2(rng):
         return backends.implementation(conv), backends.implementation(pool), conv
 
 
-def _per_image(fn, n_images, repeats):
-    """Microseconds per image of ``fn()``, the fastest of ``repeats`` calls after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return 1e6 * best / n_images
+#: each repeat of a part calls it back to back for at least this long (benchmarks.timing calibrates the count)
+MIN_REPEAT_S = 0.005
 
 
 def _settle_allocator():
@@ -131,7 +124,11 @@ def _settle_allocator():
 
 
 def measure(n_images=16, repeats=100, seed=0):
-    """``(rows, errors)``: ``rows`` ``[(path, part, us per image)]``; ``errors`` the kernel gradients' relative errors."""
+    """``(rows, errors)``: ``rows`` ``[(path, part, us per image)]``; ``errors`` the kernel gradients' relative errors.
+
+    Each part's figure is its fastest repeat (:mod:`benchmarks.timing`: the parts timed in turn, a repeat
+    being the mean of calls back to back).
+    """
     _settle_allocator()
     rng = np.random.default_rng(seed)
     x = np.maximum(rng.normal(size=(n_images, H, H, C)), 0).astype(np.float32)     # a pooled ReLU output
@@ -170,7 +167,7 @@ def measure(n_images=16, repeats=100, seed=0):
         kernels.add_bias_relu(z_edge, b, np.empty_like(z_edge), 0, len(z_edge))
 
     def gradient_today():
-        layer.need_input_grad = False
+        layer.cache = {"x": x, "cols": None}    # as at batch 32: forward's cols too large to keep, rebuilt
         step, finish = conv.start_backward(dz)
         step.run(0, n_images)
         finish()                                    # the blocks' partial sums added: layer.grads
@@ -179,26 +176,23 @@ def measure(n_images=16, repeats=100, seed=0):
     D = np.empty((25, V.shape[1], F), np.float32)
     S = np.empty((25, C, F), np.float32)
     VT = V.transpose(0, 2, 1)
+    parts = {("today", "forward: im2col + product (81 positions), bias, ReLU, pooling"): forward_today,
+             ("Winograd", "forward: input transform, 25 products, output transform + pooling (64 positions)"):
+                 winograd_interior,
+             ("Winograd", "forward: z, y and argmax kept for backward (64 positions)"): kept_for_backward,
+             ("Winograd", "forward: the 17 edge positions by im2col + product"): edges,
+             ("today", "kernel gradient: im2col rebuilt + cols^T dz"): gradient_today,
+             ("Winograd", "kernel gradient: transform of dz's 2x2 blocks"): lambda: gradient_tiles(dz, A, D),
+             ("Winograd", "kernel gradient: 25 products over the tiles"): lambda: np.matmul(VT, D, out=S),
+             ("Winograd", "kernel gradient: output transform (once per call)"): lambda: output_transform(S)}
+    columns = {key: Timed(fn, scale=1e6 / n_images) for key, fn in parts.items()}    # microseconds per image
+    layer.need_input_grad = False
     with threads.limited():                         # BLAS on one thread, as inside a training step
-        layer.cache = {"x": x, "cols": None}
-        rows = [("today", "forward: im2col + product (81 positions), bias, ReLU, pooling",
-                 _per_image(forward_today, n_images, repeats)),
-                ("Winograd", "forward: input transform, 25 products, output transform + pooling (64 positions)",
-                 _per_image(winograd_interior, n_images, repeats)),
-                ("Winograd", "forward: z, y and argmax kept for backward (64 positions)",
-                 _per_image(kept_for_backward, n_images, repeats)),
-                ("Winograd", "forward: the 17 edge positions by im2col + product",
-                 _per_image(edges, n_images, repeats))]
-        rows += [("today", "kernel gradient: im2col rebuilt + cols^T dz",
-                  _per_image(gradient_today, n_images, repeats)),
-                 ("Winograd", "kernel gradient: transform of dz's 2x2 blocks",
-                  _per_image(lambda: gradient_tiles(dz, A, D), n_images, repeats)),
-                 ("Winograd", "kernel gradient: 25 products over the tiles",
-                  _per_image(lambda: np.matmul(VT, D, out=S), n_images, repeats)),
-                 ("Winograd", "kernel gradient: output transform (once per call)",
-                  _per_image(lambda: output_transform(S), n_images, repeats))]
+        prepare_all(columns, MIN_REPEAT_S)
+        summaries = repeat_all(columns, repeats)    # the parts in turn, repeat by repeat
         gradient_today()
         im2col_grad = layer.grads["kernel"]
+    rows = [(path, part, summaries[(path, part)]["min_s"]) for path, part in parts]
     ref = reference_gradient(x, dz)
     norm = np.linalg.norm(ref)
     errors = {"im2col (today)": float(np.linalg.norm(im2col_grad - ref) / norm),
@@ -213,7 +207,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=bounded_int(1, 100_000), default=100)
     args = parser.parse_args(argv)
     rows, errors = measure(args.images, args.repeats)
-    print(f"conv2 of the seed model, {args.images} images per call, one thread, fastest of {args.repeats}:")
+    print(f"conv2 of the seed model, {args.images} images per call, one thread, fastest of {args.repeats} repeats:")
     for path, part, us in rows:
         print(f"  {path:<9} {part:<86}{us:7.2f} us/image")
     totals = {p: sum(us for path, _, us in rows if path == p) for p in ("today", "Winograd")}
