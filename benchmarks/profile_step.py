@@ -243,27 +243,29 @@ def kernel_profile(model, data, warmup=20):
     Returns ``(plain ms per step, timed ms per step, KernelTimer.table rows)``, means over ``data[warmup:]``.
     """
     from convnet.engine import threads
+    timed = data[warmup:]
+
+    def mean_step_ms():
+        t0 = time.perf_counter()
+        for xb, yb in timed:
+            model.train_step(xb, yb)
+        return 1e3 * (time.perf_counter() - t0) / len(timed)
+
     before = threads.get_num_threads()
     threads.set_num_threads(1)
     try:
         for xb, yb in data[:warmup]:
             model.train_step(xb, yb)
-        t0 = time.perf_counter()
-        for xb, yb in data[warmup:]:
-            model.train_step(xb, yb)
-        plain_ms = 1e3 * (time.perf_counter() - t0) / len(data[warmup:])
+        plain_ms = mean_step_ms()
         timer = KernelTimer()
         restore = timer.install()
         try:
-            t0 = time.perf_counter()
-            for xb, yb in data[warmup:]:
-                model.train_step(xb, yb)
-            total_ms = 1e3 * (time.perf_counter() - t0) / len(data[warmup:])
+            total_ms = mean_step_ms()
         finally:
             restore()
     finally:
         threads.set_num_threads(before)
-    return plain_ms, total_ms, timer.table(len(data[warmup:]), total_ms)
+    return plain_ms, total_ms, timer.table(len(timed), total_ms)
 
 
 def main(argv=None):
