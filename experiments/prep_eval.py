@@ -186,15 +186,15 @@ def main(argv=None):
     if args.out and os.path.exists(args.out):
         print(f"error: {args.out} exists; choose a new file name", file=sys.stderr)
         return 2
-    if "fonts" in args.sets and not hs.available_fonts():
-        print("error: set 'fonts' needs a handwriting font (e.g. apt-get install fonts-comic-neue "
-              "fonts-dkg-handwriting fonts-humor-sans); see experiments.handwriting_sets.FONT_FILES", file=sys.stderr)
-        return 2
     try:
         model_path = resolve_model_path(args.model)
         model = load_model_for_inference(model_path)
     except (NoModelError, ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "fonts" in args.sets and not hs.available_fonts():
+        print("error: set 'fonts' needs a handwriting font (e.g. apt-get install fonts-comic-neue "
+              "fonts-dkg-handwriting fonts-humor-sans); see experiments.handwriting_sets.FONT_FILES", file=sys.stderr)
         return 2
     seed, part = hs.SPLITS[args.split]
     seed = seed if args.seed is None else args.seed

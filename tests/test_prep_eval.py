@@ -62,3 +62,12 @@ def test_cli_refuses_to_overwrite_and_rejects_bad_arguments(model_file, tmp_path
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert "error:" in err and "Traceback" not in err
+
+
+def test_cli_names_the_missing_fonts_after_checking_the_model(model_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(prep_eval.hs, "available_fonts", lambda: [])
+    assert prep_eval.main(["--model", str(tmp_path / "nope.npz"), "--sets", "fonts"]) == 2
+    assert "does not exist" in capsys.readouterr().err             # the model is named first
+    assert prep_eval.main(["--model", model_file, "--sets", "fonts"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a handwriting font" in err and "Traceback" not in err
