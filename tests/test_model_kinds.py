@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import convnet
-from tests.explore_support import as_png, digit_pixels, mnist_test, request, session_header
+from tests.explore_support import as_png, digit_pixels, mnist_test, session_header
+from tests.explore_support import request as http_request
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["--epochs", "1", "--limit", "300", "--test-limit", "200", "--no-plots", "--quiet", "--threads", "1"]
@@ -142,7 +143,7 @@ def test_every_explorer_route(kind, request):
         ok("POST", "/api/unit", {"pixels": px, "layer": 0, "position": [3, 4, 0]})
         ok("POST", "/api/backward", {"pixels": px, "target": 2})
         ok("POST", "/api/gradcheck", {"pixels": px, "target": 2})
-        status, prepared = request(s, "POST", "/api/prepare", as_png(np.asarray(px)), {"Content-Type": "image/png", **h})
+        status, prepared = http_request(s, "POST", "/api/prepare", as_png(np.asarray(px)), {"Content-Type": "image/png", **h})
         assert status == 200, prepared
         ok("GET", "/api/mnist/list?kind=all&limit=3")
         ok("GET", "/api/mnist/digit?index=1")
@@ -172,6 +173,6 @@ def test_every_explorer_route(kind, request):
 
 
 def _ok(server, method, path, body, headers):
-    status, reply = request(server, method, path, body, headers)
+    status, reply = http_request(server, method, path, body, headers)
     assert status == 200, f"{method} {path}: {status} {reply}"
     return reply
