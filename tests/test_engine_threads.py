@@ -407,3 +407,19 @@ def test_setting_the_thread_count_forgets_a_busy_spell(num_threads):
     threads._late, threads._serial_left = 2, 100
     num_threads(2)
     assert (threads._late, threads._serial_left) == (0, 0)
+
+
+def test_blocks_within_gives_whole_reduction_blocks_or_refuses():
+    blocks = threads.reduction_blocks(32)
+    assert threads.blocks_within(0, 32, 32) == blocks
+    assert threads.blocks_within(*blocks[1], 32) == [blocks[1]]
+    with pytest.raises(ValueError, match="not whole reduction blocks"):
+        threads.blocks_within(0, 20, 32)                    # a share that cuts a block would lose images
+
+
+def test_a_products_blocks_depend_on_its_shape_alone(num_threads):
+    # BLAS may round a block's rows differently from the whole product's (seen with OpenBLAS's
+    # Haswell kernels on AMD EPYC): one thread computes the same blocks as two, one after the other
+    bounds, by_rows = threads._matmul_blocks(1000, 300, 32)
+    assert by_rows and len(bounds) == threads.MATMUL_BLOCKS and bounds[0][0] == 0 and bounds[-1][1] == 1000
+    assert threads._matmul_blocks(32, 512, 256)[0] == [(0, 256)]          # too small to share: one block

@@ -232,17 +232,18 @@ class Sequential:
         out = np.empty_like(pre)
         block = max(1, BLOCK_BYTES // (per_image * x.itemsize))
 
-        def share(n0, n1):                         # each thread: its images through every layer
-            parts = []
-            for b0 in range(n0, n1, block):
-                a = x[b0:min(b0 + block, n1)]
-                for step in steps[:windowed]:
+        def share(n0, n1):                         # each thread: its images through every layer,
+            for m0, m1 in threads.blocks_within(n0, n1, N):   # a fixed block at a time (same rounding
+                parts = []                                       # on any thread count)
+                for b0 in range(m0, m1, block):
+                    a = x[b0:min(b0 + block, m1)]
+                    for step in steps[:windowed]:
+                        a = step(a)
+                    parts.append(a)
+                a = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                for step in steps[windowed:-1]:
                     a = step(a)
-                parts.append(a)
-            a = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            for step in steps[windowed:-1]:
-                a = step(a)
-            pre[n0:n1] = a
-            out[n0:n1] = steps[-1](a)
-        threads.in_parallel(share, N, N * per_image)
+                pre[m0:m1] = a
+                out[m0:m1] = steps[-1](a)
+        threads.over_reduction_blocks(share, N, N * per_image)
         return pre, out

@@ -113,11 +113,18 @@ class Conv2D(_Engine):
     #: (80 MB for conv1 at batch 1000), where the saved hand-offs no longer matter
     FUSE_MAX_BYTES = 32 * 1024 * 1024
 
-    def _blocks(self, n0, n1, rows, dtype):
-        """Image ranges of at most ``COLS_BLOCK_BYTES`` of ``cols`` covering ``n0..n1``, and a scratch buffer."""
+    def _blocks(self, n0, n1, rows, dtype, n_items=None):
+        """Image ranges of at most ``COLS_BLOCK_BYTES`` of ``cols`` covering ``n0..n1``, and a scratch buffer.
+
+        With ``n_items`` (the batch), the ranges start afresh at each of its
+        :func:`threads.reduction_blocks`: BLAS may round a product's rows
+        differently for another number of rows, so the ranges must not depend
+        on how the batch was shared between threads.
+        """
         K = self.layer.params["kernel"][..., 0].size
         per_block = max(1, self.COLS_BLOCK_BYTES // (rows * K * np.dtype(dtype).itemsize))
-        return ([(b0, min(b0 + per_block, n1)) for b0 in range(n0, n1, per_block)],
+        spans = threads.blocks_within(n0, n1, n_items) if n_items is not None else [(n0, n1)]
+        return ([(b0, min(b0 + per_block, m1)) for m0, m1 in spans for b0 in range(m0, m1, per_block)],
                 np.empty((per_block * rows, K), dtype))
 
     def __init__(self, layer):
@@ -141,7 +148,7 @@ class Conv2D(_Engine):
             self.pool = None                  # its last pooling was never asked for: stop pooling for it
         x = np.ascontiguousarray(x)
         z, step = self.start(x, self.pool)
-        threads.in_parallel(step.run, len(x), step.size)
+        threads.over_reduction_blocks(step.run, len(x), step.size)
         if step.y is not None:
             _last_relu_output = (weakref.ref(step.y), self)
         return z
@@ -169,7 +176,7 @@ class Conv2D(_Engine):
             pooled, argmax = pool.outputs(N, x.dtype)
 
         def images(n0, n1):                               # a share of the images
-            blocks, scratch = self._blocks(n0, n1, rows, x.dtype)
+            blocks, scratch = self._blocks(n0, n1, rows, x.dtype, N)
             for b0, b1 in blocks:
                 cols = kept[b0 * rows:b1 * rows] if whole else scratch[:(b1 - b0) * rows]
                 kernels.im2col_into(x[b0:b1], win, cols, 0, b1 - b0)

@@ -351,6 +351,14 @@ def reduction_blocks(n_items):
     return _split(n_items, max(1, min(REDUCTION_BLOCKS, n_items)))
 
 
+def blocks_within(n0, n1, n_items):
+    """The :func:`reduction_blocks` of ``n_items`` inside ``n0..n1`` (a range :func:`over_reduction_blocks` gave)."""
+    inside = [(m0, m1) for m0, m1 in reduction_blocks(n_items) if n0 <= m0 and m1 <= n1]
+    if sum(m1 - m0 for m0, m1 in inside) != n1 - n0:
+        raise ValueError(f"images {n0}..{n1} of {n_items} are not whole reduction blocks")
+    return inside
+
+
 def add_in_order(parts):
     """``parts[0] + parts[1] + ...`` (along the first axis), always in that order."""
     total = parts[0].copy()
@@ -403,40 +411,54 @@ def over_elements(kernel, arrays, *args):
 MAX_COLUMN_SPLIT_INNER = 4096
 
 
-def _matmul_parts(M, K, F):
-    """How a product ``(M, K) @ (K, F)`` is shared out: ``(parts, by_rows)``; ``parts == 1``: not at all."""
+#: a product worth sharing is cut into this many blocks whatever the thread count (see :func:`matmul`)
+MATMUL_BLOCKS = 2
+
+
+def _matmul_blocks(M, K, F):
+    """The blocks a product ``(M, K) @ (K, F)`` is computed in: ``(bounds, by_rows)``; one block: not cut.
+
+    The cut depends on the shapes alone, never on the thread count or a busy machine.
+    """
     by_rows = M >= F * 4                         # rows unless the result is short and wide
-    if not by_rows and K > MAX_COLUMN_SPLIT_INNER:
-        return 1, False
-    parts = _parts(M // 64 if by_rows else F // 16)
-    if parts == 1 or getattr(_local, "depth", 0) == 0 or 2.0 * M * K * F < MIN_SPLIT_FLOPS:
-        return 1, by_rows
-    return parts, by_rows
+    n = M // 64 if by_rows else F // 16
+    if (not by_rows and K > MAX_COLUMN_SPLIT_INNER) or n < 2 or 2.0 * M * K * F < MIN_SPLIT_FLOPS:
+        return [(0, M if by_rows else F)], by_rows
+    return _split(M if by_rows else F, MATMUL_BLOCKS), by_rows
 
 
 def matmul(a, b):
-    """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is split over the threads.
+    """``a @ b`` for 2-D arrays; inside :func:`limited`, a large product is computed in two blocks.
 
     Row block ``r`` of the result is ``a[rows r] @ b`` and column block
     ``c`` is ``a @ b[:, columns c]``, so the blocks are independent: the
-    caller computes the first and each helper thread one of the others, all
-    with single-threaded BLAS (numpy releases the GIL inside BLAS, so the
-    blocks really run at the same time). Products with many rows are split
-    by rows, those with few rows (a dense layer's forward) by columns; at
-    least 64 rows or 16 columns per block, and no column split when the
-    inner dimension is long (:data:`MAX_COLUMN_SPLIT_INNER`).
+    caller computes the first and a helper thread the other, each with
+    single-threaded BLAS (numpy releases the GIL inside BLAS, so the blocks
+    really run at the same time); on one thread they run one after the other.
+    Products with many rows are cut by rows, those with few rows (a dense
+    layer's forward) by columns; at least 64 rows or 16 columns per block, and
+    no column cut when the inner dimension is long (:data:`MAX_COLUMN_SPLIT_INNER`).
+    The blocks are the same on any thread count because BLAS may round a
+    block's entries differently from the same entries of the whole product.
     """
     M, K = a.shape
     F = b.shape[1]
-    parts, by_rows = _matmul_parts(M, K, F)
-    if parts == 1 or not _split_lock.acquire(blocking=False):
+    if _num_threads is None or getattr(_local, "depth", 0) == 0:
         return np.matmul(a, b)
+    bounds, by_rows = _matmul_blocks(M, K, F)
+    if len(bounds) == 1:
+        return np.matmul(a, b)
+    out = np.empty((M, F), dtype=np.result_type(a, b))
+    if by_rows:
+        block = lambda lo, hi: np.matmul(a[lo:hi], b, out[lo:hi])
+    else:
+        block = lambda lo, hi: np.matmul(a, b[:, lo:hi], out[:, lo:hi])
+    if _parts(len(bounds)) < len(bounds) or not _split_lock.acquire(blocking=False):
+        for lo, hi in bounds:
+            block(lo, hi)
+        return out
     try:
-        out = np.empty((M, F), dtype=np.result_type(a, b))
-        if by_rows:
-            _run_blocks(lambda lo, hi: np.matmul(a[lo:hi], b, out[lo:hi]), _split(M, parts))
-        else:
-            _run_blocks(lambda lo, hi: np.matmul(a, b[:, lo:hi], out[:, lo:hi]), _split(F, parts))
+        _run_blocks(block, bounds)
     finally:
         _split_lock.release()
     return out

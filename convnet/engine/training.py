@@ -82,7 +82,7 @@ def _forward_run(run_layers, x):
         steps.append(step)
         a = step.out
         k += 1
-    _run_all(steps, len(x), threads.in_parallel)
+    _run_all(steps, len(x), threads.over_reduction_blocks)      # whole blocks: a conv's products are fixed
 
 
 def _backward_run(run_layers, dout):
