@@ -17,7 +17,7 @@ import pytest
 ROOT = os.path.normpath(os.path.join(os.path.dirname(__file__), os.pardir))
 PAGES = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
                                if f.endswith(".md"))
-FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```[ \t]*$", re.S | re.M)
+FENCE = re.compile(r"^([ \t]*)```([^\n`]*)\n(.*?)^\1```[ \t]*$", re.S | re.M)     # indented blocks too
 
 #: the data a block trains on, shrunk: the first images of each split
 TRAIN_IMAGES, TEST_IMAGES = 2000, 1000
@@ -50,9 +50,9 @@ def python_blocks(text):
     """``[(line, source)]`` of the blocks fenced ```` ```python ````; ```` ```python notest ```` is left out."""
     blocks = []
     for m in FENCE.finditer(text):
-        info = m.group(1).split()
+        info = m.group(2).split()
         if info[:1] == ["python"] and "notest" not in info[1:]:
-            blocks.append((text.count("\n", 0, m.start()) + 2, m.group(2)))
+            blocks.append((text.count("\n", 0, m.start()) + 2, textwrap.dedent(m.group(3))))
     return blocks
 
 
@@ -64,6 +64,7 @@ def read(page):
 def test_python_blocks_finds_blocks_and_honours_notest():
     text = "a\n```python\nx = 1\n```\n\n```python notest\nopen('mine.png')\n```\n```bash\nls\n```\n"
     assert python_blocks(text) == [(3, "x = 1\n")]
+    assert python_blocks("- item:\n\n  ```python\n  if x:\n      y = 2\n  ```\n") == [(4, "if x:\n    y = 2\n")]
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if python_blocks(read(p))])
