@@ -821,7 +821,8 @@ def _sweep(args, command, out):
              f"{args.workers} local worker{'s' * (args.workers > 1)} x {args.threads} thread"
              f"{'s' * (args.threads > 1)}")
     if not args.quiet:
-        print(f"{len(runs)} runs in {out}: {finished} finished already, {len(todo)} to run on {where}", flush=True)
+        print(f"{len(runs)} run{'s' * (len(runs) != 1)} in {out}: {finished} finished already, {len(todo)} to run "
+              f"on {where}", flush=True)
     progress = Progress(len(todo), quiet=args.quiet)
     started = time.monotonic()
     interrupted = False
@@ -851,4 +852,6 @@ def _sweep(args, command, out):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module, not this __main__ copy: Dask sends execute and Run to the workers by name
+    from experiments.sweep import main as module_main
+    sys.exit(module_main())
