@@ -17,8 +17,9 @@ Groups, by file name in the results directory:
 For each group: every seed's final test accuracy, mean, standard deviation,
 median, minimum; and for the two libraries' seed recipes the difference of
 the means with its standard error and 95% confidence interval (Welch). The
-statistics are experiments.sweep's, which also builds these tables
-(``python -m experiments.sweep --from-results experiments/results --groups ...``).
+statistics are experiments.stats', shared with experiments.sweep, which builds
+the same tables from recorded runs (``python -m experiments.sweep --from-results
+experiments/results --groups ...``).
 """
 import argparse
 import json
@@ -27,7 +28,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiments.sweep import describe, welch
+from experiments.stats import describe, welch
 
 GROUPS = [
     ("keras", "keras-seed", "Keras 3.15 / TF 2.21, seed recipe"),
