@@ -277,9 +277,10 @@ def _die_with_parent():
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)      # PR_SET_PDEATHSIG
 
 
-#: local children, so that Ctrl-C or an error in the sweep can stop them
+#: local children, so that Ctrl-C or an error in the sweep can stop them; once stopping, none starts
 _children = set()
 _children_lock = threading.Lock()
+_stopping = threading.Event()
 
 
 @contextlib.contextmanager
@@ -321,12 +322,15 @@ def execute(run):
             child = subprocess.Popen(run.command(resume=state == "resume"), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env, cwd=PACKAGE_ROOT,
                                      pass_fds=() if lock is None else (lock.fileno(),),
-                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                     preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                                     start_new_session=True)     # Ctrl-C reaches it once: from the sweep
         except OSError as e:
             result["error"] = f"could not start experiments.mnist: {os_error_message(e)}"
             return _result(result, "failed", None, started)
         with _children_lock:
             _children.add(child)
+            if _stopping.is_set():                      # the sweep was stopped while this one started
+                child.send_signal(signal.SIGINT)
         try:
             _, stderr = child.communicate()
         finally:
@@ -394,6 +398,7 @@ def run_local(runs, workers, progress):
     """The runs on this machine, ``workers`` at a time; each run is a child process, so a pool of
     threads waiting on them is all the pool there is to manage."""
     results = []
+    _stopping.clear()
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
     try:
         pending = {pool.submit(execute, run) for run in runs}
@@ -404,6 +409,7 @@ def run_local(runs, workers, progress):
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         with _children_lock:
+            _stopping.set()
             for child in _children:
                 with contextlib.suppress(OSError):
                     child.send_signal(signal.SIGINT)      # experiments.mnist keeps its last epoch's checkpoint
@@ -420,7 +426,7 @@ def run_dask(runs, scheduler, progress):
     except ImportError:
         raise SweepError("--scheduler needs dask.distributed: pip install 'convnet[sweep]'") from None
     try:
-        client = Client(scheduler, timeout="20s")
+        client = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as e:
         raise SweepError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from None
     results = []
@@ -567,8 +573,26 @@ def plot(summary, path):
     save_figure(fig, path)
 
 
+def summary_problem(out):
+    """Why the summary cannot be written into ``out`` (a summary.json there that is not a sweep's), or None."""
+    path = out / SUMMARY_JSON
+    try:
+        record = _read_metrics(path)
+    except ValueError as e:
+        return f"{e}: not a sweep's summary, left as it is"
+    if record is None:
+        others = [n for n in (SUMMARY_MD, SUMMARY_PNG) if (out / n).exists()]
+        return f"{out / others[0]} exists without {SUMMARY_JSON}: not a sweep's, left as it is" if others else None
+    if not {"command", "groups", "runs"} <= record.keys():
+        return f"{path} is not a sweep's summary (no command, groups and runs), left as it is"
+    return None
+
+
 def write_summary(summary, out):
     from convnet.saving import write_json
+    problem = summary_problem(out)
+    if problem:
+        raise SweepError(problem)
     out.mkdir(parents=True, exist_ok=True)
     write_json(summary, out / SUMMARY_JSON)
     from convnet.utils import atomic_path
@@ -650,7 +674,7 @@ def parse_args(argv=None):
                    help="with --from-results: the file prefixes to summarise, like default,mnist,keras")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the sweep's folder")
     args = p.parse_args(argv)
-    problem = directory_problem(args.out)
+    problem = directory_problem(args.out) or summary_problem(args.out)
     if problem:
         p.error(f"--out {args.out}: {problem}")
     if args.from_results is not None:

@@ -129,6 +129,16 @@ def test_values_experiments_mnist_refuses_are_refused_before_any_run(tmp_path, c
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name, text", [("summary.json", '{"mine": 1}'), ("summary.json", "notes"),
+                                        ("summary.md", "# my notes")])
+def test_a_summary_file_the_sweep_did_not_write_is_left_alone(tmp_path, capsys, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SystemExit) as e:
+        sweep.main([*TINY, "--out", str(tmp_path)])
+    assert e.value.code == 2 and "left as it is" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == [name] and (tmp_path / name).read_text() == text
+
+
 def grid(tmp_path, *extra):
     return sweep.build_grid(sweep.parse_args([*TINY, "--out", str(tmp_path), *extra]))
 
