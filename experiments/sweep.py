@@ -190,9 +190,11 @@ def build_grid(args):
     """Every run of the sweep, after checking each (recipe, setting) with experiments.mnist's own parser."""
     out = Path(os.path.abspath(args.out))
     common = ["--quiet", "--threads", str(args.threads)]
-    for name in ("epochs", "limit", "test_limit", "data_dir"):
+    for name in ("epochs", "limit", "test_limit"):
         if getattr(args, name) is not None:
             common += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if args.data_dir is not None:
+        common += ["--data-dir", os.path.abspath(args.data_dir)]
     if not args.plots:
         common.append("--no-plots")
     runs = []
@@ -245,7 +247,10 @@ def run_state(run):
     """("done", metrics) for a finished run; ("resume", None) with a checkpoint to continue from;
     ("new", None) otherwise; ("conflict", message) when the folder holds another run's metrics."""
     out = Path(run.out)
-    expected = _mnist_args([*run.argv, "--seed", str(run.seed), "--out", run.out])
+    try:
+        expected = _mnist_args([*run.argv, "--seed", str(run.seed), "--out", run.out])
+    except SweepError as e:                   # e.g. the folder became unwritable since the sweep began
+        return "conflict", str(e)
     held = "validation" if expected.validation is not None else "test"
     try:
         record = _read_metrics(out / mnist.METRICS)
@@ -306,10 +311,21 @@ def execute(run):
     """Train one run in its own ``python -m experiments.mnist`` process unless it is finished already.
 
     Runs wherever it is called (a local pool thread or a Dask worker); returns a plain dict:
-    ``status`` (done, skipped, failed), ``accuracy``, ``seconds``, ``error``.
+    ``status`` (done, skipped, failed), ``accuracy``, ``seconds``, ``error``. Whatever goes wrong is
+    that run's failure, never the sweep's.
     """
     started = time.monotonic()
     result = {"recipe": run.recipe, "setting": run.setting, "seed": run.seed, "accuracy": None, "error": None}
+    try:
+        return _execute(run, result, started)
+    except OSError as e:
+        result["error"] = os_error_message(e)
+    except Exception as e:                   # a bug here must not take the other runs down with it
+        result["error"] = f"{type(e).__name__}: {e}"
+    return _result(result, "failed", None, started)
+
+
+def _execute(run, result, started):
     with _run_lock(run) as lock:
         state, detail = run_state(run)
         if state in ("done", "conflict"):
@@ -320,7 +336,7 @@ def execute(run):
                                                            if p))
         try:
             child = subprocess.Popen(run.command(resume=state == "resume"), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env, cwd=PACKAGE_ROOT,
+                                     stderr=subprocess.PIPE, text=True, env=env,
                                      pass_fds=() if lock is None else (lock.fileno(),),
                                      preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
                                      start_new_session=True)     # Ctrl-C reaches it once: from the sweep
@@ -352,7 +368,7 @@ def _result(result, state, detail, started, skipped=False):
         state = "failed"
     elif state == "done":
         held = "validation" if detail["args"].get("validation") is not None else "test"
-        result["accuracy"] = held_out_accuracy(detail, held)
+        result["accuracy"], result["held_out"] = held_out_accuracy(detail, held), held
         state = "skipped" if skipped else "done"
     result["status"] = state
     result["seconds"] = time.monotonic() - started
@@ -384,7 +400,7 @@ class Progress:
             self.done += 1
             line = (f"{'done' if result['status'] == 'done' else 'found':7} "
                     f"{result['recipe']}/{result['setting']}/seed{result['seed']}  "
-                    f"test accuracy {100 * result['accuracy']:.2f}%  {result['seconds']:.1f} s")
+                    f"{result['held_out']} accuracy {100 * result['accuracy']:.2f}%  {result['seconds']:.1f} s")
         if not self.quiet:
             self.bar.write(line)
         self.bar.set_postfix(done=self.done, failed=self.failed, running=running, refresh=False)
@@ -431,20 +447,22 @@ def run_dask(runs, scheduler, progress):
         raise SweepError(f"--scheduler {scheduler}: cannot reach the Dask scheduler ({e})") from None
     results = []
     with client:
-        futures = [client.submit(execute, run, pure=False, key=f"sweep-{run.name}-{time.time_ns()}") for run in runs]
+        futures = {client.submit(execute, run, pure=False, key=f"sweep-{run.name}-{time.time_ns()}"): run
+                   for run in runs}
+        running = None
         try:
             for future in as_completed(futures):
                 try:
                     results.append(future.result())
                 except Exception as e:                  # e.g. KilledWorker: lost with too many workers
-                    run = runs[futures.index(future)]
+                    run = futures[future]
                     results.append({"recipe": run.recipe, "setting": run.setting, "seed": run.seed, "accuracy": None,
                                     "status": "failed", "seconds": 0.0, "error": f"{type(e).__name__}: {e}"})
                 with contextlib.suppress(Exception):
                     running = sum(len(keys) for keys in client.processing().values())
                 progress.finished(results[-1], running)
         except BaseException:
-            client.cancel(futures)
+            client.cancel(list(futures))
             raise
     return results
 
@@ -498,7 +516,8 @@ def summarize(rows, command):
                             "welch": welch(list(pa.values()), list(pb.values())), "pairs": pairs})
     for s in stats:                      # JSON keys are strings; the per-seed values are in "runs" too
         s["accuracy_by_seed"] = {str(k): v for k, v in sorted(s["accuracy_by_seed"].items())}
-    return {"command": command, "metric": "final held-out (test) accuracy, from each run's metrics.json",
+    held = sorted({r.get("held_out", "test") for r in rows if r["status"] == "done"}) or ["test"]
+    return {"command": command, "metric": f"final {' or '.join(held)} accuracy, from each run's metrics.json",
             "confidence": "95%: Student t for a mean, Welch-Satterthwaite for a difference of means",
             "groups": stats, "comparisons": comparisons, "runs": rows}
 
@@ -514,8 +533,8 @@ def _interval(ci, digits=3, sign=""):
 def markdown(summary):
     """summary.md: the tables a reader checks, in percent."""
     lines = ["# Sweep summary", "", f"Made by `{summary['command']}`.", "",
-             "Final test accuracy (%) of each run; 95% confidence intervals (Student t for a mean, "
-             "Welch for a difference of means).", "",
+             f"{summary['metric'].split(',')[0].capitalize()} (%) of each run; 95% confidence intervals "
+             "(Student t for a mean, Welch for a difference of means).", "",
              "| recipe | setting | n | mean | sd | 95% CI of the mean | min | median | max |",
              "|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for g in summary["groups"]:

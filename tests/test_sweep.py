@@ -151,6 +151,15 @@ def fake_metrics(run, **changes):
     (Path(run.out) / mnist.METRICS).write_text(json.dumps(record))
 
 
+def test_runs_get_absolute_paths_whatever_the_workers_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").mkdir()
+    run = sweep.build_grid(sweep.parse_args([*TINY, "--data-dir", "cache", "--out", "s"]))[0]
+    assert run.out == str(tmp_path / "s" / "convnet" / "default" / "seed0")
+    assert run.command()[run.command().index("--data-dir") + 1] == str(tmp_path / "cache")
+    assert run.command()[1:3] == ["-m", "experiments.mnist"] and "--resume" in run.command(resume=True)
+
+
 def test_what_counts_as_finished(tmp_path):
     runs = grid(tmp_path)
     assert [r.name for r in runs] == ["convnet/default/seed0", "convnet/default/seed1", "keras/default/seed0",
