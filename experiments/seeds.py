@@ -16,15 +16,19 @@ Groups, by file name in the results directory:
 
 For each group: every seed's final test accuracy, mean, standard deviation,
 median, minimum; and for the two libraries' seed recipes the difference of
-the means with its standard error (Welch).
+the means with its standard error and 95% confidence interval (Welch). The
+statistics are experiments.stats', shared with experiments.sweep, which builds
+the same tables from recorded runs (``python -m experiments.sweep --from-results
+experiments/results --groups ...``).
 """
 import argparse
 import json
-import math
 import re
 import statistics
 import sys
 from pathlib import Path
+
+from experiments.stats import describe, welch
 
 GROUPS = [
     ("keras", "keras-seed", "Keras 3.15 / TF 2.21, seed recipe"),
@@ -52,19 +56,6 @@ def load_group(results, prefix):
                              f"history ({type(e).__name__}: {e})") from None
         runs[int(match.group(1))] = {"accuracy": accuracy, "per_epoch": per_epoch, "record": record}
     return dict(sorted(runs.items()))
-
-
-def describe(accuracies):
-    n = len(accuracies)
-    return {"n": n, "mean": statistics.fmean(accuracies), "sd": statistics.stdev(accuracies) if n > 1 else 0.0,
-            "median": statistics.median(accuracies), "min": min(accuracies), "max": max(accuracies)}
-
-
-def welch(a, b):
-    """Difference of means (a - b) and its standard error."""
-    da, db = describe(a), describe(b)
-    se = math.sqrt(da["sd"] ** 2 / da["n"] + db["sd"] ** 2 / db["n"])
-    return da["mean"] - db["mean"], se
 
 
 def table(groups):
@@ -156,9 +147,11 @@ def main(argv=None):
     a = [r["accuracy"] for r in groups["convnet-keras"].values()]
     b = [r["accuracy"] for r in groups["keras"].values()]
     if len(a) > 1 and len(b) > 1:
-        diff, se = welch(a, b)
-        print(f"\nconvnet (--recipe keras) - Keras: {100 * diff:+.3f} points, standard error {100 * se:.3f} "
-              f"({diff / se:+.1f} standard errors)")
+        w = welch(a, b)
+        low, high = w["ci95"]
+        print(f"\nconvnet (--recipe keras) - Keras: {100 * w['difference']:+.3f} points, standard error "
+              f"{100 * w['se']:.3f} ({w['difference'] / w['se']:+.1f} standard errors), 95% CI "
+              f"[{100 * low:+.3f}, {100 * high:+.3f}] (Welch)")
     if args.plot:
         plot(groups, args.plot)
         print(f"plot: {args.plot}")
