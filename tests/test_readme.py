@@ -53,3 +53,18 @@ def test_stated_rejects_a_readme_without_the_sentence():
 @pytest.mark.slow
 def test_the_quick_model_reaches_the_readme_figure():
     assert readme_figures.measure("quick") == readme_figures.stated("quick", read("README.md"))
+
+
+def test_the_results_table_is_the_sweeps_summary_of_the_recorded_runs(tmp_path):
+    from experiments import sweep
+    m = re.search(r"`(python -m experiments\.sweep --from-results [^`]*)`", read("README.md"))
+    assert m, "the README names the command that made its results table"
+    args = m.group(1).split()[3:]
+    args[args.index("--out") + 1] = str(tmp_path / "recorded")
+    assert sweep.main(args) == 0
+    summary = (tmp_path / "recorded" / "summary.md").read_text()
+    made = [row.split("|")[3:] for row in summary.splitlines() if re.match(r"\| \w+ \| recorded \| 10 \|", row)]
+    shown = [row.split("|")[2:] for row in read("README.md").splitlines() if re.match(r"\| .* \| 10 \| ", row)]
+    assert len(made) == len(shown) == 3
+    for a, b in zip(made, shown):
+        assert [c.strip().strip("*") for c in a] == [c.strip().strip("*") for c in b]
