@@ -558,7 +558,7 @@ def _gemm(imp, node, inputs):
 
 def _matmul(imp, node, inputs):
     imp.attributes(node, {})
-    if len(inputs) != 2 or None in inputs:
+    if len(inputs) != 2 or any(v is None for v in inputs):
         raise imp.fail("expects inputs (A, B)")
     a, b = inputs
     if isinstance(a, _Data):
@@ -579,7 +579,7 @@ def _matmul(imp, node, inputs):
 
 def _add(imp, node, inputs):
     imp.attributes(node, {})
-    if len(inputs) != 2 or None in inputs:
+    if len(inputs) != 2 or any(v is None for v in inputs):
         raise imp.fail("expects two inputs")
     if not any(isinstance(v, _Data) for v in inputs):
         return _evaluate(imp, node, inputs)
@@ -674,7 +674,7 @@ def _identity(imp, node, inputs):
 
 def _reshape(imp, node, inputs):
     attrs = imp.attributes(node, {"allowzero": "int"})
-    if len(inputs) != 2 or None in inputs:
+    if len(inputs) != 2 or any(v is None for v in inputs):
         raise imp.fail("expects inputs (data, shape)")
     if not isinstance(inputs[0], _Data):
         return _evaluate(imp, node, inputs)

@@ -47,6 +47,7 @@ import numpy as np
 
 from . import activations, layers
 from .interop import ConversionError
+from .saving import ModelFileError
 from .utils import pad_amounts
 
 __all__ = ["to_onnx", "from_onnx", "OnnxFileError", "ConversionError", "DEFAULT_OPSET", "MIN_OPSET",
@@ -72,8 +73,11 @@ _MAX_DIM = 1 << 16      # largest image side / feature count accepted from a fil
 _NCHW, _NHWC = [0, 3, 1, 2], [0, 2, 3, 1]      # Transpose permutations into and out of channels first
 
 
-class OnnxFileError(ValueError):
-    """An ONNX file that is unreadable, damaged, or was not exported by convnet."""
+class OnnxFileError(ModelFileError):
+    """An ONNX file that is unreadable, damaged, or holds a graph convnet cannot import.
+
+    A :class:`~convnet.saving.ModelFileError` (so a ``ValueError``), as
+    :func:`convnet.load_model` raises for any model file it cannot read."""
 
 
 def _onnx():
