@@ -160,10 +160,11 @@ class _Importer:
         T = self.onnx.TensorProto
         if tensor.data_location == T.EXTERNAL or len(tensor.external_data):   # never open the file it names
             raise self.fail(f"{what} refers to external data; convnet reads only weights stored inside the file")
-        fields = {T.FLOAT: ("float_data", 4), T.INT64: ("int64_data", 8), T.INT32: ("int32_data", 4)}
+        fields = {T.FLOAT: ("float_data", 4), T.INT64: ("int64_data", 8), T.INT32: ("int32_data", 4),
+                  T.BOOL: ("int32_data", 1)}
         if tensor.data_type not in fields:
-            raise self.fail(f"{what} has data type {tensor.data_type}; convnet reads float32 weights and "
-                            f"int64/int32 shapes ({T.FLOAT}, {T.INT64}, {T.INT32})")
+            raise self.fail(f"{what} has data type {tensor.data_type}; convnet reads float32 weights, "
+                            f"int64/int32 shapes and booleans ({T.FLOAT}, {T.INT64}, {T.INT32}, {T.BOOL})")
         dims = tuple(tensor.dims)
         if len(dims) > 8 or any(d < 0 for d in dims):
             raise self.fail(f"{what} has shape {dims}")
@@ -583,6 +584,9 @@ def _add(imp, node, inputs):
         raise imp.fail("expects two inputs")
     if not any(isinstance(v, _Data) for v in inputs):
         return _evaluate(imp, node, inputs)
+    if all(isinstance(v, _Data) for v in inputs):
+        raise imp.fail("adds two tensors (a skip connection?); convnet builds one chain of layers, and adds "
+                       "only a constant bias")
     data, other = inputs if isinstance(inputs[0], _Data) else inputs[::-1]
     data = imp.data(data)
     if data.perm is None:
@@ -757,6 +761,8 @@ def _evaluate(imp, node, inputs):
                        f"({', '.join(_CONST_OPS)}) on them")
     args = [None if v is None else imp.const(v, f"input {i}") for i, v in enumerate(inputs)]
     result = _CONST_OPS[op](imp, node, args)
+    if not isinstance(result, np.ndarray):         # numpy gives a lone object (the batch symbol) unwrapped
+        result = np.asarray(result, dtype=object)
     if result.size > imp.max_weight_bytes // 4:
         raise imp.fail(f"computes a constant of {result.size:,} values, more than convnet reads")
     return result
