@@ -231,6 +231,10 @@ class _Importer:
         if len(value.shape) == 1 and (value.perm != (0, 1) or value.order is not None):
             raise self.fail("its output holds the features in another order than convnet's layers would "
                             "(a flatten of channels-first data with no Dense after it)")
+        # an image comes out channels last, as convnet's layers give it; NCHW is the one other layout accepted
+        if value.perm not in ((0, 1), (0, 1, 2), (0, 1, 2, 3), _NCHW):
+            raise self.fail(f"its output has shape {self._describe(value)}, axes in an order convnet's layers do "
+                            f"not give (images come out NHWC, or NCHW in the file)")
         return self.input_shape, self.layers, value.onnx_shape()
 
     # ------------------------------------------------------------ one node

@@ -9,7 +9,7 @@ is checked the same way.
 """
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, note, settings, strategies as st
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -182,6 +182,10 @@ def run_onnx(proto_or_path, x):
 
 def nchw(x):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def nhwc(x):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def layer_settings(model):
@@ -619,51 +623,117 @@ def test_damaged_foreign_files_give_a_clear_error_or_a_model(foreign_file, tmp_p
     assert len(model.layers) >= 1
 
 
-OPS = ["Conv", "MaxPool", "Relu", "Softmax", "Dropout", "Flatten", "Reshape", "Gemm", "MatMul", "Add", "Transpose",
-       "Identity", "Cast", "Shape", "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice", "Constant", "Tanh", "Pad"]
-ATTRS = {"kernel_shape": st.lists(st.integers(-1, 4), max_size=3), "strides": st.lists(st.integers(-1, 3), max_size=3),
-         "pads": st.lists(st.integers(-1, 3), max_size=5), "axis": st.integers(-4, 4),
-         "perm": st.lists(st.integers(-1, 4), max_size=5), "transB": st.integers(-1, 2), "to": st.integers(0, 12),
-         "group": st.integers(0, 2), "auto_pad": st.sampled_from(["VALID", "SAME_UPPER", "SAME_LOWER", "X"]),
-         "ceil_mode": st.integers(0, 2), "alpha": st.floats(-2, 2)}
+WILD_OPS = ["Conv", "MaxPool", "Relu", "Softmax", "Dropout", "Flatten", "Reshape", "Gemm", "MatMul", "Add",
+            "Transpose", "Identity", "Cast", "Shape", "Gather", "Concat", "Unsqueeze", "Squeeze", "Slice", "Constant",
+            "Tanh", "Pad"]
+WILD_ATTRS = {"kernel_shape": st.lists(st.integers(-1, 4), max_size=3),
+              "strides": st.lists(st.integers(-1, 3), max_size=3), "pads": st.lists(st.integers(-1, 3), max_size=5),
+              "axis": st.integers(-4, 4), "perm": st.lists(st.integers(-1, 4), max_size=5),
+              "transB": st.integers(-1, 2), "to": st.integers(0, 12), "group": st.integers(0, 2),
+              "auto_pad": st.sampled_from(["VALID", "SAME_UPPER", "SAME_LOWER", "X"]), "ceil_mode": st.integers(0, 2),
+              "alpha": st.floats(-2, 2)}
+
+
+def window_out(n, k, s, before, after, ceil=False):
+    span = n + before + after - k
+    return -1 if span < 0 else (-(-span // s) if ceil else span // s) + 1
 
 
 @st.composite
 def random_graphs(draw):
-    """A chain of random ops with random attributes and constant inputs, on a random input shape."""
+    """Chains of 1 to 6 nodes, most of them plausible (weights that fit, attributes in range, in any layout
+    and padding), some anything at all (any op, random attributes and constant inputs)."""
     rank = draw(st.sampled_from([2, 4]))
     # distinct sizes, so that the input's layout (NCHW or NHWC) shows in the imported model's input shape
-    shape = ["N"] + draw(st.lists(st.integers(1, 6), min_size=rank - 1, max_size=rank - 1, unique=True))
+    shape = draw(st.lists(st.integers(1, 7), min_size=rank - 1, max_size=rank - 1, unique=True))
+    input_shape = ["N"] + shape
     nodes, inits, x = [], [], "x"
+    floats = st.floats(-1, 1, width=32)
+
+    def weight(name, dims):
+        inits.append(init(name, np.asarray(draw(st.lists(floats, min_size=int(np.prod(dims)),
+                                                         max_size=int(np.prod(dims)))), np.float32).reshape(dims)))
+        return name
+
     for i in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(OPS))
-        inputs = [x]
-        for k in range(draw(st.integers(0, 2))):
-            dims = draw(st.lists(st.integers(1, 5), max_size=4))
-            dtype = draw(st.sampled_from([np.float32, np.int64]))
-            values = np.asarray(draw(st.lists(st.integers(-2, 5), min_size=int(np.prod(dims)),
-                                              max_size=int(np.prod(dims)))), dtype).reshape(dims)
-            inits.append(init(f"c{i}_{k}", values))
-            inputs.append(f"c{i}_{k}")
-        attrs = {name: draw(ATTRS[name]) for name in draw(st.lists(st.sampled_from(sorted(ATTRS)), max_size=2,
-                                                                    unique=True))}
-        attrs = {k: v for k, v in attrs.items() if not (isinstance(v, list) and not v)}
-        nodes.append(h.make_node(op, [] if op == "Constant" else inputs, [f"v{i}"], name=f"n{i}", **attrs))
-        x = f"v{i}"
-    return model_proto(nodes, inits, shape, None, out=x, inp="x")
+        name, out, attrs, inputs, new_shape = f"n{i}", f"v{i}", {}, [x], shape
+        choices = ["Relu", "Softmax", "Transpose", "Add", "Dropout", "wild"]
+        choices += ["Conv", "MaxPool", "Flatten", "Reshape"] if len(shape) == 3 else ["Gemm", "MatMul"]
+        op = draw(st.sampled_from(choices))
+        if op == "Conv" or op == "MaxPool":
+            C, H, W = shape
+            k = [draw(st.integers(1, 3)), draw(st.integers(1, 3))]
+            strides = [draw(st.integers(1, 2)), draw(st.integers(1, 2))]
+            pads = draw(st.sampled_from([[0, 0, 0, 0], [1, 1, 1, 1], [0, 0, 1, 1], [1, 0, 1, 0]]))
+            ceil = op == "MaxPool" and draw(st.booleans())
+            attrs = {"kernel_shape": k, "strides": strides, "pads": pads}
+            if ceil:
+                attrs["ceil_mode"] = 1
+            oh, ow = (window_out(n, kk, s, pads[a], pads[a + 2], ceil) for a, (n, kk, s) in
+                      enumerate(zip((H, W), k, strides)))
+            if min(oh, ow) < 1:
+                break
+            F = draw(st.integers(1, 3)) if op == "Conv" else C
+            if op == "Conv":
+                inputs += [weight(f"w{i}", (F, C, *k)), weight(f"b{i}", (F,))]
+            new_shape = [F, oh, ow]
+        elif op == "Softmax":
+            attrs = {"axis": draw(st.integers(-len(shape) - 1, len(shape)))}
+        elif op == "Transpose":
+            attrs = {"perm": [0] + draw(st.permutations(range(1, len(shape) + 1)))}
+            new_shape = [shape[p - 1] for p in attrs["perm"][1:]]
+        elif op == "Add":
+            dims = draw(st.sampled_from([[shape[0]] + [1] * (len(shape) - 1), shape[-1:], [1], shape]))
+            inputs.append(weight(f"c{i}", dims))
+        elif op in ("Flatten", "Reshape"):
+            if op == "Reshape":
+                inits.append(ints(f"s{i}", draw(st.sampled_from([[0, -1], [-1, int(np.prod(shape))]]))))
+                inputs.append(f"s{i}")
+            new_shape = [int(np.prod(shape))]
+        elif op in ("Gemm", "MatMul"):
+            units, trans_b = draw(st.integers(1, 4)), draw(st.integers(0, 1)) if op == "Gemm" else 0
+            inputs.append(weight(f"w{i}", (units, shape[0]) if trans_b else (shape[0], units)))
+            if op == "Gemm":
+                attrs = {"transB": trans_b, "alpha": draw(st.sampled_from([1.0, 0.5]))}
+                if draw(st.booleans()):
+                    inputs.append(weight(f"b{i}", (units,)))
+            new_shape = [units]
+        elif op == "wild":
+            op = draw(st.sampled_from(WILD_OPS))
+            for k in range(draw(st.integers(0, 2))):
+                dims = draw(st.lists(st.integers(1, 4), max_size=3))
+                dtype = draw(st.sampled_from([np.float32, np.int64]))
+                values = draw(st.lists(st.integers(-2, 5), min_size=int(np.prod(dims)), max_size=int(np.prod(dims))))
+                inits.append(init(f"c{i}_{k}", np.asarray(values, dtype).reshape(dims)))
+                inputs.append(f"c{i}_{k}")
+            attrs = {key: draw(WILD_ATTRS[key]) for key in draw(st.lists(st.sampled_from(sorted(WILD_ATTRS)),
+                                                                         max_size=2, unique=True))}
+            attrs = {key: v for key, v in attrs.items() if not (isinstance(v, list) and not v)}
+            inputs = [] if op == "Constant" else inputs
+        nodes.append(h.make_node(op, inputs, [out], name=name, **attrs))
+        x, shape = out, new_shape
+        if op not in ("Relu", "Softmax", "Transpose", "Add", "Dropout", "Conv", "MaxPool", "Flatten", "Reshape",
+                      "Gemm", "MatMul"):
+            shape = None                                # a wild node ends the chain, its output shape unknown
+            break
+    if not nodes:
+        nodes.append(h.make_node("Relu", ["x"], ["v"], name="relu"))
+        x = "v"
+    return model_proto(nodes, inits, input_shape, None if shape is None else ["N"] + shape, out=x, inp="x")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(proto=random_graphs())
 def test_random_graphs_give_a_clear_error_or_a_model_that_predicts_as_onnxruntime(proto, tmp_path):
     path = save(proto, tmp_path / "random.onnx")
+    note(onnx.printer.to_text(proto.graph))
     try:
         model = from_onnx(path)
     except OnnxFileError:
         return
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]]
     x_onnx = np.random.default_rng(0).standard_normal([2] + dims).astype(np.float32)
-    x = x_onnx if len(dims) != 3 or model.input_shape == tuple(dims) else x_onnx.transpose(0, 2, 3, 1)
+    x = x_onnx if len(dims) != 3 or model.input_shape == tuple(dims) else nhwc(x_onnx)
     expected = run_onnx(proto, x_onnx)
     got = model.predict(x)
     candidates = [got] + ([got.transpose(0, 3, 1, 2)] if got.ndim == 4 else [])   # an image output: NHWC or NCHW
