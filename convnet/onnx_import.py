@@ -389,7 +389,8 @@ class _Importer:
             if found == want and all(o >= 1 for _, o in want):
                 return tuple(strides), padding
         same = [pad_amounts(n, k, s, "same") for n, k, s in zip((H, W), kernel, strides)]
-        raise self.fail(f"pads={pads} on a {H}x{W} input (ceil_mode={ceil_mode}) is neither 'valid' (no padding) "
+        raise self.fail(f"pads={pads} with strides={list(strides)}{' and ceil_mode=1' if ceil_mode else ''} on a "
+                        f"{H}x{W} input is neither 'valid' (no padding) "
                         f"nor 'same' (pads={[same[0][0], same[1][0], same[0][1], same[1][1]]} here, the odd "
                         f"pixel at the bottom/right as in TensorFlow), the two paddings convnet's layers have")
 

@@ -553,7 +553,8 @@ BAD = {
     "grouped conv": (set_attr("Conv", "group", 2), r"\(Conv\): group=2 is not supported"),
     "symmetric pad stride 2": (lambda g: (set_attr("Conv", "pads", [1, 1, 1, 1])(g),
                                           set_attr("Conv", "strides", [2, 2])(g)),
-                               r"\(Conv\): pads=\[1, 1, 1, 1\] on a 7x6 input .* is neither 'valid' .* nor 'same'"),
+                               r"\(Conv\): pads=\[1, 1, 1, 1\] with strides=\[2, 2\] on a 7x6 input is neither "
+                               r"'valid' \(no padding\) nor 'same' \(pads=\[1, 0, 1, 1\] here"),
     "unknown attribute": (set_attr("MaxPool", "spatial_scale", 2.0),
                           r"\(MaxPool\): attribute 'spatial_scale' is not supported \(supported: auto_pad, ceil_mode"),
     "softmax over channels-first rows": (set_attr("Softmax", "axis", 0), r"\(Softmax\): softmax over axis 0"),

@@ -13,7 +13,8 @@ def build_parser():
                                 description="Explore a trained MNIST model in the browser: layers, "
                                             "gradients, a training step, live training.")
     p.add_argument("--model", metavar="PATH",
-                   help="model .npz (or a run directory); default: the latest experiments.mnist run")
+                   help="model .npz, .onnx (convnet's or one from PyTorch, tf2onnx, Keras), .keras or .h5 "
+                        "(or a run directory); default: the latest experiments.mnist run")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s; 0 picks a free one)")
