@@ -109,8 +109,8 @@ def test_the_check_reports_a_wrong_export(model_file, tmp_path, monkeypatch, cap
     model, path = model_file
     out = tmp_path / "m.onnx"
 
-    def wrong_check(model, path, n=export.CHECK_IMAGES, seed=0):
-        diff, same = real_check(model, path, n, seed)
+    def wrong_check(model, path, n=export.CHECK_IMAGES, seed=0, input_layout="NHWC"):
+        diff, same = real_check(model, path, n, seed, input_layout)
         return diff + 0.5, same
     real_check = export.check_with_onnxruntime
     monkeypatch.setattr(export, "check_with_onnxruntime", wrong_check)
