@@ -116,6 +116,7 @@ class _Importer:
         self.input_shape = None
         self.static_batch = None
         self.node = None             # (index, NodeProto) being read, for messages
+        self.stored_bytes = 0        # initializers and Constant values, checked before they are decoded
         self.channels_last_default = _text(proto.producer_name).lower().startswith(_CHANNELS_LAST_PRODUCERS)
 
     # ------------------------------------------------------------ messages
@@ -143,17 +144,20 @@ class _Importer:
         return self._finish(graph)
 
     def _read_initializers(self, graph):
-        total = 0
         for tensor in graph.initializer:
-            total += self._check_tensor(tensor, f"initializer {_text(tensor.name)!r}")
-            if total > self.max_weight_bytes:
-                raise self.fail(f"its initializers take more than {self.max_weight_bytes:,} bytes, the most "
-                                f"convnet loads (convnet.saving.MAX_WEIGHT_BYTES)")
+            self._count(self._check_tensor(tensor, f"initializer {_text(tensor.name)!r}"))
             if not isinstance(tensor.name, str) or not tensor.name:
                 raise self.fail(f"an initializer has the name {tensor.name!r} (empty or not UTF-8 text)")
             if tensor.name in self.values:
                 raise self.fail(f"initializer {tensor.name!r} appears twice")
             self.values[tensor.name] = tensor          # decoded when a node reads it
+
+    def _count(self, nbytes):
+        """Add a stored tensor's size to the total read from the file, and refuse a total over the limit."""
+        self.stored_bytes += nbytes
+        if self.stored_bytes > self.max_weight_bytes:
+            raise self.fail(f"its initializers and constants take more than {self.max_weight_bytes:,} bytes, the "
+                            f"most convnet loads (convnet.saving.MAX_WEIGHT_BYTES)")
 
     def _check_tensor(self, tensor, what):
         """The tensor's byte size, once its type, shape and stored length are known to agree."""
@@ -920,7 +924,7 @@ def _constant(imp, node, inputs):
         raise imp.fail("expects no input and one value attribute (value, value_float(s), value_int(s))")
     (key, value), = attrs.items()
     if key == "value":
-        imp._check_tensor(value, "its value")
+        imp._count(imp._check_tensor(value, "its value"))
         return imp._decode(value, "its value")
     dtype = np.float32 if key.startswith("value_float") else np.int64
     return np.array(value, dtype=dtype)

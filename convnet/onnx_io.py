@@ -1,4 +1,4 @@
-"""ONNX export of a trained model, and reading back what convnet exported.
+"""ONNX export of a trained model, reading back what convnet exported, and importing other tools' graphs.
 
 >>> from convnet.interop import to_onnx, from_onnx
 >>> to_onnx(model, "model.onnx")                    # needs the onnx extra: pip install -e ".[onnx]"
@@ -30,13 +30,27 @@ equivalent here, such as a user-defined one or a subclass of a convnet layer
 (it may compute something else), raises :class:`~convnet.interop.ConversionError`
 naming the layer.
 
-**Reading back.** :func:`from_onnx` accepts only graphs written by
-:func:`to_onnx`: the architecture comes from the ``convnet.model_config``
-metadata entry, the weights from the initializers, and the file's graph must
-be, node for node, the graph that convnet writes for that architecture.
-Everything is checked before memory is spent on it (file size, the format, each
-initializer's type and shape against the architecture); anything else raises
-:class:`OnnxFileError` naming the file and what is wrong.
+``to_onnx(..., input_layout="NCHW")`` writes a graph that takes
+channels-first images instead (PyTorch's layout): it starts channels first,
+with no transpose, and records the layout in the ``convnet.input_layout``
+metadata entry.
+
+**Reading back.** :func:`from_onnx` reads a file written by :func:`to_onnx`
+as exactly the model it came from: the architecture comes from the
+``convnet.model_config`` metadata entry, the weights from the initializers,
+and the file's graph must be, node for node, the graph that convnet writes
+for that architecture. Everything is checked before memory is spent on it
+(file size, the format, each initializer's type and shape against the
+architecture); anything else raises :class:`OnnxFileError` naming the file
+and what is wrong.
+
+**Importing.** A file from another producer (PyTorch, tf2onnx, Keras's
+exporter) is handed to :mod:`convnet.onnx_import`, which rebuilds its graph
+as convnet layers when it is made of operations convnet has, converting the
+layouts, and otherwise raises one :class:`OnnxFileError` naming the node and
+the op. The imported model goes through the same checks as a model file of
+convnet's own (:func:`convnet.saving.load_model`'s limits on layers, sizes
+and weights), and the file through ``onnx.checker``.
 """
 import json
 import os
