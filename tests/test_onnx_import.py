@@ -274,11 +274,21 @@ def test_an_imported_model_trains_saves_and_runs_on_both_tiers(mnist, trained, t
     np.testing.assert_array_equal(convnet.load_model(saved).predict(x), model.predict(x))
 
 
-def test_the_explorer_loads_an_onnx_file(trained, tmp_path):
+def test_the_explorer_loads_an_onnx_file_and_shows_its_forward_and_backward(mnist, trained, tmp_path):
+    from experiments.explore.__main__ import load_explored_model
+    from experiments.explore.core import Explorer
     from experiments.predict import load_model_for_inference, resolve_model_path
     path = save(pytorch_layout(trained), tmp_path / "model.onnx")
-    model = load_model_for_inference(resolve_model_path(str(path)))
-    assert model.output_shape == (10,)
+    # what `python -m experiments.explore --model model.onnx` does
+    model = load_explored_model(resolve_model_path(str(path)), load_model_for_inference)
+    image = mnist[2][0, :, :, 0]
+    explorer = Explorer(model, model_path=path)
+    try:
+        shown = explorer.predict(None, image)
+        assert shown["prediction"] == int(trained.predict(image[None, :, :, None])[0].argmax())
+        assert explorer.backward(None, image, 3)["saliency"]["shape"] == [28, 28]
+    finally:
+        explorer.close()
 
 
 # --------------------------------------------------------------- a file from Keras's own exporter
