@@ -913,7 +913,7 @@ def _c_identity(imp, node, args):
 
 
 def _c_add(imp, node, args):
-    a, b = (imp.numbers(v, "an input") for v in args)
+    a, b = (imp.numbers(v, "an input", v.dtype) for v in args)      # integers stay integers (shape arithmetic)
     return a + b
 
 

@@ -242,8 +242,8 @@ def load_checkpoint(path, compile=True):
 
 #: the first bytes of an HDF5 file (Keras's legacy .h5 format)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-#: a .keras file is a zip of these (and optionally assets)
-KERAS_ZIP_ENTRIES = ("config.json", "model.weights.h5")
+#: a .keras file is a zip of config.json with metadata.json and the weights (model.weights.h5), maybe assets
+KERAS_ZIP_ENTRIES = ("config.json", "metadata.json", "model.weights.h5")
 #: the largest Keras file handed to Keras: weights at the limit, with an optimizer's two slots, and the config
 MAX_KERAS_FILE_BYTES = 4 * MAX_WEIGHT_BYTES + 2 ** 20
 
@@ -385,7 +385,8 @@ class _Archive:
     def is_keras(self):
         """Whether the zip is a Keras ``.keras`` file rather than a convnet model."""
         names = set(self.zip.namelist())
-        return "format.npy" not in names and all(n in names for n in KERAS_ZIP_ENTRIES)
+        config, *others = KERAS_ZIP_ENTRIES
+        return "format.npy" not in names and config in names and any(n in names for n in others)
 
     def read(self, key, limit):
         """The bytes of entry ``key``, at most ``limit`` of them (the directory's size is checked
