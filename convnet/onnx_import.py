@@ -360,7 +360,7 @@ class _Importer:
             return f"(batch, {', '.join(map(str, data.shape))})"
         return "(" + ", ".join(map(str, data.onnx_shape("batch"))) + ")"
 
-    def window(self, node, data, kernel, attrs, ceil_mode=0):
+    def window(self, data, kernel, attrs, ceil_mode=0):
         """``(strides, padding)`` for a window op, or an error when convnet has no equivalent padding."""
         H, W, _ = data.shape
         strides = attrs.get("strides", [1, 1])
@@ -498,7 +498,7 @@ def _conv(imp, node, inputs):
         raise imp.fail(f"kernel_shape={attrs['kernel_shape']} but the kernel is {kernel[0]}x{kernel[1]}")
     if bias is not None and bias.shape != (filters,):
         raise imp.fail(f"bias of shape {bias.shape}, expected ({filters},)")
-    strides, padding = imp.window(node, data, kernel, attrs)
+    strides, padding = imp.window(data, kernel, attrs)
     out = (_window_output(H, kernel[0], strides[0], padding), _window_output(W, kernel[1], strides[1], padding),
            filters)
     imp.check_units(out)
@@ -525,7 +525,7 @@ def _maxpool(imp, node, inputs):
         raise imp.fail(f"kernel_shape={kernel}: expected two sizes from 1 to 1024")
     if attrs.get("ceil_mode", 0) not in (0, 1):
         raise imp.fail(f"ceil_mode={attrs['ceil_mode']}: expected 0 or 1")
-    strides, padding = imp.window(node, data, kernel, attrs, attrs.get("ceil_mode", 0))
+    strides, padding = imp.window(data, kernel, attrs, attrs.get("ceil_mode", 0))
     H, W, C = data.shape
     out = (_window_output(H, kernel[0], strides[0], padding), _window_output(W, kernel[1], strides[1], padding), C)
     imp.add_layer("MaxPool2D", {"pool_size": list(kernel), "strides": list(strides), "padding": padding})
@@ -784,7 +784,7 @@ def _ints(imp, value, what):
     return [int(v) for v in values]
 
 
-def _axes(imp, node, args, rank, attrs):
+def _axes(imp, node, args, attrs):
     if imp.opset >= 13 and node.op_type in ("Unsqueeze", "Squeeze"):
         return None if len(args) < 2 or args[1] is None else _ints(imp, args[1], "axes")
     return attrs.get("axes")
@@ -793,7 +793,7 @@ def _axes(imp, node, args, rank, attrs):
 def _c_unsqueeze(imp, node, args):
     attrs = imp.attributes(node, {"axes": "ints"} if imp.opset < 13 else {})
     x = args[0]
-    axes = _axes(imp, node, args, x.ndim, attrs)
+    axes = _axes(imp, node, args, attrs)
     if not axes:
         raise imp.fail("has no axes")
     out_rank = x.ndim + len(axes)
@@ -806,7 +806,7 @@ def _c_unsqueeze(imp, node, args):
 def _c_squeeze(imp, node, args):
     attrs = imp.attributes(node, {"axes": "ints"} if imp.opset < 13 else {})
     x = args[0]
-    axes = _axes(imp, node, args, x.ndim, attrs)
+    axes = _axes(imp, node, args, attrs)
     if axes is None:
         return np.squeeze(x)
     return np.squeeze(x, axis=tuple(a % max(x.ndim, 1) for a in axes))

@@ -257,14 +257,13 @@ def _model_proto(onnx, model, opset, input_layout="NHWC"):
     g.nodes[-1].output[0] = OUTPUT_NAME
     float32 = onnx.TensorProto.FLOAT
     out_layout = input_layout if g.channels_first else "NHWC"
+    in_shape, out_shape = _layout_shape(model.input_shape, input_layout), _layout_shape(model.output_shape, out_layout)
     graph = helper.make_graph(
-        g.nodes, model.name,
-        [helper.make_tensor_value_info(INPUT_NAME, float32, [BATCH_DIM, *_layout_shape(model.input_shape, input_layout)])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, float32,
-                                       [BATCH_DIM, *_layout_shape(model.output_shape, out_layout)])],
+        g.nodes, model.name, [helper.make_tensor_value_info(INPUT_NAME, float32, [BATCH_DIM, *in_shape])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, float32, [BATCH_DIM, *out_shape])],
         initializer=g.initializers,
         doc_string=f"convnet model {model.name!r}: input {INPUT_NAME!r} (batch, "
-                   f"{', '.join(map(str, _layout_shape(model.input_shape, input_layout)))}) float32 "
+                   f"{', '.join(map(str, in_shape))}) float32 "
                    f"{'channels first (NCHW)' if nchw else 'channels last, as model.predict takes it'}; "
                    f"output {OUTPUT_NAME!r}")
     opsets = [helper.make_opsetid("", opset)]
@@ -428,10 +427,7 @@ def _read_proto(onnx, path):
 
 
 def _check_header(onnx, path, proto):
-    """Producer, convnet's graph version and the opset; returns the opset."""
-    if proto.producer_name != PRODUCER:
-        raise OnnxFileError(f"{path}: was produced by {proto.producer_name or 'an unnamed producer'!r}; "
-                            f"convnet reads back only the ONNX files it exported (producer 'convnet')")
+    """convnet's graph version and the opset of a file convnet produced; returns the opset."""
     props = {p.key: p.value for p in proto.metadata_props}
     if props.get(GRAPH_VERSION_KEY) != GRAPH_VERSION:
         raise OnnxFileError(f"{path}: has convnet graph version {props.get(GRAPH_VERSION_KEY)!r}; this convnet "

@@ -80,8 +80,8 @@ def pytorch_layout(model, flatten="view", batch="batch_size"):
             add("Conv", [x, f"conv{n}.weight", f"conv{n}.bias"], kernel_shape=as_ints([kh, kw]),
                 strides=as_ints(layer.strides), pads=as_ints([top, left, bottom, right]), dilations=[1, 1], group=1)
         elif kind == "MaxPool2D":
-            add("MaxPool", [x], kernel_shape=as_ints(layer.pool_size), strides=as_ints(layer.strides), pads=[0, 0, 0, 0],
-                ceil_mode=0)
+            add("MaxPool", [x], kernel_shape=as_ints(layer.pool_size), strides=as_ints(layer.strides),
+                pads=[0, 0, 0, 0], ceil_mode=0)
         elif kind == "Flatten":
             H, W, C = layer.input_shape
             rows = chw_rows(H, W, C)
