@@ -888,3 +888,14 @@ def test_a_convnet_archive_is_not_taken_for_a_keras_file(trained, tmp_path):
         z.writestr("config.json", "{}")
         z.writestr("model.weights.h5", b"")
     assert load_model(path).count_params() == trained.count_params()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.sampled_from([b"", b"\x08", b"PK\x03\x04", b"\x89HDF\r\n\x1a\n", b"\x93NUMPY"]),
+       rest=st.binary(max_size=300), suffix=st.sampled_from([".npz", ".onnx", ".keras", ".h5", ".bin"]))
+def test_any_bytes_in_any_format_give_a_model_file_error(start, rest, suffix, tmp_path):
+    """Whatever format the first bytes suggest (ONNX, zip, HDF5, .npy), junk gets ModelFileError."""
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(start + rest)
+    with pytest.raises(ModelFileError, match="junk"):
+        load_model(path)
