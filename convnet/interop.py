@@ -17,9 +17,12 @@ the setting. TensorFlow/Keras is imported only when a function here is
 called, so convnet itself does not need it.
 
 ONNX: :func:`to_onnx` writes a model as an ONNX file that onnxruntime runs on
-the same input as ``model.predict``, and :func:`from_onnx` reads such a file
-back (implemented in :mod:`convnet.onnx_io`, which has the details; the onnx
-package is imported only when they are called).
+the same input as ``model.predict`` (or, with ``input_layout="NCHW"``, on
+channels-first images), and :func:`from_onnx` reads such a file back, or
+imports a graph written by PyTorch, tf2onnx or Keras when it is made of
+operations convnet has (implemented in :mod:`convnet.onnx_io` and
+:mod:`convnet.onnx_import`, which have the details; the onnx package is
+imported only when they are called).
 """
 import numpy as np
 
@@ -171,13 +174,16 @@ def to_keras(model):
 
 
 # ---------------------------------------------------------------- ONNX
-def to_onnx(model, path, opset=17, overwrite=False):
-    """Write ``model`` as an ONNX file at ``path`` (see :func:`convnet.onnx_io.to_onnx`); returns the path."""
+def to_onnx(model, path, opset=17, overwrite=False, input_layout="NHWC"):
+    """Write ``model`` as an ONNX file at ``path`` (see :func:`convnet.onnx_io.to_onnx`); returns the path.
+
+    ``input_layout="NCHW"`` makes the graph take channels-first images, as PyTorch does."""
     from .onnx_io import to_onnx as export
-    return export(model, path, opset=opset, overwrite=overwrite)
+    return export(model, path, opset=opset, overwrite=overwrite, input_layout=input_layout)
 
 
 def from_onnx(path):
-    """The convnet model in an ONNX file that :func:`to_onnx` wrote (see :func:`convnet.onnx_io.from_onnx`)."""
+    """The convnet model in an ONNX file: one :func:`to_onnx` wrote, or a graph from PyTorch, tf2onnx or
+    Keras made of operations convnet has (see :mod:`convnet.onnx_import`)."""
     from .onnx_io import from_onnx as read
     return read(path)

@@ -1,4 +1,4 @@
-"""ONNX export of a trained model, and reading back what convnet exported.
+"""ONNX export of a trained model, reading back what convnet exported, and importing other tools' graphs.
 
 >>> from convnet.interop import to_onnx, from_onnx
 >>> to_onnx(model, "model.onnx")                    # needs the onnx extra: pip install -e ".[onnx]"
@@ -30,13 +30,27 @@ equivalent here, such as a user-defined one or a subclass of a convnet layer
 (it may compute something else), raises :class:`~convnet.interop.ConversionError`
 naming the layer.
 
-**Reading back.** :func:`from_onnx` accepts only graphs written by
-:func:`to_onnx`: the architecture comes from the ``convnet.model_config``
-metadata entry, the weights from the initializers, and the file's graph must
-be, node for node, the graph that convnet writes for that architecture.
-Everything is checked before memory is spent on it (file size, the format, each
-initializer's type and shape against the architecture); anything else raises
-:class:`OnnxFileError` naming the file and what is wrong.
+``to_onnx(..., input_layout="NCHW")`` writes a graph that takes
+channels-first images instead (PyTorch's layout): it starts channels first,
+with no transpose, and records the layout in the ``convnet.input_layout``
+metadata entry.
+
+**Reading back.** :func:`from_onnx` reads a file written by :func:`to_onnx`
+as exactly the model it came from: the architecture comes from the
+``convnet.model_config`` metadata entry, the weights from the initializers,
+and the file's graph must be, node for node, the graph that convnet writes
+for that architecture. Everything is checked before memory is spent on it
+(file size, the format, each initializer's type and shape against the
+architecture); anything else raises :class:`OnnxFileError` naming the file
+and what is wrong.
+
+**Importing.** A file from another producer (PyTorch, tf2onnx, Keras's
+exporter) is handed to :mod:`convnet.onnx_import`, which rebuilds its graph
+as convnet layers when it is made of operations convnet has, converting the
+layouts, and otherwise raises one :class:`OnnxFileError` naming the node and
+the op. The imported model goes through the same checks as a model file of
+convnet's own (:func:`convnet.saving.load_model`'s limits on layers, sizes
+and weights), and the file through ``onnx.checker``.
 """
 import json
 import os
@@ -47,6 +61,7 @@ import numpy as np
 
 from . import activations, layers
 from .interop import ConversionError
+from .saving import ModelFileError
 from .utils import pad_amounts
 
 __all__ = ["to_onnx", "from_onnx", "OnnxFileError", "ConversionError", "DEFAULT_OPSET", "MIN_OPSET",
@@ -60,6 +75,9 @@ INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "input", "output", "batch"
 PRODUCER = "convnet"
 #: metadata entries written into every exported file
 CONFIG_KEY, GRAPH_VERSION_KEY, GRAPH_VERSION = "convnet.model_config", "convnet.onnx_graph_version", "1"
+#: written when the graph takes channels-first images (``to_onnx(..., input_layout="NCHW")``)
+LAYOUT_KEY = "convnet.input_layout"
+INPUT_LAYOUTS = ("NHWC", "NCHW")
 #: convnet's models are megabytes; a larger file is refused before it is read into memory
 MAX_FILE_BYTES = 1 << 30
 #: a protobuf message (a whole ONNX file without external data) cannot exceed 2 GiB
@@ -69,8 +87,11 @@ _MAX_DIM = 1 << 16      # largest image side / feature count accepted from a fil
 _NCHW, _NHWC = [0, 3, 1, 2], [0, 2, 3, 1]      # Transpose permutations into and out of channels first
 
 
-class OnnxFileError(ValueError):
-    """An ONNX file that is unreadable, damaged, or was not exported by convnet."""
+class OnnxFileError(ModelFileError):
+    """An ONNX file that is unreadable, damaged, or holds a graph convnet cannot import.
+
+    A :class:`~convnet.saving.ModelFileError` (so a ``ValueError``), as
+    :func:`convnet.load_model` raises for any model file it cannot read."""
 
 
 def _onnx():
@@ -93,9 +114,9 @@ class _Graph:
     Every node is named ``<layer>/<op>`` and so is its output.
     """
 
-    def __init__(self, onnx):
+    def __init__(self, onnx, channels_first=False):
         self.onnx, self.nodes, self.initializers = onnx, [], []
-        self.tensor, self.channels_first = INPUT_NAME, False
+        self.tensor, self.channels_first = INPUT_NAME, channels_first
 
     def add(self, op, name, inputs=None, **attributes):
         node = self.onnx.helper.make_node(op, [self.tensor] if inputs is None else inputs, [name], name=name,
@@ -209,36 +230,59 @@ def _check_opset(onnx, opset):
     return int(opset)
 
 
-def _model_proto(onnx, model, opset):
-    """The ONNX ModelProto of a built, exportable model (float32)."""
+def _layout_shape(shape, layout):
+    """``shape`` (convnet's, channels last) as the graph states it for ``layout``."""
+    return (shape[2], shape[0], shape[1]) if layout == "NCHW" and len(shape) == 3 else tuple(shape)
+
+
+def _model_proto(onnx, model, opset, input_layout="NHWC"):
+    """The ONNX ModelProto of a built, exportable model (float32).
+
+    With ``input_layout="NCHW"`` the graph takes (and, for a model ending on
+    an image, gives) channels-first images: it starts channels first rather
+    than with a transpose, and does not transpose back at the end.
+    """
     from . import __version__
 
     helper = onnx.helper
-    g = _Graph(onnx)
+    nchw = input_layout == "NCHW"
+    g = _Graph(onnx, channels_first=nchw)
     for layer in model.layers:
         _EXPORTERS[type(layer)](g, layer)
     # node names are "<layer>/<op>", so these two (suffixes no layer uses) cannot clash with them
-    g.to_channels_last(f"{OUTPUT_NAME}/to_channels_last")
+    if not nchw:
+        g.to_channels_last(f"{OUTPUT_NAME}/to_channels_last")
     if not g.nodes:                          # e.g. only Dropout layers: the output is the input
         g.add("Identity", f"{OUTPUT_NAME}/identity")
     g.nodes[-1].output[0] = OUTPUT_NAME
     float32 = onnx.TensorProto.FLOAT
+    out_layout = input_layout if g.channels_first else "NHWC"
+    in_shape, out_shape = _layout_shape(model.input_shape, input_layout), _layout_shape(model.output_shape, out_layout)
     graph = helper.make_graph(
-        g.nodes, model.name, [helper.make_tensor_value_info(INPUT_NAME, float32, [BATCH_DIM, *model.input_shape])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, float32, [BATCH_DIM, *model.output_shape])],
+        g.nodes, model.name, [helper.make_tensor_value_info(INPUT_NAME, float32, [BATCH_DIM, *in_shape])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, float32, [BATCH_DIM, *out_shape])],
         initializer=g.initializers,
         doc_string=f"convnet model {model.name!r}: input {INPUT_NAME!r} (batch, "
-                   f"{', '.join(map(str, model.input_shape))}) float32 channels last, as model.predict takes it; "
+                   f"{', '.join(map(str, in_shape))}) float32 "
+                   f"{'channels first (NCHW)' if nchw else 'channels last, as model.predict takes it'}; "
                    f"output {OUTPUT_NAME!r}")
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, producer_name=PRODUCER, producer_version=__version__,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    helper.set_model_props(proto, {CONFIG_KEY: json.dumps(model.get_config()), GRAPH_VERSION_KEY: GRAPH_VERSION})
+    props = {CONFIG_KEY: json.dumps(model.get_config()), GRAPH_VERSION_KEY: GRAPH_VERSION}
+    if nchw:
+        props[LAYOUT_KEY] = "NCHW"
+    helper.set_model_props(proto, props)
     return proto
 
 
-def to_onnx(model, path, opset=DEFAULT_OPSET, overwrite=False):
+def to_onnx(model, path, opset=DEFAULT_OPSET, overwrite=False, input_layout="NHWC"):
     """Write ``model`` (a built :class:`convnet.Sequential`) as an ONNX file at ``path``; returns the path.
+
+    ``input_layout="NCHW"`` writes a graph that takes channels-first images,
+    ``(N, C, H, W)``, the layout PyTorch and most ONNX consumers expect (a
+    model that ends on an image then gives NCHW too); the default "NHWC"
+    takes exactly what ``model.predict`` takes.
 
     The graph computes ``model.predict`` in float32 (see the module docstring
     for the layout), passes ``onnx.checker`` with full shape inference before
@@ -250,7 +294,12 @@ def to_onnx(model, path, opset=DEFAULT_OPSET, overwrite=False):
     onnx = _onnx()
     opset = _check_opset(onnx, opset)
     _check_exportable(model)
-    proto = _model_proto(onnx, model, opset)
+    if input_layout not in INPUT_LAYOUTS:
+        raise ValueError(f"input_layout must be one of {INPUT_LAYOUTS}, got {input_layout!r}")
+    if input_layout == "NCHW" and len(model.input_shape) != 3:
+        raise ValueError(f"input_layout='NCHW' is for image inputs (height, width, channels); this model takes "
+                         f"{model.input_shape}")
+    proto = _model_proto(onnx, model, opset, input_layout)
     if proto.ByteSize() > MAX_PROTO_BYTES:
         raise ConversionError(f"the model's {model.count_params():,} parameters do not fit in one ONNX file "
                               f"(protobuf's 2 GiB limit)")
@@ -296,15 +345,21 @@ def _write_new_file(path, data, overwrite):
 
 # ---------------------------------------------------------------------- import
 def from_onnx(path):
-    """The :class:`convnet.Sequential` stored in an ONNX file written by :func:`to_onnx` (float32, not compiled).
+    """The :class:`convnet.Sequential` stored in an ONNX file (float32, not compiled).
 
-    Raises :class:`OnnxFileError` for a file that is not one (see the module docstring).
+    A file written by :func:`to_onnx` comes back as the same model (names,
+    Dropout layers and all); a graph from another tool (PyTorch, tf2onnx,
+    Keras's exporter) is imported by :mod:`convnet.onnx_import` when it is
+    made of operations convnet has. Raises :class:`OnnxFileError` for a file
+    that is neither (see the module docstring).
     """
     onnx = _onnx()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no ONNX file at {path}")
     proto = _read_proto(onnx, path)
+    if proto.producer_name != PRODUCER:
+        return _import_foreign(onnx, path, proto)
     opset = _check_header(onnx, path, proto)
     inits = _initializers(onnx, path, proto)
     config = _stored_config(path, proto)
@@ -315,7 +370,41 @@ def from_onnx(path):
             array = onnx.numpy_helper.to_array(inits[f"{layer.name}/{key}"])
             weights.append(array.transpose(2, 3, 1, 0) if array.ndim == 4 else array)      # OIHW -> HWIO
     model.set_weights(weights)
-    _compare_graphs(path, proto.graph, _model_proto(onnx, model, opset).graph)
+    layout = _stored_layout(path, proto, model)
+    _compare_graphs(path, proto.graph, _model_proto(onnx, model, opset, layout).graph)
+    _run_checker(onnx, path, proto)
+    return model
+
+
+def _import_foreign(onnx, path, proto):
+    """A graph another tool wrote, rebuilt as convnet layers (see :mod:`convnet.onnx_import`)."""
+    from . import saving
+    from .onnx_import import MIN_FOREIGN_OPSET, import_graph
+
+    opsets = {}
+    for o in proto.opset_import:
+        domain = o.domain.decode("utf-8", "replace") if isinstance(o.domain, bytes) else o.domain
+        opsets[domain or ""] = o.version
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_FOREIGN_OPSET <= opsets.get("", opsets.get("ai.onnx", 0)) <= newest:
+        raise OnnxFileError(f"{path}: imports opsets {opsets}; convnet reads the default domain at opset "
+                            f"{MIN_FOREIGN_OPSET} to {newest}")
+    opset = opsets.get("", opsets.get("ai.onnx"))
+    input_shape, stack, _ = import_graph(onnx, path, proto, opset, (saving.MAX_WEIGHT_BYTES, saving.MAX_UNITS))
+    if not stack:
+        raise OnnxFileError(f"{path}: computes nothing convnet has a layer for (its output is its input)")
+    name = proto.graph.name if isinstance(proto.graph.name, str) else ""
+    config = {"name": name if name.isprintable() and 0 < len(name) <= 64 else "imported",
+              "input_shape": list(input_shape),
+              "layers": [{"class_name": class_name, "config": layer_config} for class_name, layer_config, _ in stack]}
+    weights = [np.asarray(w, np.float32) for _, _, ws in stack if ws for w in ws]
+    stored = {f"layer {i} ({class_name})/{key}": (w.shape, w.dtype) for i, (class_name, _, ws) in enumerate(stack)
+              if ws for key, w in zip(("kernel", "bias"), ws)}
+    try:
+        model = saving._build_model(path, config, stored)          # the limits of convnet's own files
+    except saving.ModelFileError as e:
+        raise OnnxFileError(str(e)) from None
+    model.set_weights(weights)
     _run_checker(onnx, path, proto)
     return model
 
@@ -338,10 +427,7 @@ def _read_proto(onnx, path):
 
 
 def _check_header(onnx, path, proto):
-    """Producer, convnet's graph version and the opset; returns the opset."""
-    if proto.producer_name != PRODUCER:
-        raise OnnxFileError(f"{path}: was produced by {proto.producer_name or 'an unnamed producer'!r}; "
-                            f"convnet reads back only the ONNX files it exported (producer 'convnet')")
+    """convnet's graph version and the opset of a file convnet produced; returns the opset."""
     props = {p.key: p.value for p in proto.metadata_props}
     if props.get(GRAPH_VERSION_KEY) != GRAPH_VERSION:
         raise OnnxFileError(f"{path}: has convnet graph version {props.get(GRAPH_VERSION_KEY)!r}; this convnet "
@@ -352,6 +438,15 @@ def _check_header(onnx, path, proto):
         raise OnnxFileError(f"{path}: imports opsets {opsets}; expected only the default domain at "
                             f"{MIN_OPSET} to {newest}")
     return opsets[""]
+
+
+def _stored_layout(path, proto, model):
+    """The input layout a convnet file records ("NHWC" when it records none)."""
+    layout = {p.key: p.value for p in proto.metadata_props}.get(LAYOUT_KEY, "NHWC")
+    if layout not in INPUT_LAYOUTS or (layout == "NCHW" and len(model.input_shape) != 3):
+        raise OnnxFileError(f"{path}: metadata {LAYOUT_KEY!r} is {layout!r}; expected one of {INPUT_LAYOUTS} "
+                            f"(NCHW only for an image input)")
+    return layout
 
 
 def _run_checker(onnx, path, proto):

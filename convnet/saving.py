@@ -206,7 +206,12 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def load_model(path, compile=True):
     """Rebuild the model saved at ``path``: architecture, weights and (if stored) compile settings
-    with the optimizer state. Raises :class:`ModelFileError` if the file is not a valid model file."""
+    with the optimizer state. Raises :class:`ModelFileError` if the file is not a valid model file.
+
+    ``path`` may also be an ONNX file (read by :func:`convnet.interop.from_onnx`) or a Keras
+    ``.keras``/``.h5`` file (read by Keras with ``safe_mode=True``, then converted by
+    :func:`convnet.interop.from_keras`); the format is told from the file's first bytes.
+    Those models come back uncompiled."""
     return load_checkpoint(path, compile=compile).model
 
 
@@ -217,8 +222,12 @@ def load_checkpoint(path, compile=True):
     continue with ``model.fit(..., initial_epoch=checkpoint.epoch)``.
 
     Raises :class:`ModelFileError` (naming the file) for anything wrong in
-    the file, ``FileNotFoundError`` if there is none.
+    the file, ``FileNotFoundError`` if there is none. An ONNX or Keras file
+    (see :func:`load_model`) gives its model with epoch 0 and no history.
     """
+    kind = _other_format(path)
+    if kind is not None:
+        return Checkpoint(model=_load_other(Path(path), kind), path=Path(path))
     with _Archive(path) as archive:
         header = archive.header()
         stored = archive.weight_headers(header)        # name -> (shape, dtype), from the .npy headers
@@ -229,6 +238,78 @@ def load_checkpoint(path, compile=True):
         training = archive.json("training", MAX_TRAINING_JSON_BYTES) if archive.has("training") else {}
     epoch, history, metadata = _training(archive.path, training)
     return Checkpoint(model=model, epoch=epoch, history=history, metadata=metadata, path=archive.path)
+
+
+#: the first bytes of an HDF5 file (Keras's legacy .h5 format)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: a .keras file is a zip of config.json with metadata.json and the weights (model.weights.h5), maybe assets
+KERAS_ZIP_ENTRIES = ("config.json", "metadata.json", "model.weights.h5")
+#: the largest Keras file handed to Keras: weights at the limit, with an optimizer's two slots, and the config
+MAX_KERAS_FILE_BYTES = 4 * MAX_WEIGHT_BYTES + 2 ** 20
+
+
+def _other_format(path):
+    """``"onnx"``, ``"keras"`` or ``"h5"`` for a file of those formats, told by its content; None otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == HDF5_SIGNATURE:
+        return "h5"
+    if head.startswith(b"PK"):
+        with _Archive(path) as archive:
+            return "keras" if archive.is_keras() else None
+    # an ONNX file is a protobuf ModelProto, which starts with field 1 (ir_version): the byte 0x08
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":
+        return "onnx"
+    return None
+
+
+def _load_other(path, kind):
+    if kind == "onnx":
+        from .onnx_io import from_onnx
+        return from_onnx(path)
+    return _load_keras(path, kind)
+
+
+def _load_keras(path, kind):
+    """A Keras file, loaded by Keras in safe mode and converted to convnet layers."""
+    what = "a Keras .keras file (a zip of config.json and model.weights.h5)" if kind == "keras" else \
+        "a Keras HDF5 (.h5) file"
+    try:
+        import keras
+    except ImportError:
+        raise ModelFileError(f"{path}: is {what}; convnet reads it through Keras, which is not installed here: "
+                             f"pip install tensorflow-cpu (or convnet's bench extra), then load it again; or, where "
+                             f"Keras is installed, convert it with convnet.interop.from_keras(keras.saving.load_model"
+                             f"(path)) and keep it with convnet.save_model") from None
+    size = path.stat().st_size
+    if size > MAX_KERAS_FILE_BYTES:
+        raise ModelFileError(f"{path}: is {what} of {size:,} bytes, more than a model convnet loads can take "
+                             f"(at most {MAX_KERAS_FILE_BYTES:,})")
+    import shutil
+    import tempfile
+
+    from .interop import ConversionError, from_keras
+
+    suffix = ".keras" if kind == "keras" else ".h5"
+    with tempfile.TemporaryDirectory(prefix="convnet-keras-") as tmp:
+        source = path
+        if path.suffix.lower() not in ((suffix, ".hdf5") if kind == "h5" else (suffix,)):
+            source = Path(tmp) / f"model{suffix}"        # Keras picks its reader by the suffix
+            shutil.copyfile(path, source)
+        try:
+            # safe_mode refuses what would run code from the file (Lambda layers' pickled functions)
+            keras_model = keras.saving.load_model(str(source), compile=False, safe_mode=True)
+        except Exception as e:                     # Keras raises many types for a file it cannot read
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ModelFileError(f"{path}: is {what}, but Keras cannot load it: {type(e).__name__}: {first}") \
+                from None
+    try:
+        return from_keras(keras_model)
+    except ConversionError as e:
+        raise ModelFileError(f"{path}: the Keras model cannot become a convnet model: {e}") from None
 
 
 def load_weights(model, path):
@@ -300,6 +381,12 @@ class _Archive:
 
     def has(self, key):
         return key in self.members
+
+    def is_keras(self):
+        """Whether the zip is a Keras ``.keras`` file rather than a convnet model."""
+        names = set(self.zip.namelist())
+        config, *others = KERAS_ZIP_ENTRIES
+        return "format.npy" not in names and config in names and any(n in names for n in others)
 
     def read(self, key, limit):
         """The bytes of entry ``key``, at most ``limit`` of them (the directory's size is checked

@@ -1,12 +1,13 @@
 """Export a trained model to ONNX, to run it elsewhere (onnxruntime, other frameworks).
 
-    python -m experiments.export [MODEL] --onnx OUT.onnx [--opset N] [--force] [--no-check]
+    python -m experiments.export [MODEL] --onnx OUT.onnx [--opset N] [--input-layout NCHW] [--force] [--no-check]
 
 MODEL is a ``.npz`` saved by convnet or a run directory holding ``model.npz``;
 by default the latest ``python -m experiments.mnist`` run. The graph takes
 the same input as ``model.predict`` (float32, channels last, e.g.
 ``(N, 28, 28, 1)``) under the name ``input`` and gives its output under the
-name ``output`` (see :mod:`convnet.onnx_io`).
+name ``output`` (see :mod:`convnet.onnx_io`); ``--input-layout NCHW`` makes
+it take channels-first images ``(N, C, H, W)``, as PyTorch does.
 
 After writing, the file is run with onnxruntime on a fixed batch of random
 inputs and compared with ``model.predict`` (``--no-check`` skips this); the
@@ -38,6 +39,8 @@ def build_parser():
                    help="model .npz (or a run directory); default: the latest experiments.mnist run")
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset, 13 or newer (default: %(default)s)")
+    p.add_argument("--input-layout", choices=("NHWC", "NCHW"), default="NHWC",
+                   help="NHWC: the input model.predict takes (default); NCHW: channels first, as PyTorch expects")
     p.add_argument("--force", action="store_true", help="replace OUT.onnx if it exists")
     p.add_argument("--no-check", action="store_true",
                    help="do not run the exported file with onnxruntime to compare it with model.predict")
@@ -45,17 +48,20 @@ def build_parser():
     return p
 
 
-def check_with_onnxruntime(model, path, n=CHECK_IMAGES, seed=0):
+def check_with_onnxruntime(model, path, n=CHECK_IMAGES, seed=0, input_layout="NHWC"):
     """``(max |difference|, argmax agrees everywhere)`` between onnxruntime and ``model.predict`` on ``n``
-    random inputs in [0, 1) (the range of scaled images)."""
+    random inputs in [0, 1) (the range of scaled images), given to the file in ``input_layout``."""
     import onnxruntime
 
     from convnet.onnx_io import INPUT_NAME, OUTPUT_NAME
 
     x = np.random.default_rng(seed).random((n,) + tuple(model.input_shape), dtype=np.float32)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    x_file = np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if input_layout == "NCHW" else x
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x_file})[0]
     expected = model.predict(x)
+    if input_layout == "NCHW" and expected.ndim == 4:           # an image output is channels first too
+        expected = expected.transpose(0, 3, 1, 2)
     same_argmax = got.ndim != 2 or bool(np.all(got.argmax(axis=1) == expected.argmax(axis=1)))
     return float(np.abs(got - expected).max()), same_argmax
 
@@ -93,18 +99,20 @@ def main(argv=None):
     except (NoModelError, ValueError, OSError) as e:
         return _fail(e)
     try:
-        out = to_onnx(model, args.onnx, opset=args.opset, overwrite=args.force)
+        out = to_onnx(model, args.onnx, opset=args.opset, overwrite=args.force, input_layout=args.input_layout)
     except (ConversionError, ValueError, OSError) as e:
         return _fail(e)
     size = os.path.getsize(out)
     print(f"model: {model_path}")
+    nchw = args.input_layout == "NCHW"
+    shape = (model.input_shape[2], *model.input_shape[:2]) if nchw else model.input_shape
     print(f"wrote {out} ({size / 1e3:,.0f} kB, opset {args.opset}, {model.count_params():,} parameters): "
-          f"input 'input' (batch, {', '.join(map(str, model.input_shape))}) float32 channels last -> "
-          f"output 'output' (batch, {', '.join(map(str, model.output_shape))})")
+          f"input 'input' (batch, {', '.join(map(str, shape))}) float32 channels {'first' if nchw else 'last'} "
+          f"-> output 'output' (batch, {', '.join(map(str, model.output_shape))})")
     if args.no_check:
         return 0
     try:
-        diff, same_argmax = check_with_onnxruntime(model, out)
+        diff, same_argmax = check_with_onnxruntime(model, out, input_layout=args.input_layout)
     except ImportError:
         print('not checked: onnxruntime is not installed (pip install -e ".[onnx]")')
         return 0

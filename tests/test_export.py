@@ -41,6 +41,24 @@ def test_export_writes_a_file_that_onnxruntime_runs_like_predict(model_file, tmp
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx"]     # no temporary file left
 
 
+def test_input_layout_nchw_writes_a_file_that_takes_channels_first_images(model_file, tmp_path, capsys):
+    model, path = model_file
+    out = tmp_path / "nchw.onnx"
+    assert export.main([str(path), "--onnx", str(out), "--input-layout", "NCHW"]) == 0
+    printed = capsys.readouterr().out
+    assert "input 'input' (batch, 1, 28, 28) float32 channels first" in printed and "argmax equal: same" in printed
+    x = np.random.default_rng(6).random((20, 28, 28, 1), dtype=np.float32)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
+    np.testing.assert_allclose(got, model.predict(x), atol=1e-6)
+
+
+def test_input_layout_nchw_of_a_model_without_images_is_one_error_line(tmp_path, capsys):
+    path = save_model(Sequential([layers.Dense(3)], input_shape=(4,), seed=0), tmp_path / "dense.npz")
+    assert export.main([str(path), "--onnx", str(tmp_path / "m.onnx"), "--input-layout", "NCHW"]) == 2
+    assert "input_layout='NCHW' is for image inputs" in one_error_line(capsys)
+
+
 def test_an_existing_file_needs_force(model_file, tmp_path, capsys):
     _, path = model_file
     out = tmp_path / "taken.onnx"
@@ -91,8 +109,8 @@ def test_the_check_reports_a_wrong_export(model_file, tmp_path, monkeypatch, cap
     model, path = model_file
     out = tmp_path / "m.onnx"
 
-    def wrong_check(model, path, n=export.CHECK_IMAGES, seed=0):
-        diff, same = real_check(model, path, n, seed)
+    def wrong_check(model, path, n=export.CHECK_IMAGES, seed=0, input_layout="NHWC"):
+        diff, same = real_check(model, path, n, seed, input_layout)
         return diff + 0.5, same
     real_check = export.check_with_onnxruntime
     monkeypatch.setattr(export, "check_with_onnxruntime", wrong_check)

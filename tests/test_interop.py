@@ -197,3 +197,39 @@ def test_non_sequential_model_is_rejected():
     km = keras.Model(inp, keras.layers.Dense(2)(inp))
     with pytest.raises(ConversionError, match="keras.Sequential"):
         from_keras(km)
+
+
+# ---------------------------------------------------------------- Keras files through convnet.load_model
+@pytest.mark.parametrize("name", ["model.keras", "model.h5", "keras-zip-without-suffix", "hdf5-without-suffix"])
+def test_load_model_reads_keras_files_by_their_content(name, tmp_path):
+    import convnet
+    km = keras_model_of([keras.layers.Conv2D(3, 3, activation="relu"), keras.layers.MaxPooling2D(2),
+                         keras.layers.Flatten(), keras.layers.Dense(4, activation="softmax")], (8, 7, 2))
+    saved = tmp_path / ("model.h5" if "h5" in name or "hdf5" in name else "model.keras")
+    km.save(saved)
+    path = saved if "." in name else saved.rename(tmp_path / name)
+    model = convnet.load_model(path)
+    x = np.random.default_rng(0).standard_normal((3, 8, 7, 2)).astype(np.float32)
+    assert_close(model.predict(x), km.predict(x, verbose=0), "predictions")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]        # nothing left beside it
+
+
+def test_a_keras_file_with_a_lambda_layer_is_not_run(tmp_path):
+    """Keras's safe mode refuses to load the Lambda's code, and the message says Keras refused."""
+    import convnet
+    from convnet.saving import ModelFileError
+    km = keras_model_of([keras.layers.Dense(3), keras.layers.Lambda(lambda t: t * 2)], (4,))
+    km.save(tmp_path / "lambda.keras")
+    with pytest.raises(ModelFileError, match=r"lambda.keras: is a Keras .keras file .*Keras cannot load it: .*"
+                                             r"(?i:lambda)"):
+        convnet.load_model(tmp_path / "lambda.keras")
+
+
+def test_a_keras_model_convnet_cannot_convert_names_the_layer(tmp_path):
+    import convnet
+    from convnet.saving import ModelFileError
+    km = keras_model_of([keras.layers.Dense(3, activation="tanh")], (4,))
+    km.save(tmp_path / "tanh.keras")
+    with pytest.raises(ModelFileError, match=r"tanh.keras: the Keras model cannot become a convnet model: "
+                                             r"layer 'dense.*activation 'tanh'"):
+        convnet.load_model(tmp_path / "tanh.keras")

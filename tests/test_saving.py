@@ -857,3 +857,45 @@ def test_fuzz_npy_header_fields(fuzz_dir, choice):
     with zipfile.ZipFile(buffer, "a") as z:
         z.writestr(name + ".npy", head.getvalue() + data)
     load_bytes(buffer.getvalue(), fuzz_dir)
+
+
+# ------------------------------------------------------------------------ files of other formats
+def keras_zip(path):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("metadata.json", "{}")
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n")
+    return path
+
+
+@pytest.mark.parametrize("name, make, what", [
+    ("model.keras", keras_zip, r"a Keras \.keras file"),
+    ("model.npz", keras_zip, r"a Keras \.keras file"),             # told by content, not by the suffix
+    ("model.h5", lambda p: p.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100)), r"a Keras HDF5 \(\.h5\) file"),
+])
+def test_a_keras_file_without_keras_says_what_it_is_and_how_to_bring_it_in(name, make, what, tmp_path, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "keras", None)              # as if Keras were not installed
+    make(tmp_path / name)
+    with pytest.raises(ModelFileError, match=rf"{name}: is {what}.*pip install tensorflow-cpu.*"
+                                             rf"convnet.interop.from_keras\(keras.saving.load_model"):
+        load_model(tmp_path / name)
+
+
+def test_a_convnet_archive_is_not_taken_for_a_keras_file(trained, tmp_path):
+    path = save_model(trained, tmp_path / "model.npz")
+    with zipfile.ZipFile(path, "a") as z:            # even with Keras's entry names beside convnet's own
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", b"")
+    assert load_model(path).count_params() == trained.count_params()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(start=st.sampled_from([b"", b"\x08", b"PK\x03\x04", b"\x89HDF\r\n\x1a\n", b"\x93NUMPY"]),
+       rest=st.binary(max_size=300), suffix=st.sampled_from([".npz", ".onnx", ".keras", ".h5", ".bin"]))
+def test_any_bytes_in_any_format_give_a_model_file_error(start, rest, suffix, tmp_path):
+    """Whatever format the first bytes suggest (ONNX, zip, HDF5, .npy), junk gets ModelFileError."""
+    path = tmp_path / f"junk{suffix}"
+    path.write_bytes(start + rest)
+    with pytest.raises(ModelFileError, match="junk"):
+        load_model(path)

@@ -13,7 +13,8 @@ def build_parser():
                                 description="Explore a trained MNIST model in the browser: layers, "
                                             "gradients, a training step, live training.")
     p.add_argument("--model", metavar="PATH",
-                   help="model .npz (or a run directory); default: the latest experiments.mnist run")
+                   help="model .npz, .onnx (convnet's or one from PyTorch, tf2onnx, Keras), .keras or .h5 "
+                        "(or a run directory); default: the latest experiments.mnist run")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: %(default)s, this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s; 0 picks a free one)")
@@ -36,6 +37,18 @@ def _port(text):
     return n
 
 
+def load_explored_model(path, load):
+    """The model at ``path`` (loaded by ``load``), compiled if the file held no compile settings.
+
+    A model imported from ONNX or Keras comes uncompiled; the explorer's views need its loss and its
+    training steps an optimizer: Adam and sparse categorical cross-entropy, Keras's usual pair for MNIST.
+    """
+    model = load(path)
+    if model.loss is None:
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     import convnet
@@ -45,7 +58,7 @@ def main(argv=None):
 
     try:
         path = resolve_model_path(args.model, args.runs_dir)
-        model = load_model_for_inference(path)
+        model = load_explored_model(path, load_model_for_inference)
     except (NoModelError, ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
