@@ -36,13 +36,14 @@ def test_readme_and_docs_never_mention_internal_issue_numbers():
 
 
 def test_the_default_run_figure_is_the_recorded_run():
-    record = json.loads(read("experiments", "results", "default-seed0.json"))
+    record = json.loads(read("experiments", "results", "haswell", "default-seed0.json"))
     text = read("README.md")
     m = re.search(readme_figures.FIGURES["default"][0], text)
     assert m, "the README states the default run's accuracy and errors"
     assert float(m.group(1)) == round(100 * record["final"]["test"]["accuracy"], 2)
     assert int(m.group(2)) == record["final"]["test"]["errors"]
     assert record["args"]["recipe"] == "convnet" and record["seed"] == 0 and record["epochs_completed"] == 10
+    assert record["args"]["limit"] is None and record["args"]["test_limit"] is None
 
 
 def test_stated_rejects_a_readme_without_the_sentence():
