@@ -193,12 +193,9 @@ def _json_array(obj):
 #: What a model file may ask for. Everything read from a file is checked against these
 #: limits (and against the sizes the architecture implies) before memory is spent on it,
 #: so a hostile file cannot make loading use more than a few hundred MB.
-MAX_WEIGHT_BYTES = 16 * 2 ** 20      # all weight arrays together (4.2M float32 values; the seed model: 0.6 MB)
-MAX_LAYERS = 256
-MAX_UNITS = 2 ** 20                  # elements of the input, and of every layer's output, per image
-MAX_WINDOW_VALUES = 2 ** 22          # a conv/pool layer's windows per image (out rows x cols x window x channels)
-MAX_JSON_BYTES = 256 * 2 ** 10       # format, model_config, compile_config
-MAX_TRAINING_JSON_BYTES = 4 * 2 ** 20  # training: history and metadata
+# shared with every other way a model enters (ONNX, importers): see convnet/limits.py
+from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_TRAINING_JSON_BYTES, MAX_UNITS,  # noqa: E402
+                     MAX_WEIGHT_BYTES, MAX_WINDOW_VALUES, LimitError, input_shape_problem, layer_shapes)
 MAX_DIRECTORY_BYTES = 2 ** 20        # the zip's central directory (about 10,000 entries)
 MAX_NPY_HEADER = 4096                # an .npy header (np.save writes 128 bytes)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -432,19 +429,11 @@ def _build_model(path, config, stored):
     input_shape = _input_shape(path, config)
     try:
         model = Sequential(layer_objs, name=config.get("name", "sequential"), seed=config.get("seed"))
-        shape, expected = input_shape, []
-        for layer in model.layers:                  # shapes only: nothing is allocated
-            layer.input_shape = shape
-            shape = layer.compute_output_shape(shape)
-            if not all(isinstance(d, int) and d >= 1 for d in shape) or _prod(shape) > MAX_UNITS:
-                raise ModelFileError(f"{path}: layer {layer.name!r} would output {shape} per image; expected "
-                                     f"positive sizes, at most {MAX_UNITS:,} values (convnet.saving.MAX_UNITS)")
-            window = getattr(layer, "window_size", None)      # conv and pool: what im2col copies per image
-            if window is not None and _prod(shape[:-1]) * _prod(window) * layer.input_shape[-1] > MAX_WINDOW_VALUES:
-                raise ModelFileError(f"{path}: layer {layer.name!r} slides a {window} window over {layer.input_shape}, "
-                                     f"more than {MAX_WINDOW_VALUES:,} window values per image "
-                                     f"(convnet.saving.MAX_WINDOW_VALUES)")
-            expected += [(f"{layer.name}/{k}", tuple(s)) for k, s in layer.param_shapes().items()]
+        try:
+            walked = layer_shapes(model.layers, input_shape)
+        except LimitError as e:             # shapes only: nothing was allocated
+            raise ModelFileError(f"{path}: {e}") from None
+        expected = [(f"{layer.name}/{k}", tuple(s)) for layer, _, _ in walked for k, s in layer.param_shapes().items()]
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as e:
@@ -471,11 +460,8 @@ def _check_shapes(path, expected, stored):
 
 def _input_shape(path, config):
     shape = config.get("input_shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
-            or _prod(shape) > MAX_UNITS):
-        raise ModelFileError(f"{path}: input_shape in the stored architecture should be 1 to 3 positive integers "
-                             f"with at most {MAX_UNITS:,} values in all, got {shape!r}")
+    if not isinstance(shape, list) or input_shape_problem(shape):
+        raise ModelFileError(f"{path}: input_shape in the stored architecture: {input_shape_problem(shape)}")
     return tuple(shape)
 
 
