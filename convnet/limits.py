@@ -28,11 +28,12 @@ def _prod(shape):
 
 
 def input_shape_problem(shape):
-    """What is wrong with a model's input shape (a list or tuple), or None."""
+    """What is wrong with a model's input shape (a list or tuple), or None ("should be ..."; the caller
+    names the shape)."""
     if (not isinstance(shape, (list, tuple)) or not 1 <= len(shape) <= 3
             or not all(type(d) is int and 1 <= d <= MAX_IMAGE_SIDE for d in shape)
             or _prod(shape) > MAX_UNITS):
-        return (f"the input shape should be 1 to 3 integers from 1 to {MAX_IMAGE_SIDE}, at most {MAX_UNITS:,} "
+        return (f"should be 1 to 3 integers from 1 to {MAX_IMAGE_SIDE}, at most {MAX_UNITS:,} "
                 f"values in all (convnet.limits), got {str(shape)[:80]}")
     return None
 
@@ -50,7 +51,7 @@ def layer_shapes(layer_objs, input_shape):
         raise LimitError(f"the architecture has {len(layer_objs)} layers; at most {MAX_LAYERS} (convnet.limits)")
     problem = input_shape_problem(input_shape)
     if problem:
-        raise LimitError(problem)
+        raise LimitError(f"the input shape {problem}")
     shape, out, weights = tuple(input_shape), [], 0
     for layer in layer_objs:
         inp = shape
@@ -70,3 +71,31 @@ def layer_shapes(layer_objs, input_shape):
         out.append((layer, inp, shape))
     return out
 
+
+
+def file_problem(path):
+    """Why ``path`` (a ``pathlib.Path``) cannot be read as a model file, or None for a regular file.
+
+    A FIFO would block the reader, ``/dev/zero`` never ends, and a loop of
+    links never resolves: each is named as what it is, not as missing.
+    """
+    import os
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        if e.errno == 40:                                    # ELOOP
+            return f"{path} is a loop of symbolic links"
+        if path.is_symlink():
+            return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+        if isinstance(e, FileNotFoundError):
+            return f"{path} does not exist"
+        return f"{path} cannot be read: {e.strerror or e}"
+    if stat.S_ISDIR(mode):
+        return f"{path} is a directory, not a model file"
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or
+                stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file")
+        return f"{path} is {kind}, not a regular file"
+    return None

@@ -47,6 +47,8 @@ import numpy as np
 
 from . import activations, layers
 from .interop import ConversionError
+from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_MODEL_FILE_BYTES, MAX_WEIGHT_BYTES,
+                     LimitError, file_problem, input_shape_problem, layer_shapes)
 from .utils import pad_amounts
 
 __all__ = ["to_onnx", "from_onnx", "OnnxFileError", "ConversionError", "DEFAULT_OPSET", "MIN_OPSET",
@@ -60,11 +62,11 @@ INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "input", "output", "batch"
 PRODUCER = "convnet"
 #: metadata entries written into every exported file
 CONFIG_KEY, GRAPH_VERSION_KEY, GRAPH_VERSION = "convnet.model_config", "convnet.onnx_graph_version", "1"
-#: convnet's models are megabytes; a larger file is refused before it is read into memory
-MAX_FILE_BYTES = 1 << 30
+#: the weights, config and graph of the largest model convnet loads fit well within this (convnet.limits);
+#: a larger file is refused before it is read into memory
+MAX_FILE_BYTES = MAX_MODEL_FILE_BYTES
 #: a protobuf message (a whole ONNX file without external data) cannot exceed 2 GiB
 MAX_PROTO_BYTES = (1 << 31) - 1
-_MAX_DIM = 1 << 16      # largest image side / feature count accepted from a file's input shape
 
 _NCHW, _NHWC = [0, 3, 1, 2], [0, 2, 3, 1]      # Transpose permutations into and out of channels first
 
@@ -302,8 +304,9 @@ def from_onnx(path):
     """
     onnx = _onnx()
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {path}")
+    problem = file_problem(path)
+    if problem:
+        raise (FileNotFoundError if problem.endswith("does not exist") else OnnxFileError)(problem)
     proto = _read_proto(onnx, path)
     opset = _check_header(onnx, path, proto)
     inits = _initializers(onnx, path, proto)
@@ -365,7 +368,7 @@ def _run_checker(onnx, path, proto):
 
 def _initializers(onnx, path, proto):
     """Name -> TensorProto, each float32 with as many values as its dims say (nothing decoded yet)."""
-    inits = {}
+    inits, total = {}, 0
     for tensor in proto.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:          # never read the file it names
             raise OnnxFileError(f"{path}: initializer {tensor.name!r} refers to external data; convnet's files "
@@ -382,6 +385,10 @@ def _initializers(onnx, path, proto):
             raise OnnxFileError(f"{path}: initializer {tensor.name!r} has shape {dims}; convnet's weights have "
                                 f"no empty dimension")
         n = int(np.prod(dims, dtype=object))
+        total += 4 * n
+        if total > MAX_WEIGHT_BYTES:
+            raise OnnxFileError(f"{path}: the initializers take more than {MAX_WEIGHT_BYTES:,} bytes, the most "
+                                f"convnet loads (convnet.limits.MAX_WEIGHT_BYTES)")
         stored = len(tensor.raw_data) // 4 if tensor.HasField("raw_data") else len(tensor.float_data)
         if tensor.HasField("raw_data") and len(tensor.raw_data) % 4 or stored != n:
             raise OnnxFileError(f"{path}: initializer {tensor.name!r} of shape {dims} holds {stored} values, "
@@ -394,6 +401,9 @@ def _stored_config(path, proto):
     props = {p.key: p.value for p in proto.metadata_props}
     if CONFIG_KEY not in props:
         raise OnnxFileError(f"{path}: has no {CONFIG_KEY!r} metadata entry (not exported by convnet?)")
+    if len(props[CONFIG_KEY]) > MAX_JSON_BYTES:           # before it is parsed into objects
+        raise OnnxFileError(f"{path}: metadata {CONFIG_KEY!r} takes {len(props[CONFIG_KEY]):,} characters; a "
+                            f"model config is at most {MAX_JSON_BYTES:,} (convnet.limits.MAX_JSON_BYTES)")
     try:
         config = json.loads(props[CONFIG_KEY])
     except (ValueError, RecursionError) as e:       # bad JSON, bytes that are not UTF-8, absurd nesting
@@ -410,12 +420,14 @@ def _config_problem(config):
         return "expected an object with a 'layers' list"
     if not isinstance(config.get("name", ""), str):
         return "'name' is not a string"
+    if len(config["layers"]) > MAX_LAYERS:
+        return f"it has {len(config['layers'])} layers; at most {MAX_LAYERS} (convnet.limits.MAX_LAYERS)"
     shape = config.get("input_shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-            or not all(type(d) is int and 1 <= d <= _MAX_DIM for d in shape)):
-        return f"'input_shape' should be 1 to 3 integers from 1 to {_MAX_DIM}, got {shape!r}"
+    if not isinstance(shape, list) or input_shape_problem(shape):
+        return f"'input_shape' {input_shape_problem(shape)}"
     for i, spec in enumerate(config["layers"]):
-        if (not isinstance(spec, dict) or spec.get("class_name") not in layers.LAYER_CLASSES
+        if (not isinstance(spec, dict) or not isinstance(spec.get("class_name"), str)
+                or spec["class_name"] not in layers.LAYER_CLASSES
                 or not isinstance(spec.get("config"), dict)):
             return (f"layer {i} should be {{'class_name': one of {sorted(layers.LAYER_CLASSES)}, "
                     f"'config': {{...}}}}, got {str(spec)[:200]}")
@@ -440,10 +452,11 @@ def _build_checked(path, config, inits):
 
     try:
         layer_objs = [layers.LAYER_CLASSES[spec["class_name"]](**spec["config"]) for spec in config["layers"]]
-        shape, expected = tuple(config["input_shape"]), {}
-        for layer in layer_objs:                         # shapes only: nothing is allocated yet
+        expected = {}
+        for layer, shape, _ in layer_shapes(layer_objs, tuple(config["input_shape"])):   # shapes only
             expected.update(_onnx_weight_shapes(layer, shape))
-            shape = layer.compute_output_shape(shape)
+    except LimitError as e:
+        raise OnnxFileError(f"{path}: {e}") from None
     except (TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
         raise OnnxFileError(f"{path}: the stored architecture cannot be rebuilt: {type(e).__name__}: {e}") from None
     if set(expected) != set(inits):

@@ -461,7 +461,7 @@ def _check_shapes(path, expected, stored):
 def _input_shape(path, config):
     shape = config.get("input_shape")
     if not isinstance(shape, list) or input_shape_problem(shape):
-        raise ModelFileError(f"{path}: input_shape in the stored architecture: {input_shape_problem(shape)}")
+        raise ModelFileError(f"{path}: input_shape in the stored architecture {input_shape_problem(shape)}")
     return tuple(shape)
 
 
