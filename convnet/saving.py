@@ -195,7 +195,8 @@ def _json_array(obj):
 #: so a hostile file cannot make loading use more than a few hundred MB.
 # shared with every other way a model enters (ONNX, importers): see convnet/limits.py
 from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_TRAINING_JSON_BYTES, MAX_UNITS,  # noqa: E402
-                     MAX_WEIGHT_BYTES, MAX_WINDOW_VALUES, LimitError, input_shape_problem, layer_shapes)
+                     MAX_WEIGHT_BYTES, MAX_WINDOW_VALUES, LimitError, file_problem, input_shape_problem,
+                     layer_shapes)
 MAX_DIRECTORY_BYTES = 2 ** 20        # the zip's central directory (about 10,000 entries)
 MAX_NPY_HEADER = 4096                # an .npy header (np.save writes 128 bytes)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -250,8 +251,11 @@ class _Archive:
             path = model_path(path)
         if path.is_dir():
             raise ModelFileError(f"{path}: is a directory, expected a model file (.npz)")
-        if not path.is_file():
+        problem = file_problem(path)
+        if problem and problem.endswith("does not exist"):
             raise FileNotFoundError(f"no model file at {path}")
+        if problem:                    # a FIFO would block the reader, /dev/zero never ends
+            raise ModelFileError(problem)
         self.path = path
         self.file = open(path, "rb")
         try:

@@ -868,3 +868,13 @@ def test_fuzz_npy_header_fields(fuzz_dir, choice):
     with zipfile.ZipFile(buffer, "a") as z:
         z.writestr(name + ".npy", head.getvalue() + data)
     load_bytes(buffer.getvalue(), fuzz_dir)
+
+
+def test_a_fifo_or_a_device_is_named_not_read(tmp_path):
+    os.mkfifo(tmp_path / "fifo.npz")                  # reading it would block for ever
+    with pytest.raises(ModelFileError, match=r"fifo\.npz is a FIFO \(named pipe\), not a regular file"):
+        load_model(tmp_path / "fifo.npz")
+    with pytest.raises(ModelFileError, match=r"/dev/zero is a device, not a regular file"):
+        load_model("/dev/zero")
+    with pytest.raises(FileNotFoundError, match="no model file at"):
+        load_model(tmp_path / "missing.npz")
