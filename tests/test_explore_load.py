@@ -97,6 +97,7 @@ def _send(port, method, path, body, ctype):
 
 def test_a_burst_is_answered_in_bounded_memory_without_a_traceback(server):
     proc, port = server
+    idle = _vm_hwm(proc.pid)
     started = time.monotonic()
     pixels = json.dumps({"pixels": [[0.0] * 28] * 28}).encode()
     predict = (f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
@@ -135,7 +136,7 @@ def test_a_burst_is_answered_in_bounded_memory_without_a_traceback(server):
     print(f"\nload test: {answered} requests answered ({BURST} at once, then {REQUESTS} predictions and "
           f"{UPLOADS} uploads {CONCURRENCY} at a time; uploads 200: "
           f"{sum(s == 200 for s, _, _ in upload_results)}, 503: {sum(s == 503 for s, _, _ in upload_results)}), "
-          f"server peak RSS {peak / 2 ** 20:.0f} MiB, {elapsed:.1f} s")
+          f"server peak RSS {peak / 2 ** 20:.0f} MiB (at rest {idle / 2 ** 20:.0f} MiB), {elapsed:.1f} s")
     assert peak < PEAK_RSS_BOUND, f"the server peaked at {peak / 2 ** 20:.0f} MiB"
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)

@@ -434,6 +434,8 @@ class Handler(BaseHTTPRequestHandler):
         if name not in q:
             return default
         try:
+            if len(q[name]) > MAX_DIGITS:          # never converted: int() of a long string is slow, then refused
+                raise ValueError
             value = int(q[name])
         except ValueError:
             raise ExploreError(f"{name} must be a whole number in {lo}..{hi}, got {q[name][:20]!r}") from None
