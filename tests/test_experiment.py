@@ -93,7 +93,8 @@ def test_short_run_learns_and_writes_consistent_results(tmp_path, capsys):
     assert metrics["files"] == ["model.npz", "checkpoint.npz", "metrics.json", *mnist.PLOTS]
     for name in metrics["files"]:
         assert (out / name).stat().st_size > 1000, name
-    assert not [f for f in os.listdir(out) if f.startswith(".") and f != mnist.RUN_MARKER], "temporary files left behind"
+    assert not [f for f in os.listdir(out) if f.startswith(".") and f != mnist.RUN_MARKER], \
+        "temporary files left behind"
     assert mnist.latest_run(tmp_path / "runs") == out.resolve()
 
     # the saved model reproduces the reported test result
