@@ -358,10 +358,9 @@ def _run(args):
         if owner is not None:
             # the marker goes with a run that did nothing, or with a directory a refused --resume found
             owner.release(remove=owner.created and (nothing_done or not owner.started))
-        if nothing_done:
-            for d in reversed(created):
-                with contextlib.suppress(OSError):
-                    d.rmdir()                              # only if empty
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()                                  # only if empty: a refused run leaves none behind
 
 
 #: the run's owner file in a run directory: what marks a directory as a run, locked while a process writes it

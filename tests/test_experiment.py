@@ -507,3 +507,13 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys):
     assert "nothing to resume" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # given back
+
+
+def test_a_refused_resume_leaves_no_folder_or_marker_behind(tmp_path, capsys):
+    assert run(tmp_path / "runs" / "new", *TINY, "--resume") == 2
+    assert "no checkpoint" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == []
+    fake_checkpoint(tmp_path)                            # a folder of the user's: only the marker it made goes
+    assert run(tmp_path, *TINY, "--epochs", "2", "--resume", "--lr", "0.5") == 2
+    assert "changed: --lr" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]
