@@ -555,3 +555,23 @@ def test_fuzzed_json_bodies_get_an_answer_never_a_500(server):
 
     check()
     _alive(server)
+
+
+def test_a_burst_of_connections_is_queued_not_dropped(model):
+    """While every thread is busy, new connections wait in the listen queue: 300 at once all get in.
+
+    The server here accepts nothing (its loop is not started), as when all its threads are taken;
+    with the old queue of 32 the kernel dropped the connections beyond it (connect timed out).
+    """
+    explorer = Explorer(model, model_path="seed model")
+    server = srv.ExplorerServer(explorer)            # listening, never accepting
+    socks = []
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection(server.server_address[:2], timeout=0.5))
+    finally:
+        for s in socks:
+            s.close()
+        server.server_close()
+        explorer.close()
+    assert len(socks) == 300
