@@ -35,8 +35,10 @@ naming the layer.
 metadata entry, the weights from the initializers, and the file's graph must
 be, node for node, the graph that convnet writes for that architecture.
 Everything is checked before memory is spent on it (file size, the format, each
-initializer's type and shape against the architecture); anything else raises
-:class:`OnnxFileError` naming the file and what is wrong.
+initializer's type and shape against the architecture), against the limits
+every model file shares with ``.npz`` files (:mod:`convnet.limits`: the
+config's length before it is parsed, layers, input size, units, weights);
+anything else raises :class:`OnnxFileError` naming the file and what is wrong.
 """
 import json
 import os
