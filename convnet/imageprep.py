@@ -82,7 +82,7 @@ def load_greyscale(image):
     if isinstance(image, (str, os.PathLike)):
         return _load_file(os.fspath(image))
     if isinstance(image, Image.Image):
-        return _pil_to_grey(_shrink(image))
+        return _pil_to_grey(_upright(_shrink(image), _orientation(image)))
     return _array_to_grey(np.asarray(image))
 
 
@@ -116,7 +116,7 @@ def _load_file(path):
                 if im.size[0] * im.size[1] > MAX_PIXELS:
                     raise ImagePrepError(f"the image is {w} x {h} pixels, {too_large}", path)
                 im.load()
-                return _pil_to_grey(_shrink(im))
+                return _pil_to_grey(_upright(_shrink(im), _orientation(im)))
     except ImagePrepError:
         raise
     except Image.DecompressionBombError:
@@ -128,6 +128,30 @@ def _load_file(path):
         raise ImagePrepError(f"cannot read the image ({e})", path) from None
     except MemoryError:
         raise ImagePrepError("not enough memory to decode the image", path) from None
+
+
+#: EXIF Orientation -> the transpose that shows the picture upright, as every image viewer does
+#: (a phone stores a portrait photo sideways, with 6 or 8)
+_ORIENTATION = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def _orientation(im):
+    """The EXIF Orientation tag of ``im`` (1, upright, when absent or unreadable)."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:                     # a damaged EXIF block: shown as stored, as viewers do
+        return 1
+    return value if value in _ORIENTATION else 1
+
+
+def _upright(im, orientation):
+    """``im`` turned as its EXIF orientation says (after shrinking: a quarter turn of fewer pixels)."""
+    if orientation == 1:
+        return im
+    from PIL import Image
+
+    return im.transpose(getattr(Image.Transpose, _ORIENTATION[orientation]))
 
 
 def _shrink(im):

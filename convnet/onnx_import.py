@@ -157,7 +157,7 @@ class _Importer:
         self.stored_bytes += nbytes
         if self.stored_bytes > self.max_weight_bytes:
             raise self.fail(f"its initializers and constants take more than {self.max_weight_bytes:,} bytes, the "
-                            f"most convnet loads (convnet.saving.MAX_WEIGHT_BYTES)")
+                            f"most convnet loads (convnet.limits.MAX_WEIGHT_BYTES)")
 
     def _check_tensor(self, tensor, what):
         """The tensor's byte size, once its type, shape and stored length are known to agree."""
@@ -213,7 +213,7 @@ class _Importer:
             shape.append(int(d.dim_value))
         if math.prod(shape) > self.max_units:
             raise self.fail(f"input {_text(value.name)!r} has {math.prod(shape):,} values per example, more than "
-                            f"{self.max_units:,} (convnet.saving.MAX_UNITS)")
+                            f"{self.max_units:,} (convnet.limits.MAX_UNITS)")
         if dims[0].HasField("dim_value") and dims[0].dim_value > 0:
             self.static_batch = int(dims[0].dim_value)       # e.g. torch.onnx.export without dynamic axes
         if len(shape) == 3:
@@ -337,7 +337,7 @@ class _Importer:
     def check_units(self, shape):
         if math.prod(shape) > self.max_units:
             raise self.fail(f"would output {shape} per example, more than {self.max_units:,} values "
-                            f"(convnet.saving.MAX_UNITS)")
+                            f"(convnet.limits.MAX_UNITS)")
 
     def _resolve(self, data, nchw):
         """Decide the 4-D input's layout (``data`` is the input or follows it through elementwise ops)."""

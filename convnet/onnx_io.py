@@ -49,8 +49,11 @@ exporter) is handed to :mod:`convnet.onnx_import`, which rebuilds its graph
 as convnet layers when it is made of operations convnet has, converting the
 layouts, and otherwise raises one :class:`OnnxFileError` naming the node and
 the op. The imported model goes through the same checks as a model file of
-convnet's own (:func:`convnet.saving.load_model`'s limits on layers, sizes
-and weights), and the file through ``onnx.checker``.
+convnet's own, and the file through ``onnx.checker``.
+
+Every file, exported or imported, is held to the limits every model file
+shares with ``.npz`` files (:mod:`convnet.limits`: the config's length before
+it is parsed, layers, input size, units, weights).
 """
 import json
 import os
@@ -61,6 +64,8 @@ import numpy as np
 
 from . import activations, layers
 from .interop import ConversionError
+from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_MODEL_FILE_BYTES, MAX_UNITS, MAX_WEIGHT_BYTES,
+                     LimitError, file_problem, input_shape_problem, layer_shapes)
 from .saving import ModelFileError
 from .utils import pad_amounts
 
@@ -78,11 +83,11 @@ CONFIG_KEY, GRAPH_VERSION_KEY, GRAPH_VERSION = "convnet.model_config", "convnet.
 #: written when the graph takes channels-first images (``to_onnx(..., input_layout="NCHW")``)
 LAYOUT_KEY = "convnet.input_layout"
 INPUT_LAYOUTS = ("NHWC", "NCHW")
-#: convnet's models are megabytes; a larger file is refused before it is read into memory
-MAX_FILE_BYTES = 1 << 30
+#: the weights, config and graph of the largest model convnet loads fit well within this (convnet.limits);
+#: a larger file is refused before it is read into memory
+MAX_FILE_BYTES = MAX_MODEL_FILE_BYTES
 #: a protobuf message (a whole ONNX file without external data) cannot exceed 2 GiB
 MAX_PROTO_BYTES = (1 << 31) - 1
-_MAX_DIM = 1 << 16      # largest image side / feature count accepted from a file's input shape
 
 _NCHW, _NHWC = [0, 3, 1, 2], [0, 2, 3, 1]      # Transpose permutations into and out of channels first
 
@@ -355,8 +360,9 @@ def from_onnx(path):
     """
     onnx = _onnx()
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {path}")
+    problem = file_problem(path)
+    if problem:
+        raise (FileNotFoundError if problem.endswith("does not exist") else OnnxFileError)(problem)
     proto = _read_proto(onnx, path)
     if proto.producer_name != PRODUCER:
         return _import_foreign(onnx, path, proto)
@@ -390,7 +396,7 @@ def _import_foreign(onnx, path, proto):
         raise OnnxFileError(f"{path}: imports opsets {opsets}; convnet reads the default domain at opset "
                             f"{MIN_FOREIGN_OPSET} to {newest}")
     opset = opsets.get("", opsets.get("ai.onnx"))
-    input_shape, stack, _ = import_graph(onnx, path, proto, opset, (saving.MAX_WEIGHT_BYTES, saving.MAX_UNITS))
+    input_shape, stack, _ = import_graph(onnx, path, proto, opset, (MAX_WEIGHT_BYTES, MAX_UNITS))
     if not stack:
         raise OnnxFileError(f"{path}: computes nothing convnet has a layer for (its output is its input)")
     name = proto.graph.name if isinstance(proto.graph.name, str) else ""
@@ -402,7 +408,7 @@ def _import_foreign(onnx, path, proto):
               if ws for key, w in zip(("kernel", "bias"), ws)}
     try:
         model = saving._build_model(path, config, stored)          # the limits of convnet's own files
-    except saving.ModelFileError as e:
+    except ModelFileError as e:
         raise OnnxFileError(str(e)) from None
     model.set_weights(weights)
     _run_checker(onnx, path, proto)
@@ -460,7 +466,7 @@ def _run_checker(onnx, path, proto):
 
 def _initializers(onnx, path, proto):
     """Name -> TensorProto, each float32 with as many values as its dims say (nothing decoded yet)."""
-    inits = {}
+    inits, total = {}, 0
     for tensor in proto.graph.initializer:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:          # never read the file it names
             raise OnnxFileError(f"{path}: initializer {tensor.name!r} refers to external data; convnet's files "
@@ -477,6 +483,10 @@ def _initializers(onnx, path, proto):
             raise OnnxFileError(f"{path}: initializer {tensor.name!r} has shape {dims}; convnet's weights have "
                                 f"no empty dimension")
         n = int(np.prod(dims, dtype=object))
+        total += 4 * n
+        if total > MAX_WEIGHT_BYTES:
+            raise OnnxFileError(f"{path}: the initializers take more than {MAX_WEIGHT_BYTES:,} bytes, the most "
+                                f"convnet loads (convnet.limits.MAX_WEIGHT_BYTES)")
         stored = len(tensor.raw_data) // 4 if tensor.HasField("raw_data") else len(tensor.float_data)
         if tensor.HasField("raw_data") and len(tensor.raw_data) % 4 or stored != n:
             raise OnnxFileError(f"{path}: initializer {tensor.name!r} of shape {dims} holds {stored} values, "
@@ -489,6 +499,9 @@ def _stored_config(path, proto):
     props = {p.key: p.value for p in proto.metadata_props}
     if CONFIG_KEY not in props:
         raise OnnxFileError(f"{path}: has no {CONFIG_KEY!r} metadata entry (not exported by convnet?)")
+    if len(props[CONFIG_KEY]) > MAX_JSON_BYTES:           # before it is parsed into objects
+        raise OnnxFileError(f"{path}: metadata {CONFIG_KEY!r} takes {len(props[CONFIG_KEY]):,} characters; a "
+                            f"model config is at most {MAX_JSON_BYTES:,} (convnet.limits.MAX_JSON_BYTES)")
     try:
         config = json.loads(props[CONFIG_KEY])
     except (ValueError, RecursionError) as e:       # bad JSON, bytes that are not UTF-8, absurd nesting
@@ -505,12 +518,14 @@ def _config_problem(config):
         return "expected an object with a 'layers' list"
     if not isinstance(config.get("name", ""), str):
         return "'name' is not a string"
+    if len(config["layers"]) > MAX_LAYERS:
+        return f"it has {len(config['layers'])} layers; at most {MAX_LAYERS} (convnet.limits.MAX_LAYERS)"
     shape = config.get("input_shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-            or not all(type(d) is int and 1 <= d <= _MAX_DIM for d in shape)):
-        return f"'input_shape' should be 1 to 3 integers from 1 to {_MAX_DIM}, got {shape!r}"
+    if not isinstance(shape, list) or input_shape_problem(shape):
+        return f"'input_shape' {input_shape_problem(shape)}"
     for i, spec in enumerate(config["layers"]):
-        if (not isinstance(spec, dict) or spec.get("class_name") not in layers.LAYER_CLASSES
+        if (not isinstance(spec, dict) or not isinstance(spec.get("class_name"), str)
+                or spec["class_name"] not in layers.LAYER_CLASSES
                 or not isinstance(spec.get("config"), dict)):
             return (f"layer {i} should be {{'class_name': one of {sorted(layers.LAYER_CLASSES)}, "
                     f"'config': {{...}}}}, got {str(spec)[:200]}")
@@ -535,10 +550,11 @@ def _build_checked(path, config, inits):
 
     try:
         layer_objs = [layers.LAYER_CLASSES[spec["class_name"]](**spec["config"]) for spec in config["layers"]]
-        shape, expected = tuple(config["input_shape"]), {}
-        for layer in layer_objs:                         # shapes only: nothing is allocated yet
+        expected = {}
+        for layer, shape, _ in layer_shapes(layer_objs, tuple(config["input_shape"])):   # shapes only
             expected.update(_onnx_weight_shapes(layer, shape))
-            shape = layer.compute_output_shape(shape)
+    except LimitError as e:
+        raise OnnxFileError(f"{path}: {e}") from None
     except (TypeError, ValueError, KeyError, IndexError, OverflowError) as e:
         raise OnnxFileError(f"{path}: the stored architecture cannot be rebuilt: {type(e).__name__}: {e}") from None
     if set(expected) != set(inits):

@@ -13,6 +13,8 @@ Every optimizer also takes, as in Keras:
   (``ema_momentum``) in the slot ``"average"``; ``fit`` puts the averages in
   place of the weights when training ends (:meth:`Optimizer.finalize_variable_values`).
 """
+import math
+
 import numpy as np
 
 from . import backends, schedules
@@ -26,6 +28,8 @@ class Optimizer:
             learning_rate = schedules.deserialize(learning_rate)
         if not isinstance(learning_rate, schedules.LearningRateSchedule):
             learning_rate = float(learning_rate)
+            if not 0 < learning_rate < math.inf:
+                raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate}")
         self.learning_rate = learning_rate
         if not 0 <= ema_momentum < 1:
             raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum}")
@@ -173,6 +177,12 @@ class Adam(Optimizer):
                  ema_momentum=0.99):
         super().__init__(learning_rate, use_ema, ema_momentum)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        # beta = 1 divides by 1 - beta^t = 0 in the step size; beyond 1 the averages grow without bound
+        for name, beta in (("beta_1", self.beta_1), ("beta_2", self.beta_2)):
+            if not 0 <= beta < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {beta}")
+        if not 0 < self.epsilon < math.inf:
+            raise ValueError(f"epsilon must be a positive finite number, got {self.epsilon}")
 
     def step_size(self):
         """``lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)`` for the current step ``t`` (bias correction)."""

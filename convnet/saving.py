@@ -133,13 +133,13 @@ def _check_loadable(model):
     nbytes = sum(p.nbytes for p in _weights(model))
     if nbytes > MAX_WEIGHT_BYTES:
         raise ValueError(f"the model's weights take {nbytes:,} bytes; convnet's model files hold at most "
-                         f"{MAX_WEIGHT_BYTES:,} (convnet.saving.MAX_WEIGHT_BYTES)")
+                         f"{MAX_WEIGHT_BYTES:,} (convnet.limits.MAX_WEIGHT_BYTES)")
     if len(model.layers) > MAX_LAYERS:
         raise ValueError(f"the model has {len(model.layers)} layers; model files hold at most {MAX_LAYERS}")
     for layer in model.layers:
         if _prod(layer.output_shape) > MAX_UNITS:
             raise ValueError(f"layer {layer.name!r} outputs {layer.output_shape} per image; model files allow at "
-                             f"most {MAX_UNITS:,} values per layer (convnet.saving.MAX_UNITS)")
+                             f"most {MAX_UNITS:,} values per layer (convnet.limits.MAX_UNITS)")
         window = getattr(layer, "window_size", None)
         if window is not None and \
                 _prod(layer.output_shape[:-1]) * _prod(window) * layer.input_shape[-1] > MAX_WINDOW_VALUES:
@@ -193,12 +193,10 @@ def _json_array(obj):
 #: What a model file may ask for. Everything read from a file is checked against these
 #: limits (and against the sizes the architecture implies) before memory is spent on it,
 #: so a hostile file cannot make loading use more than a few hundred MB.
-MAX_WEIGHT_BYTES = 16 * 2 ** 20      # all weight arrays together (4.2M float32 values; the seed model: 0.6 MB)
-MAX_LAYERS = 256
-MAX_UNITS = 2 ** 20                  # elements of the input, and of every layer's output, per image
-MAX_WINDOW_VALUES = 2 ** 22          # a conv/pool layer's windows per image (out rows x cols x window x channels)
-MAX_JSON_BYTES = 256 * 2 ** 10       # format, model_config, compile_config
-MAX_TRAINING_JSON_BYTES = 4 * 2 ** 20  # training: history and metadata
+# shared with every other way a model enters (ONNX, importers): see convnet/limits.py
+from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_TRAINING_JSON_BYTES, MAX_UNITS,  # noqa: E402
+                     MAX_WEIGHT_BYTES, MAX_WINDOW_VALUES, LimitError, file_problem, input_shape_problem,
+                     layer_shapes)
 MAX_DIRECTORY_BYTES = 2 ** 20        # the zip's central directory (about 10,000 entries)
 MAX_NPY_HEADER = 4096                # an .npy header (np.save writes 128 bytes)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -334,8 +332,11 @@ class _Archive:
             path = model_path(path)
         if path.is_dir():
             raise ModelFileError(f"{path}: is a directory, expected a model file (.npz)")
-        if not path.is_file():
+        problem = file_problem(path)
+        if problem and problem.endswith("does not exist"):
             raise FileNotFoundError(f"no model file at {path}")
+        if problem:                    # a FIFO would block the reader, /dev/zero never ends
+            raise ModelFileError(problem)
         self.path = path
         self.file = open(path, "rb")
         try:
@@ -486,7 +487,7 @@ class _Archive:
             total += _prod(shape) * dtype.itemsize
             if total > MAX_WEIGHT_BYTES:
                 raise ModelFileError(f"{self.path}: the stored weights take more than {MAX_WEIGHT_BYTES:,} bytes, "
-                                     f"the most convnet loads (convnet.saving.MAX_WEIGHT_BYTES)")
+                                     f"the most convnet loads (convnet.limits.MAX_WEIGHT_BYTES)")
             stored[name] = (shape, dtype)
         return stored
 
@@ -519,19 +520,11 @@ def _build_model(path, config, stored):
     input_shape = _input_shape(path, config)
     try:
         model = Sequential(layer_objs, name=config.get("name", "sequential"), seed=config.get("seed"))
-        shape, expected = input_shape, []
-        for layer in model.layers:                  # shapes only: nothing is allocated
-            layer.input_shape = shape
-            shape = layer.compute_output_shape(shape)
-            if not all(isinstance(d, int) and d >= 1 for d in shape) or _prod(shape) > MAX_UNITS:
-                raise ModelFileError(f"{path}: layer {layer.name!r} would output {shape} per image; expected "
-                                     f"positive sizes, at most {MAX_UNITS:,} values (convnet.saving.MAX_UNITS)")
-            window = getattr(layer, "window_size", None)      # conv and pool: what im2col copies per image
-            if window is not None and _prod(shape[:-1]) * _prod(window) * layer.input_shape[-1] > MAX_WINDOW_VALUES:
-                raise ModelFileError(f"{path}: layer {layer.name!r} slides a {window} window over {layer.input_shape}, "
-                                     f"more than {MAX_WINDOW_VALUES:,} window values per image "
-                                     f"(convnet.saving.MAX_WINDOW_VALUES)")
-            expected += [(f"{layer.name}/{k}", tuple(s)) for k, s in layer.param_shapes().items()]
+        try:
+            walked = layer_shapes(model.layers, input_shape)
+        except LimitError as e:             # shapes only: nothing was allocated
+            raise ModelFileError(f"{path}: {e}") from None
+        expected = [(f"{layer.name}/{k}", tuple(s)) for layer, _, _ in walked for k, s in layer.param_shapes().items()]
     except ModelFileError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as e:
@@ -558,11 +551,8 @@ def _check_shapes(path, expected, stored):
 
 def _input_shape(path, config):
     shape = config.get("input_shape")
-    if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
-            or _prod(shape) > MAX_UNITS):
-        raise ModelFileError(f"{path}: input_shape in the stored architecture should be 1 to 3 positive integers "
-                             f"with at most {MAX_UNITS:,} values in all, got {shape!r}")
+    if not isinstance(shape, list) or input_shape_problem(shape):
+        raise ModelFileError(f"{path}: input_shape in the stored architecture {input_shape_problem(shape)}")
     return tuple(shape)
 
 

@@ -56,8 +56,15 @@ dropout from ``(seed, e)``, and the checkpoint holds weights and optimizer
 state, so 1 epoch + ``--resume`` for a second equals 2 epochs straight (on
 the same machine with the same thread count: BLAS may sum in another order
 with other threads, which changes the last bits).
-Ctrl-C stops the run, keeps the checkpoint of the last completed epoch and
-prints the command that resumes it (exit status 130).
+Ctrl-C (or SIGTERM) stops the run, keeps the checkpoint of the last completed
+epoch and prints the command that resumes it (exit status 130).
+
+One process writes a run: the directory's ``.convnet-run`` file is locked
+while it runs, so a second ``experiments.mnist`` on the same ``--out`` (new
+or ``--resume``) is refused with the first one's pid; a killed run's lock
+goes with its process. ``--resume`` in a directory that no run made (no
+``.convnet-run``) is refused when it holds a ``model.npz``, ``metrics.json``
+or plot the resumed run would write over.
 
 Two "train accuracies" are reported: the running mean over the last epoch's
 batches with dropout on (what Keras prints, what the history holds) and a
@@ -282,7 +289,7 @@ def main(argv=None):
 
     args = parse_args(argv)
     try:
-        with _thread_limit(args.threads), convnet.backend(args.backend):
+        with _sigterm_as_interrupt(), _thread_limit(args.threads), convnet.backend(args.backend):
             return _run(args)
     except CLIError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -296,6 +303,27 @@ def main(argv=None):
     except OSError as e:
         print(f"error: {os_error_message(e)}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (kill, a closing terminal, a job scheduler) ends the run as Ctrl-C does: checkpoint kept,
+    nothing half-made left behind."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -314,6 +342,75 @@ def _thread_limit(threads):
 
 
 def _run(args):
+    """Take the run directory (created if new, locked for this process), then :func:`_run_owned`.
+
+    Whatever ends the run, the lock is let go; a new run that completed no
+    epoch leaves nothing behind (its marker, plots and the directories it
+    created go).
+    """
+    created = _make_dirs(args.out)
+    owner = None
+    try:
+        owner = RunOwner(args.out)
+        return _run_owned(args, owner)
+    finally:
+        nothing_done = not args.resume and not (args.out / CHECKPOINT).exists()
+        if owner is not None:
+            # the marker goes with a run that did nothing, or with a directory a refused --resume found
+            owner.release(remove=owner.created and (nothing_done or not owner.started))
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()                                  # only if empty: a refused run leaves none behind
+
+
+#: the run's owner file in a run directory: what marks a directory as a run, locked while a process writes it
+RUN_MARKER = ".convnet-run"
+
+
+class RunOwner:
+    """One writer per run: ``DIR/.convnet-run``, held under an exclusive ``flock`` for as long as the run goes.
+
+    A second ``experiments.mnist`` on the same directory (a new run or a
+    ``--resume``) is refused while the first lives; the lock goes with its
+    process, so the file a killed run leaves behind is no obstacle (its
+    content, the last owner's pid and host, is only shown in the message).
+    ``created`` says whether the file is new: a directory without it was
+    not made by a run.
+    """
+
+    def __init__(self, out):
+        self.path, self.started = Path(out) / RUN_MARKER, False
+        flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            self.fd, self.created = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o666), True
+        except FileExistsError:
+            try:
+                self.fd, self.created = os.open(self.path, flags), False
+            except OSError as e:
+                raise CLIError(f"--out {out}: {RUN_MARKER} cannot be opened ({os_error_message(e)}): "
+                               f"choose another --out", code=1) from None
+        try:
+            import fcntl
+        except ImportError:                      # no flock (Windows): one writer is then the user's care
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(self.fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(self.fd)
+            raise CLIError(f"--out {out} is in use by another experiments.mnist ({holder or 'a running process'}); "
+                           f"wait for it to end, or choose another --out", code=1) from None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, f"pid {os.getpid()} on {platform.node()}\n".encode(), 0)
+
+    def release(self, remove=False):
+        if remove:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        os.close(self.fd)                        # and with it the lock
+
+
+def _run_owned(args, owner):
     """Build or resume the model, train with checkpoints, then evaluate and write the results."""
     say = (lambda *a, **k: None) if args.quiet else print
     out = args.out
@@ -321,12 +418,19 @@ def _run(args):
     checkpoint_path = out / CHECKPOINT
 
     if args.resume:
+        if owner.created:
+            # not a run's directory: a resumed run must not write over what the user keeps there
+            taken = [n for n in (MODEL, METRICS, *PLOTS) if (out / n).exists() or (out / n).is_symlink()]
+            if taken:
+                raise CLIError(f"--resume: {out} was not made by experiments.mnist (it has no {RUN_MARKER}) and "
+                               f"holds {', '.join(taken)}, which the resumed run would write over: copy "
+                               f"{CHECKPOINT} into a new directory and resume there")
         model, start_epoch, history = _resume(args, checkpoint_path)
         say(f"resuming {out} after epoch {start_epoch} of {args.epochs}")
     else:
         if checkpoint_path.exists():
             raise CLIError(f"{checkpoint_path} exists: add --resume to continue that run, or choose another --out")
-        if out.is_dir() and any(out.iterdir()):
+        if any(p.name != RUN_MARKER for p in out.iterdir()):
             raise CLIError(f"--out {out} already holds files that are not a run's checkpoint: choose a new or "
                            f"empty directory (nothing in it is overwritten)")
         model = build_model(args.seed, args.dropout)
@@ -334,7 +438,7 @@ def _run(args):
         model.compile(make_optimizer(args.optimizer, args.lr, args.momentum, args.recipe, total_steps),
                       "sparse_categorical_crossentropy", ["accuracy"])
         start_epoch, history = 0, {}
-    created = _make_dirs(out)
+    owner.started = True
     checkpoint = ModelCheckpoint(checkpoint_path, history=history, metadata={"args": _train_args(args)})
     # the per-epoch test figures measure the averaged weights, which is what the run ends with
     callbacks = ([SwapEMAWeights()] if model.optimizer.use_ema else []) + [checkpoint]
@@ -351,10 +455,10 @@ def _run(args):
         results = _finish(args, model, checkpoint.history, (x_train, y_train), (x_test, y_test), start_epoch,
                           time.perf_counter() - started)
     except KeyboardInterrupt:
-        _clean_up_if_nothing_done(args, checkpoint, start_epoch, created)
+        _clean_up_if_nothing_done(args, checkpoint, start_epoch)
         return _interrupted(args, checkpoint, start_epoch)
     except (OSError, FloatingPointError) as e:
-        _clean_up_if_nothing_done(args, checkpoint, start_epoch, created)
+        _clean_up_if_nothing_done(args, checkpoint, start_epoch)
         return _failed(args, checkpoint, start_epoch, e)
     print(_summary(results, out, _held_out(args)), flush=True)
     return 0
@@ -380,18 +484,15 @@ def _make_dirs(out):
     return created
 
 
-def _clean_up_if_nothing_done(args, checkpoint, start_epoch, created):
-    """No epoch completed in a new run: remove what this run wrote (its plots) and the directories it
-    created, so no empty run is left behind. Nothing else is touched."""
+def _clean_up_if_nothing_done(args, checkpoint, start_epoch):
+    """No epoch completed in a new run: remove what this run wrote (its plots; :func:`_run` then its
+    marker and the directories it created), so no empty run is left behind. Nothing else is touched."""
     if args.resume or checkpoint.epochs_completed or start_epoch:
         return
     if args.out.is_dir():
         for name in PLOTS:
             with contextlib.suppress(OSError):
                 (args.out / name).unlink()
-    for d in reversed(created):
-        with contextlib.suppress(OSError):
-            d.rmdir()                                  # only if empty
 
 
 def _resume(args, checkpoint_path):

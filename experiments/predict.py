@@ -17,10 +17,12 @@ import argparse
 import glob
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from convnet.imageprep import ImagePrepError, mnist_style
+from convnet.limits import file_problem
 from convnet.utils import record_output, written_by_convnet
 
 __all__ = ["find_latest_model", "resolve_model_path", "load_model_for_inference", "classify",
@@ -65,8 +67,9 @@ def resolve_model_path(path=None, runs_dir=RUNS_DIR):
         return found
     if os.path.isdir(path):
         path = os.path.join(path, "model.npz")
-    if not os.path.isfile(path):
-        raise NoModelError(f"model file {path} does not exist")
+    problem = file_problem(Path(path))
+    if problem:          # a FIFO, /dev/zero, a loop of links: said as what they are, not "does not exist"
+        raise NoModelError(f"model file {problem}")
     return path
 
 
@@ -79,6 +82,12 @@ def load_model_for_inference(path):
         raise NoModelError(f"model {path} maps {model.input_shape} to {model.output_shape}; "
                            f"expected an MNIST model mapping (28, 28, 1) to (10,)")
     return model
+
+
+def shown(name):
+    """``name`` as it may be printed: as is when every character is printable, else Python-quoted with
+    escapes (a newline or a terminal escape sequence in a file name cannot forge or hide a line)."""
+    return name if name.isprintable() else repr(name)
 
 
 def classify(model, images):
@@ -112,7 +121,7 @@ def plot_prediction(image, probs, path, title=None):
     ax_bar.set_xlabel("probability")
     ax_bar.set_title(f"predicted {best} ({probs[best]:.1%})")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)        # a file name is text: "a$_$b.png" is no formula
     save_figure(fig, path)
     return path
 
@@ -166,45 +175,45 @@ def main(argv=None):
         model_path = resolve_model_path(args.model, args.runs_dir)
         model = load_model_for_inference(model_path)
     except (NoModelError, ValueError, OSError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {shown(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(f"model: {model_path}")
+    print(f"model: {shown(model_path)}")
     failed = 0
     outputs = output_names(args.images) if args.show else {}
     for name in args.images:
         try:
             image = mnist_style(name)
         except ImagePrepError as e:
-            print(f"{name}: error: {e.reason}", file=sys.stderr)
+            print(f"{shown(name)}: error: {shown(e.reason)}", file=sys.stderr)
             failed += 1
             continue
         except MemoryError:
-            print(f"{name}: error: not enough memory to prepare this image", file=sys.stderr)
+            print(f"{shown(name)}: error: not enough memory to prepare this image", file=sys.stderr)
             failed += 1
             continue
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
         _, probs = classify(model, image[None])
-        print(format_prediction(name, probs[0]))
+        print(format_prediction(shown(name), probs[0]))
         if args.show:
             out = os.path.join(args.out, outputs[name])
             if not written_by_convnet(out):
-                print(f"{name}: error: {out} exists and was not written by experiments.predict; it is left as "
-                      f"it is (choose another --out)", file=sys.stderr)
+                print(f"{shown(name)}: error: {shown(out)} exists and was not written by experiments.predict; "
+                      f"it is left as it is (choose another --out)", file=sys.stderr)
                 failed += 1
                 continue
             try:
-                plot_prediction(image, probs[0], out, title=os.path.basename(name))
+                plot_prediction(image, probs[0], out, title=shown(os.path.basename(name)))
                 record_output(out)
             except OSError as e:
-                print(f"{name}: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+                print(f"{shown(name)}: error: cannot write {shown(out)}: {e.strerror or e}", file=sys.stderr)
                 failed += 1
                 continue
-            print(f"  wrote {out}")
+            print(f"  wrote {shown(out)}")
     if failed:
         print(f"{failed} of {len(args.images)} images failed", file=sys.stderr)
     return 1 if failed else 0

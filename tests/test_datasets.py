@@ -19,6 +19,7 @@ import stat
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,7 @@ class MirrorServer:
     ``good``  the tiny files, gzip-compressed;
     ``wrong`` well-formed IDX files with the wrong content (bad checksum);
     ``drop``  announces the full length, sends half, and hangs up;
+    ``drip``  announces the full length and sends one byte every 0.1 s;
     anything else: 404.
     """
 
@@ -197,6 +199,16 @@ class MirrorServer:
                 if route == "drop":
                     body = server.bodies["good"].get(filename, b"")
                     self._send(body, send=len(body) // 2)
+                elif route == "drip":
+                    body = server.bodies["good"].get(filename, b"")
+                    self._send(body, send=0)
+                    for i in range(len(body)):
+                        time.sleep(0.1)
+                        try:
+                            self.wfile.write(body[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:              # the client gave up
+                            return
                 elif filename in server.bodies.get(route, {}):
                     self._send(server.bodies[route][filename])
                 else:
@@ -846,4 +858,13 @@ def test_gzip_bomb_from_a_source_is_not_inflated(tmp_path, digests, monkeypatch)
     with pytest.raises(IDXError, match=r"inflates to more than 1,048,576 bytes"):
         with cache.incoming("train-labels-idx1-ubyte", source="a bomb") as tmp:
             tmp.write_bytes(gzip.compress(bytes(2**24)))
+    assert cache_listing(tmp_path / "cache") == []
+
+
+def test_a_mirror_that_drips_is_given_up_at_the_deadline(load, tmp_path, server):
+    """Each byte comes well within the 2 s timeout; the file's total deadline ends it all the same."""
+    started = time.monotonic()
+    with pytest.raises(MNISTUnavailableError, match="sent too slowly: not complete by its deadline"):
+        load(mirrors=[server.url("drip")], timeout=2.0, download_deadline=1.0)
+    assert time.monotonic() - started < 4 * 1.5          # four files, each cut at its deadline
     assert cache_listing(tmp_path / "cache") == []

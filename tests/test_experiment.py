@@ -6,6 +6,8 @@ cache (``~/.cache/convnet/mnist``) on first use.
 import json
 import os
 import shlex
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,7 +93,8 @@ def test_short_run_learns_and_writes_consistent_results(tmp_path, capsys):
     assert metrics["files"] == ["model.npz", "checkpoint.npz", "metrics.json", *mnist.PLOTS]
     for name in metrics["files"]:
         assert (out / name).stat().st_size > 1000, name
-    assert not [f for f in os.listdir(out) if f.startswith(".")], "temporary files left behind"
+    assert not [f for f in os.listdir(out) if f.startswith(".") and f != mnist.RUN_MARKER], \
+        "temporary files left behind"
     assert mnist.latest_run(tmp_path / "runs") == out.resolve()
 
     # the saved model reproduces the reported test result
@@ -187,7 +190,7 @@ def test_ctrl_c_keeps_last_epoch_and_resume_command_works(straight, tmp_path, mo
     assert "interrupted after 1 of 2 epochs" in err
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1
     assert not (out / "model.npz").exists() and not (out / "metrics.json").exists()
-    assert not [f for f in os.listdir(out) if f.startswith(".")]
+    assert not [f for f in os.listdir(out) if f.startswith(".") and f != mnist.RUN_MARKER]
 
     monkeypatch.undo()
     command = shlex.split(err.strip().splitlines()[-1])
@@ -392,7 +395,7 @@ def test_disk_full_keeps_the_last_checkpoint_and_prints_the_resume_command(strai
     assert err.startswith(f"error: {out / 'checkpoint.npz'}: No space left on device (the disk is full")
     assert "Traceback" not in err
     assert load_checkpoint(out / "checkpoint.npz").epoch == 1
-    assert not [f for f in os.listdir(out) if f.startswith(".")]
+    assert not [f for f in os.listdir(out) if f.startswith(".") and f != mnist.RUN_MARKER]
     monkeypatch.undo()
     command = shlex.split(err.strip().splitlines()[-1])
     assert mnist.main(command[3:]) == 0
@@ -427,3 +430,90 @@ def test_latest_pointer_is_written_only_over_a_pointer(tmp_path, capsys):
         else:
             with pytest.raises(FileNotFoundError, match="does not name a run directory"):
                 mnist.latest_run(tmp_path)
+
+
+# ------------------------------------------------------------------ one writer per run
+def test_a_second_writer_of_a_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = mnist.RunOwner(out)                    # a run in progress (flock: per open file, so this conflicts)
+    try:
+        assert run(out, *TINY, "--epochs", "1") == 1
+        err = one_error_line(capsys)
+        assert f"is in use by another experiments.mnist (pid {os.getpid()} on " in err and "choose another --out" in err
+        fake_checkpoint(out)
+        assert run(out, *TINY, "--epochs", "2", "--resume") == 1
+        assert "is in use by another experiments.mnist" in one_error_line(capsys)
+        assert sorted(os.listdir(out)) == [mnist.RUN_MARKER, "checkpoint.npz"]
+    finally:
+        holder.release()
+
+
+def test_the_lock_of_a_dead_run_is_no_obstacle(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / mnist.RUN_MARKER).write_text("pid 999999999 on elsewhere\n")   # left by a killed run: not locked
+    fake_checkpoint(out)
+    seen = []
+    monkeypatch.setattr(mnist, "_resume", lambda args, path: seen.append(
+        (out / mnist.RUN_MARKER).read_text()) or (_ for _ in ()).throw(mnist.CLIError("stop here")))
+    assert run(out, *TINY, "--epochs", "2", "--resume") == 2
+    assert seen == [f"pid {os.getpid()} on {mnist.platform.node()}\n"]
+    assert (out / mnist.RUN_MARKER).exists()              # the run's own marker: kept
+
+
+def test_two_runs_started_together_on_one_new_directory(tmp_path):
+    """Real processes: one trains, the other is refused (before: both said "results in DIR/")."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "same"
+    root = Path(mnist.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [sys.executable, "-m", "experiments.mnist", *TINY, "--epochs", "1", "--out", str(out)]
+    procs = [subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = sorted((p.wait(300), p.stdout.read(), p.stderr.read()) for p in procs)
+    for p in procs:
+        p.stdout.close()
+        p.stderr.close()
+    (ok, out_a, _), (refused, _, err_b) = results
+    assert ok == 0 and f"results in {out}" in out_a
+    assert refused in (1, 2) and err_b.startswith("error: ") and "Traceback" not in err_b, err_b
+    assert "in use by another experiments.mnist" in err_b or "add --resume" in err_b or "already holds" in err_b
+
+
+def test_resume_in_a_folder_no_run_made_leaves_the_users_files_alone(tmp_path, capsys):
+    fake_checkpoint(tmp_path)                            # a checkpoint copied into the user's own folder
+    (tmp_path / "model.npz").write_bytes(b"my own model")
+    (tmp_path / "metrics.json").write_text("{\"mine\": true}")
+    assert run(tmp_path, *TINY, "--epochs", "2", "--resume") == 2
+    err = one_error_line(capsys)
+    assert "was not made by experiments.mnist" in err and "model.npz, metrics.json" in err
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.npz", "metrics.json", "model.npz"]
+    assert (tmp_path / "model.npz").read_bytes() == b"my own model"
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    import signal
+
+    def terminated(args, say):                           # SIGTERM during start-up
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt")
+    monkeypatch.setattr(mnist, "load_data", terminated)
+    out = tmp_path / "runs" / "new"
+    assert run(out, *TINY) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # given back
+
+
+def test_a_refused_resume_leaves_no_folder_or_marker_behind(tmp_path, capsys):
+    assert run(tmp_path / "runs" / "new", *TINY, "--resume") == 2
+    assert "no checkpoint" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == []
+    fake_checkpoint(tmp_path)                            # a folder of the user's: only the marker it made goes
+    assert run(tmp_path, *TINY, "--epochs", "2", "--resume", "--lr", "0.5") == 2
+    assert "changed: --lr" in one_error_line(capsys)
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]

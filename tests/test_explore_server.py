@@ -324,3 +324,254 @@ def test_textbook_backend_gives_the_same_answers(model, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--backend", "fortran"])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ hostile clients, round 2
+def _raw(server, data, timeout=10):
+    """Send raw bytes on a new connection; everything the server answers until it closes."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(data)
+        return _read_until_closed(s)
+
+
+def _host(server):
+    host, port = server.server_address[:2]
+    return f"{host}:{port}"
+
+
+def test_a_cross_site_upload_or_post_is_refused(server):
+    x, _ = mnist_test()
+    png = as_png(x[3] / 255.0)
+    for ctype in ("text/plain", None, "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        headers = {"Content-Type": ctype} if ctype else {}
+        status, reply = request(server, "POST", "/api/prepare", png, headers)
+        assert status == 415 and "image type" in reply["error"], (ctype, reply)
+    assert request(server, "POST", "/api/prepare", png, {"Content-Type": "application/octet-stream"})[0] == 200
+    own = "http://" + _host(server)
+    for path, body, ctype in [("/api/prepare", png, "image/png"),
+                              ("/api/predict", json.dumps({"pixels": digit_pixels(0)}).encode(), "application/json")]:
+        for origin in ("http://evil.example", "null", own + ".evil.example", "https://" + _host(server)):
+            status, reply = request(server, "POST", path, body, {"Content-Type": ctype, "Origin": origin})
+            assert status == 403 and "another site" in reply["error"], (path, origin)
+        assert request(server, "POST", path, body, {"Content-Type": ctype, "Origin": own})[0] == 200
+    _alive(server)
+
+
+@pytest.mark.parametrize("path, text, message", [
+    ("/api/predict", '{"pixels": [[' + "1" + "0" * 4400 + ']]}', "pixels has 1 rows"),
+    ("/api/predict", '{"pixels": [' + ",".join(["[" + ",".join(["0"] * 28) + "]"] * 27) + ",["
+     + ",".join(["0"] * 27) + ",1" + "0" * 4400 + "]]}", "pixels[27][27] is a number of 4,401 digits, outside 0..1"),
+    ("/api/predict", '{"pixels": [' + ",".join(["[" + ",".join(["0"] * 28) + "]"] * 27) + ",["
+     + ",".join(["0"] * 27) + ",1" + "0" * 400 + "]]}", "pixels[27][27] is a number of 401 digits, outside 0..1"),
+    ("/api/train/start", '{"learning_rate": 1' + "0" * 400 + "}", "learning_rate must be in"),
+    ("/api/train/start", '{"seed": -1' + "0" * 400 + "}", "seed must be in 0..2147483647, got a number of 401 digits"),
+    ("/api/unit", '{"pixels": [], "layer": 1' + "0" * 5000 + "}", "pixels has 0 rows"),
+    ("/api/backward", json.dumps({"pixels": [[0.0] * 28] * 28})[:-1] + ', "target": 9' + "9" * 5000 + "}",
+     "target must be in 0..9, got a number of 5,001 digits"),
+])
+def test_numbers_too_big_to_convert_are_a_400_naming_the_field(server, path, text, message):
+    status, reply = request(server, "POST", path, text.encode(), {"Content-Type": "application/json",
+                                                                 **session_header(7)})
+    assert status == 400 and message in reply["error"], reply
+    _alive(server)
+
+
+def test_a_huge_number_in_an_unknown_field_is_ignored(server):
+    text = json.dumps({"pixels": digit_pixels(0)})[:-1] + ', "extra": ' + "7" * 5000 + "}"
+    status, reply = request(server, "POST", "/api/predict", text.encode(), {"Content-Type": "application/json"})
+    assert status == 200 and 0 <= reply["prediction"] <= 9
+
+
+def test_two_host_headers_are_refused(server):
+    reply = _raw(server, f"GET /api/info HTTP/1.1\r\nHost: {_host(server)}\r\nHost: evil.example\r\n\r\n".encode())
+    assert reply.startswith("HTTP/1.1 400") and "more than one Host header" in reply
+    _alive(server)
+
+
+def test_a_request_inside_a_get_body_is_not_served(server):
+    second = f"GET /api/info HTTP/1.1\r\nHost: {_host(server)}\r\n\r\n".encode()
+    first = f"GET /api/info HTTP/1.1\r\nHost: {_host(server)}\r\nContent-Length: {len(second)}\r\n\r\n".encode()
+    reply = _raw(server, first + second)
+    assert reply.startswith("HTTP/1.1 200") and reply.count("HTTP/1.1 ") == 1 and "Connection: close" in reply
+    _alive(server)
+
+
+def test_a_client_dripping_its_headers_is_cut_off_at_the_deadline(server, monkeypatch):
+    import time
+
+    monkeypatch.setattr(srv, "REQUEST_DEADLINE", 1.5)
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=10) as s:
+        started = time.monotonic()
+        s.sendall(b"GET /api/info HTTP/1.1\r\n")
+        closed = False
+        for _ in range(12):                 # one byte every 0.4 s: each within the socket timeout
+            time.sleep(0.4)
+            try:
+                s.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+            s.setblocking(False)
+            try:
+                closed = s.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed = True
+            s.setblocking(True)
+            if closed:
+                break
+        assert closed, "the connection was still open after 4.8 s"
+        assert time.monotonic() - started < 4
+    _alive(server)
+
+
+def test_clients_that_go_away_leave_no_traceback(server, capfd):
+    import struct
+    import time
+
+    host, port = server.server_address[:2]
+    for data in (b"POST /api/predict HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 5\r\n\r\n",
+                 f"POST /api/predict HTTP/1.1\r\nHost: {_host(server)}\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: 100000\r\n\r\n{{".encode(),
+                 b"GARBAGE\r\n\r\n"):
+        for _ in range(3):
+            s = socket.create_connection((host, port), timeout=10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))    # close = reset
+            s.sendall(data)
+            s.close()
+    time.sleep(0.5)
+    _alive(server)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_uploads_are_decoded_a_few_at_a_time(server, monkeypatch):
+    """Over MAX_DECODES at once: the others wait for a turn, and past DECODE_WAIT get 503 with Retry-After."""
+    import threading
+
+    x, _ = mnist_test()
+    png = as_png(x[3] / 255.0)
+    release = threading.Event()
+    entered = []
+    real = srv.prepare_image
+
+    def slow_prepare(raw):
+        entered.append(1)
+        release.wait(20)
+        return real(raw)
+
+    monkeypatch.setattr(srv, "prepare_image", slow_prepare)
+    monkeypatch.setattr(srv, "DECODE_WAIT", 0.5)
+    results = []
+
+    def upload(_):
+        status, body, res = request(server, "POST", "/api/prepare", png, {"Content-Type": "image/png"}, raw=True)
+        results.append((status, res.getheader("Retry-After")))
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(srv.MAX_DECODES + 2)]
+    for t in threads:
+        t.start()
+    for t in threads[srv.MAX_DECODES:]:
+        t.join(10)                          # the ones without a turn are answered without waiting for the rest
+    assert sorted(results) == [(503, str(srv.RETRY_AFTER))] * 2 and len(entered) == srv.MAX_DECODES
+    release.set()
+    for t in threads:
+        t.join(20)
+    assert sorted(results) == [(200, None)] * srv.MAX_DECODES + [(503, str(srv.RETRY_AFTER))] * 2
+
+
+def test_the_mnist_view_recovers_when_the_files_appear(model, tmp_path, monkeypatch):
+    import shutil
+
+    import convnet.datasets
+    from convnet.datasets.mnist import MNIST_FILES, default_data_dir
+
+    real = convnet.datasets.load_mnist
+    monkeypatch.setattr(convnet.datasets, "load_mnist",      # offline: only the cache, no source to ask
+                        lambda d, verbose: real(d, verbose, sources=()))
+    mnist_test()                                             # the real cache is filled
+    explorer = Explorer(model, model_path="seed model", data_dir=tmp_path)
+    s = srv.serve_in_thread(explorer)
+    try:
+        status, reply = request(s, "GET", "/api/mnist/list?limit=3")
+        assert status == 503 and "MNIST is not available" in reply["error"]
+        for f in MNIST_FILES:                                 # the user puts the files in place, as told
+            for name in (f.name, f.name + ".gz"):
+                if (default_data_dir() / name).exists():
+                    shutil.copy(default_data_dir() / name, tmp_path / name)
+        status, reply = request(s, "GET", "/api/mnist/list?limit=3")
+        assert status == 200 and reply["total"] == 10000
+    finally:
+        s.shutdown()
+        s.server_close()
+        explorer.close()
+
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = (st.none() | st.booleans() | st.integers(-10 ** 1000, 10 ** 1000) | st.integers(-3, 30)
+               | st.sampled_from([10 ** 400, -10 ** 400, 2 ** 63, 10 ** 40, 10 ** 41]) | st.floats(allow_nan=False)
+               | st.text(max_size=6))
+    huge = st.integers(10 ** 19, 10 ** 1000) | st.integers(-10 ** 1000, -10 ** 19)     # half the draws
+    return huge | st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) |
+                               st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
+
+
+#: a valid body of each JSON route and its fields (for /api/train/start, epochs 0 keeps any training from starting)
+_ROUTES = {"/api/predict": {"pixels": None, "layers": False},
+           "/api/unit": {"pixels": None, "layer": 0, "position": [1, 2, 3]},
+           "/api/backward": {"pixels": None, "target": 3},
+           "/api/gradcheck": {"pixels": None, "target": 3, "samples": 1, "seed": 0},
+           "/api/step": {"pixels": None, "label": 3},
+           "/api/step/apply": {"pixels": None, "label": 3},
+           "/api/reset": {}, "/api/train/stop": {}, "/api/train/use": {},
+           "/api/train/start": {"images": 100, "epochs": 0, "batch_size": 32, "learning_rate": 0.01}}
+
+
+def test_fuzzed_json_bodies_get_an_answer_never_a_500(server):
+    """A valid body with one field (or one pixel, or one position entry) replaced by any JSON value,
+    and extra fields: 200 or a 4xx naming the problem, never a 500; the server goes on."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    @settings(max_examples=300, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(route=st.sampled_from(sorted(_ROUTES)), data=st.data(), with_session=st.booleans())
+    def check(route, data, with_session):
+        body = {k: ([[0.0] * 28 for _ in range(28)] if k == "pixels" else v) for k, v in _ROUTES[route].items()}
+        field = data.draw(st.sampled_from(sorted(body) + ["extra"]))
+        value = data.draw(_json_values())
+        if field == "pixels" and data.draw(st.booleans()):
+            body["pixels"][data.draw(st.integers(0, 27))][data.draw(st.integers(0, 27))] = value
+        elif field == "position" and data.draw(st.booleans()):
+            body["position"][data.draw(st.integers(0, 2))] = value
+        elif not (route == "/api/train/start" and field == "epochs"):
+            body[field] = value
+        status, reply = request(server, "POST", route, body, session_header(9) if with_session else None)
+        assert status == 200 or 400 <= status < 500 and reply["error"], (route, field, status, reply)
+
+    check()
+    _alive(server)
+
+
+def test_a_burst_of_connections_is_queued_not_dropped(model):
+    """While every thread is busy, new connections wait in the listen queue: 300 at once all get in.
+
+    The server here accepts nothing (its loop is not started), as when all its threads are taken;
+    with the old queue of 32 the kernel dropped the connections beyond it (connect timed out).
+    """
+    explorer = Explorer(model, model_path="seed model")
+    server = srv.ExplorerServer(explorer)            # listening, never accepting
+    socks = []
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection(server.server_address[:2], timeout=0.5))
+    finally:
+        for s in socks:
+            s.close()
+        server.server_close()
+        explorer.close()
+    assert len(socks) == 300

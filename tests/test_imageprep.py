@@ -285,3 +285,24 @@ def test_photographed_mnist_digits_are_recognised_like_the_clean_ones(small_mode
     assert np.mean(clean == labels) > 0.85
     # measured: 93% agree; the preparation before issue 14: 29%, the textbook one of prep_eval: 49%
     assert np.mean(prepared == clean) >= 0.9, np.mean(prepared == clean)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("orientation, stored_as", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+                                                    (3, Image.Transpose.ROTATE_180),
+                                                    (2, Image.Transpose.FLIP_LEFT_RIGHT)])
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path, fmt, orientation, stored_as):
+    """A phone stores a portrait photo sideways with EXIF Orientation 6 (or 8): it is read upright."""
+    upright = Image.new("L", (300, 400), 255)
+    ImageDraw.Draw(upright).line([(80, 80), (220, 80), (120, 330)], fill=0, width=28)     # a 7
+    upright.save(tmp_path / f"upright.{fmt}", format=fmt)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    upright.transpose(stored_as).save(tmp_path / f"stored.{fmt}", format=fmt, exif=exif)
+    expected = mnist_style(tmp_path / f"upright.{fmt}")
+    read = mnist_style(tmp_path / f"stored.{fmt}")
+    assert np.abs(read - expected).max() < 0.1
+    with Image.open(tmp_path / f"stored.{fmt}") as im:              # as a PIL image too
+        assert np.abs(mnist_style(im) - expected).max() < 0.1
+    upright.transpose(stored_as).save(tmp_path / f"plain.{fmt}", format=fmt)    # the same pixels, no EXIF
+    assert np.abs(mnist_style(tmp_path / f"plain.{fmt}") - expected).max() > 0.5

@@ -6,6 +6,7 @@ fail it: the tests at the end make both mistakes on purpose and check that
 the comparison catches them.
 """
 import json
+import os
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from convnet import Sequential, layers, optimizers  # noqa: E402  (after the importorskip)
 from convnet.architectures import mnist_cnn  # noqa: E402
+from convnet import onnx_io  # noqa: E402
 from convnet.interop import ConversionError, from_onnx, to_onnx  # noqa: E402
 from convnet.onnx_io import (BATCH_DIM, CONFIG_KEY, INPUT_NAME, MAX_FILE_BYTES, OUTPUT_NAME,  # noqa: E402
                              OnnxFileError)
@@ -405,8 +407,10 @@ def test_metadata_that_does_not_match_the_weights_is_refused_before_building(sma
     def not_json(proto):
         next(p for p in proto.metadata_props if p.key == CONFIG_KEY).value = "{not json"
 
-    cases = [(lambda p: set_config(p, huge_dense), r"initializer 'dense/kernel' has shape \(18, 3\), but its "
-                                                   r"architecture needs \(18, 1000000000\)"),
+    cases = [(lambda p: set_config(p, huge_dense), r"layer 'dense' would output \(1000000000,\) per image; "
+                                                   r"expected positive sizes, at most 1,048,576 values"),
+             (lambda p: set_config(p, lambda c: c["layers"][-1]["config"].update(units=4)),
+              r"initializer 'dense/kernel' has shape \(18, 3\), but its architecture needs \(18, 4\)"),
              (lambda p: set_config(p, unknown_layer), "layer 0 should be"),
              (lambda p: set_config(p, lambda c: c.update(input_shape=[6, 6, -1])), "'input_shape' should be"),
              (lambda p: set_config(p, lambda c: c["layers"][0]["config"].update(filters="x")),
@@ -417,6 +421,48 @@ def test_metadata_that_does_not_match_the_weights_is_refused_before_building(sma
         edit(proto)
         with pytest.raises(OnnxFileError, match=message):
             from_onnx(save(proto, tmp_path / f"case{i}.onnx"))
+
+
+def test_the_limits_of_npz_files_hold_for_onnx_files(small_file, tmp_path, monkeypatch):
+    """convnet.limits: config bytes (before parsing), layers, input size, weights, as for load_model."""
+    _, path = small_file
+    real_loads = json.loads
+
+    def no_big_parse(text, *a, **k):
+        assert len(text) <= 256 * 1024, "a config over the limit was parsed"
+        return real_loads(text, *a, **k)
+
+    monkeypatch.setattr(onnx_io.json, "loads", no_big_parse)
+    proto = onnx.load(str(path))
+    next(p for p in proto.metadata_props if p.key == CONFIG_KEY).value = "[" + "[]," * 400_000 + "[]]"
+    with pytest.raises(OnnxFileError, match=r"takes 1,200,004 characters; a model config is at most 262,144"):
+        from_onnx(save(proto, tmp_path / "big_config.onnx"))
+    cases = [(lambda c: c.update(layers=c["layers"] * 500), r"has 2500 layers; at most 256"),
+             (lambda c: c.update(input_shape=[65536, 65536, 1]), r"'input_shape' should be .* at most 1,048,576 "
+                                                                   r"values in all"),
+             (lambda c: c.update(input_shape=[1 << 17, 1, 1]), r"'input_shape' should be 1 to 3 integers from 1 "
+                                                               r"to 65536")]
+    for i, (edit, message) in enumerate(cases):
+        with pytest.raises(OnnxFileError, match=message):
+            from_onnx(save(set_config(onnx.load(str(path)), edit), tmp_path / f"limit{i}.onnx"))
+    # a real export above the weight limit (4.2M weights, 16.8 MB) is refused from the initializers' dims
+    big = Sequential([layers.Dense(4100)], input_shape=(1024,))
+    with pytest.raises(OnnxFileError, match=r"initializers take more than 16,777,216 bytes"):
+        from_onnx(to_onnx(big, tmp_path / "big_dense.onnx"))
+
+
+def test_a_path_that_is_not_a_regular_file_is_named_as_what_it_is(tmp_path):
+    os.mkfifo(tmp_path / "fifo.onnx")
+    with pytest.raises(OnnxFileError, match=r"fifo\.onnx is a FIFO \(named pipe\), not a regular file"):
+        from_onnx(tmp_path / "fifo.onnx")
+    with pytest.raises(OnnxFileError, match=r"/dev/zero is a device, not a regular file"):
+        from_onnx("/dev/zero")
+    (tmp_path / "a.onnx").symlink_to(tmp_path / "b.onnx")
+    (tmp_path / "b.onnx").symlink_to(tmp_path / "a.onnx")
+    with pytest.raises(OnnxFileError, match=r"a\.onnx is a loop of symbolic links"):
+        from_onnx(tmp_path / "a.onnx")
+    with pytest.raises(FileNotFoundError, match=r"missing\.onnx does not exist"):
+        from_onnx(tmp_path / "missing.onnx")
 
 
 def test_initializers_are_checked_before_decoding(small_file, tmp_path):
@@ -469,3 +515,44 @@ def test_random_bytes_give_a_clear_error(tmp_path, content):
     junk.write_bytes(content)
     with pytest.raises(OnnxFileError):
         from_onnx(junk)
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10 ** 30, 10 ** 30) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_metadata_gives_a_clear_error_or_the_model(small_file, tmp_path, data):
+    """Any JSON value put anywhere in the stored config (or any text in its place): OnnxFileError or the model."""
+    _, path = small_file
+    proto = onnx.load(str(path))
+    entry = next(p for p in proto.metadata_props if p.key == CONFIG_KEY)
+    if data.draw(st.booleans()):
+        entry.value = data.draw(st.text(max_size=60))
+    else:
+        config = json.loads(entry.value)
+        node, key = config, None
+        for _ in range(data.draw(st.integers(0, 4))):      # walk down to a random place
+            if isinstance(node, dict) and node:
+                key = data.draw(st.sampled_from(sorted(node)))
+            elif isinstance(node, list) and node:
+                key = data.draw(st.integers(0, len(node) - 1))
+            else:
+                break
+            if not isinstance(node[key], (dict, list)):
+                break
+            node = node[key]
+        value = data.draw(_json_values)
+        if isinstance(node, dict):
+            node[key if key is not None and data.draw(st.booleans()) else data.draw(st.text(max_size=8))] = value
+        elif node:
+            node[data.draw(st.integers(0, len(node) - 1))] = value
+        entry.value = json.dumps(config)
+    try:
+        model = from_onnx(save(proto, tmp_path / "meta.onnx"))
+    except OnnxFileError:
+        return
+    assert model.output_shape == (3,)

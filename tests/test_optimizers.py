@@ -275,3 +275,17 @@ def test_config_round_trips_schedule_and_ema():
 def test_bad_ema_momentum_is_named():
     with pytest.raises(ValueError, match=r"ema_momentum must be in \[0, 1\), got 1.0"):
         optimizers.Adam(use_ema=True, ema_momentum=1.0)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: optimizers.Adam(beta_1=1.0), r"beta_1 must be in \[0, 1\), got 1.0"),
+    (lambda: optimizers.Adam(beta_2=2.5), r"beta_2 must be in \[0, 1\), got 2.5"),
+    (lambda: optimizers.Adam(beta_1=-0.1), r"beta_1 must be in \[0, 1\)"),
+    (lambda: optimizers.Adam(epsilon=0.0), r"epsilon must be a positive finite number"),
+    (lambda: optimizers.Adam(epsilon=float("inf")), r"epsilon must be a positive finite number"),
+    (lambda: optimizers.SGD(float("nan")), r"learning_rate must be a positive finite number"),
+    (lambda: optimizers.Adam(-1e-3), r"learning_rate must be a positive finite number"),
+])
+def test_constructors_refuse_settings_that_cannot_train(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

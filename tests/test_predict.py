@@ -342,3 +342,33 @@ def test_predict_on_any_single_image_stays_under_600_mb(big_images, model_file, 
     if code == 0:
         assert ": 7 " in result.stdout                    # the digit is still recognised
     assert int(line[2]) < 600, f"predict on {image} peaked at {line[2]} MB"
+
+
+def test_a_model_path_that_is_not_a_file_is_named_as_what_it_is(tmp_path, capsys):
+    os.mkfifo(tmp_path / "fifo.npz")
+    (tmp_path / "a.npz").symlink_to(tmp_path / "b.npz")
+    (tmp_path / "b.npz").symlink_to(tmp_path / "a.npz")
+    for model, message in [(tmp_path / "fifo.npz", "is a FIFO (named pipe), not a regular file"),
+                           ("/dev/zero", "/dev/zero is a device, not a regular file"),
+                           (tmp_path / "a.npz", "a.npz is a loop of symbolic links"),
+                           (tmp_path / "gone.npz", "gone.npz does not exist")]:
+        assert predict.main(["x.png", "--model", str(model)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: model file ") and message in err and err.count("\n") == 1, err
+
+
+def test_names_are_printed_escaped_and_never_parsed(model_file, tmp_path, capsys):
+    """A name with $...$ is no mathtext formula; a newline or an escape sequence cannot forge a line."""
+    x = np.full((28, 28), 255, np.uint8)
+    x[6:22, 13:16] = 0                                   # a 1, dark on white
+    names = ["a$_$b.png", "x.png\n7.png: 9   (9: 100.0%)\x1b[2K.png", "plain.png"]
+    for name in names:
+        write_png(tmp_path / name, x)
+    paths = [str(tmp_path / n) for n in names]
+    assert predict.main([*paths, "--model", model_file, "--show", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len([l for l in lines if l.startswith(("/", "'/"))]) == 3, out      # one result line per image
+    assert not any(l.startswith("7.png") for l in lines) and "\x1b" not in out
+    assert repr(paths[1]) in out and f"{paths[0]}: " in out
+    assert sorted(os.listdir(tmp_path / "out")) == sorted([".convnet-outputs"] + [n + ".prediction.png" for n in names])

@@ -398,9 +398,15 @@ def test_config_asking_for_a_huge_layer_is_rejected_before_building(trained, tmp
     config["layers"][4]["config"]["units"] = 300_000
     entries["model_config"] = json_bytes(config)
     bad = write_zip(tmp_path / "huge.npz", entries)
-    with pytest.raises(ModelFileError, match=r"huge\.npz: weight dense/kernel has shape \(64, 16\), but the "
-                                             r"model's dense/kernel has shape \(64, 300000\)"):
+    # refused from the config alone, by the weight limit every model file shares (convnet.limits)
+    with pytest.raises(ModelFileError, match=r"huge\.npz: the weights up to layer 'dense' would take 78,000,160 "
+                                             r"bytes as float32; at most 16,777,216"):
         load_model(bad)
+    config["layers"][4]["config"]["units"] = 100          # within the limits: the stored shapes must agree
+    entries["model_config"] = json_bytes(config)
+    with pytest.raises(ModelFileError, match=r"weight dense/kernel has shape \(64, 16\), but the "
+                                             r"model's dense/kernel has shape \(64, 100\)"):
+        load_model(write_zip(tmp_path / "other.npz", entries))
 
 
 def test_loading_draws_no_random_weights(trained, tmp_path, monkeypatch):
@@ -542,6 +548,11 @@ def test_bad_training_entry_is_named(trained, tmp_path, training, message):
     (lambda c: c["optimizer"]["config"].update(learning_rate="fast"), r"should be a finite number"),
     (lambda c: c["optimizer"]["config"].update(beta_1=1e400), r"not valid JSON|finite number"),
     (lambda c: c["optimizer"]["config"].update(shell="rm -rf"), r"Adam has no argument 'shell'"),
+    # the constructor's own ranges: a beta of 1 divides by zero in the step size, 2.5 diverges
+    (lambda c: c["optimizer"]["config"].update(beta_1=1.0), r"beta_1 must be in \[0, 1\), got 1.0"),
+    (lambda c: c["optimizer"]["config"].update(beta_2=2.5), r"beta_2 must be in \[0, 1\), got 2.5"),
+    (lambda c: c["optimizer"]["config"].update(epsilon=0.0), r"epsilon must be a positive finite number"),
+    (lambda c: c["optimizer"]["config"].update(ema_momentum=1.0), r"ema_momentum must be in \[0, 1\)"),
     (lambda c: c["optimizer"].update(config=[1]), r"config should be an object"),
     (lambda c: c["loss"].update(class_name="os.system"), r"unknown loss class"),
     (lambda c: c.update(metrics=["accuracy"] * 100), r"metrics should be a short list"),
@@ -857,6 +868,16 @@ def test_fuzz_npy_header_fields(fuzz_dir, choice):
     with zipfile.ZipFile(buffer, "a") as z:
         z.writestr(name + ".npy", head.getvalue() + data)
     load_bytes(buffer.getvalue(), fuzz_dir)
+
+
+def test_a_fifo_or_a_device_is_named_not_read(tmp_path):
+    os.mkfifo(tmp_path / "fifo.npz")                  # reading it would block for ever
+    with pytest.raises(ModelFileError, match=r"fifo\.npz is a FIFO \(named pipe\), not a regular file"):
+        load_model(tmp_path / "fifo.npz")
+    with pytest.raises(ModelFileError, match=r"/dev/zero is a device, not a regular file"):
+        load_model("/dev/zero")
+    with pytest.raises(FileNotFoundError, match="no model file at"):
+        load_model(tmp_path / "missing.npz")
 
 
 # ------------------------------------------------------------------------ files of other formats

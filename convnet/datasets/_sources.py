@@ -19,6 +19,7 @@ The sources, in the order the MNIST loader tries them:
 from __future__ import annotations
 
 import http.client
+import math
 import shutil
 import subprocess
 import sys
@@ -189,9 +190,11 @@ class MirrorSource:
         log: Callable[[str], None],
         verbose: bool,
         suffix: str = ".gz",
+        deadline: float = 600.0,
     ):
         self.mirrors = [m if m.endswith("/") else m + "/" for m in mirrors]
         self.timeout = timeout
+        self.deadline = deadline
         self.log = log
         self.verbose = verbose
         self.suffix = suffix
@@ -238,19 +241,27 @@ class MirrorSource:
     def _download(self, url: str, destination: Path, desc: str) -> None:
         """Stream ``url`` into ``destination``, with a progress bar."""
         request = urllib.request.Request(url, headers={"User-Agent": "convnet-datasets"})
+        # the timeout bounds each wait for data; the deadline the whole file (a drip resets no clock)
+        deadline = time.monotonic() + self.deadline
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            received = _copy_with_progress(response, destination, total, desc, self.verbose)
+            received = _copy_with_progress(response, destination, total, desc, self.verbose, deadline)
         if total is not None and received != total:
             raise SourceError(f"connection closed after {received} of {total} bytes")
 
 
-def _copy_with_progress(response, destination: Path, total: int | None, desc: str, verbose: bool) -> int:
-    """Copy a readable ``response`` into ``destination``; return the byte count."""
+def _copy_with_progress(response, destination: Path, total: int | None, desc: str, verbose: bool,
+                        deadline: float = math.inf) -> int:
+    """Copy a readable ``response`` into ``destination`` until ``deadline`` (``time.monotonic()``);
+    return the byte count."""
     received = 0
     with open(destination, "wb") as out, _progress(total, desc, verbose) as bar:
-        while chunk := response.read(1 << 16):
+        # read1: what has arrived (read(n) would wait for all n bytes, however slowly they come)
+        while chunk := response.read1(1 << 16):
+            if time.monotonic() > deadline:
+                raise SourceError(f"sent too slowly: not complete by its deadline (download_deadline), {received:,} "
+                                  f"bytes so far")
             out.write(chunk)
             received += len(chunk)
             if received > MAX_IDX_BYTES:                  # a server sending without end fills no disk

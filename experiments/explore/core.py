@@ -147,7 +147,6 @@ class Explorer:
         self.sessions_lock = threading.Lock()
         self.training_slot = threading.Semaphore(1)       # one live training run at a time: 2 cores
         self._mnist = None
-        self._mnist_error = None
         self.mnist_lock = threading.Lock()
         self.layers = describe_layers(model)
         # BLAS on one thread for as long as the explorer lives. It works on one image at a time,
@@ -381,18 +380,19 @@ class Explorer:
 
     # ---------------------------------------------------------------- MNIST
     def mnist(self):
-        """``(x_test uint8 (10000, 28, 28), y_test, predictions of the loaded model)``, loaded on first use."""
+        """``(x_test uint8 (10000, 28, 28), y_test, predictions of the loaded model)``, loaded on first use.
+
+        A failure is not remembered: the page tells the user to put the files in
+        place, and the next request after that finds them.
+        """
         with self.mnist_lock:
             if self._mnist is None:
-                if self._mnist_error is not None:
-                    raise ExploreError(self._mnist_error, status=503)
                 try:
                     from convnet.datasets import load_mnist
 
                     (xtr, ytr), (xte, yte) = load_mnist(self.data_dir, verbose=False)
                 except Exception as e:      # offline without a cache, damaged files, ...
-                    self._mnist_error = f"MNIST is not available: {e}"
-                    raise ExploreError(self._mnist_error, status=503) from None
+                    raise ExploreError(f"MNIST is not available: {e}", status=503) from None
                 with self.base_lock:
                     pred = self.base.predict(xte[..., None].astype(np.float32) / 255).argmax(axis=1)
                 self._mnist = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, "pred": pred,

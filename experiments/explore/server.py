@@ -1,13 +1,23 @@
 """The explorer's HTTP side: the standard library's ``ThreadingHTTPServer``, a JSON API and the page.
 
-Every request is checked before anything is computed: the Host header must
-name this server (a page on another site cannot reach it through DNS
-tricks), a body needs a Content-Length of at most :data:`MAX_BODY` bytes
-(413 beyond, before reading it), JSON bodies need ``Content-Type:
-application/json`` (which a cross-site form cannot send), and each field is
-validated with a message naming what was wrong. Errors are answered as
-``{"error": "..."}`` with a 4xx status; an unexpected exception in one
-request gives a 500 for that request only.
+Every request is checked before anything is computed: one Host header that
+names this server (a page on another site cannot reach it through DNS
+tricks), a same-origin ``Origin`` when one is sent, a body with a
+Content-Length of at most :data:`MAX_BODY` bytes (413 beyond, before reading
+it), and for a POST a content type a cross-site form or "simple" request
+cannot send (``application/json``; an image type or
+``application/octet-stream`` for an upload), so a browser always asks first.
+Each field is validated with a message naming what was wrong, every number
+bounded before it is converted. Errors are answered as ``{"error": "..."}``
+with a 4xx status; an unexpected exception in one request gives a 500 for
+that request only.
+
+Under load, memory and threads are bounded: at most :data:`MAX_DECODES`
+uploads are decoded at once (the others wait up to :data:`DECODE_WAIT`
+seconds, then get 503 with ``Retry-After``), at most :data:`MAX_THREADS`
+connections are served at once while the rest wait in a listen queue of
+:data:`LISTEN_BACKLOG`, and a request's line, headers and body must arrive
+within :data:`REQUEST_DEADLINE` seconds in all, however slowly they drip.
 
 Static files are served from a table built at start-up from the package's
 ``static/`` directory: a URL can only name one of those files, never a path.
@@ -40,6 +50,22 @@ MAX_BODY = 2 * 1024 * 1024
 MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS = 8192, 24_000_000
 #: a connection that sends nothing for this long is closed (a slow client cannot hold a thread forever)
 SOCKET_TIMEOUT = 30
+#: a request's line, headers and body must all arrive within this many seconds of its first wait
+REQUEST_DEADLINE = 30
+#: connections served at once; more wait in the listen queue (not reset) until a thread is free
+MAX_THREADS = 32
+LISTEN_BACKLOG = 1024
+#: uploads decoded at once (a 24-megapixel upload takes about 180 MB while it is prepared), and how long
+#: another upload waits for its turn before it is answered 503 with Retry-After
+MAX_DECODES = 2
+DECODE_WAIT = 5.0
+RETRY_AFTER = 2
+#: JSON integers with more digits than this are not converted (Python's int() of 10^4300 and more
+#: raises; float() of 10^400 overflows): every field's range is far smaller
+MAX_DIGITS = 40
+#: what /api/prepare accepts as its Content-Type: any image type or raw bytes, never a "simple" type
+#: (text/plain, form encodings) that a page on another site may send without asking first
+UPLOAD_TYPES = ("image/", "application/octet-stream")
 #: an oversized body up to this size is read and dropped before the 413 (see Handler._body)
 DRAIN_LIMIT = 16 * MAX_BODY
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -69,11 +95,33 @@ def _field(body, name, default=None, required=False):
     return body[name]
 
 
+class HugeNumber:
+    """A JSON integer of more than :data:`MAX_DIGITS` digits, kept as text (see :func:`parse_json`)."""
+
+    def __init__(self, text):
+        self.digits = len(text.lstrip("-"))
+
+    def __str__(self):
+        return f"a number of {self.digits:,} digits"
+
+
+def _show(value):
+    """A short rendering of a request value for an error message."""
+    if isinstance(value, HugeNumber):
+        return str(value)
+    try:
+        return json.dumps(value)[:40]
+    except (TypeError, ValueError):
+        return type(value).__name__
+
+
 def integer(value, name, lo, hi):
     """``value`` as an int in ``[lo, hi]`` (JSON numbers that are whole; no booleans, no strings)."""
+    if isinstance(value, HugeNumber):
+        raise ExploreError(f"{name} must be in {lo}..{hi}, got {value}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or \
             (isinstance(value, float) and not value.is_integer()):
-        raise ExploreError(f"{name} must be a whole number in {lo}..{hi}, got {json.dumps(value)[:40]}")
+        raise ExploreError(f"{name} must be a whole number in {lo}..{hi}, got {_show(value)}")
     value = int(value)
     if not lo <= value <= hi:
         raise ExploreError(f"{name} must be in {lo}..{hi}, got {value}")
@@ -81,8 +129,10 @@ def integer(value, name, lo, hi):
 
 
 def number(value, name, lo, hi):
+    if isinstance(value, HugeNumber):
+        raise ExploreError(f"{name} must be in {lo}..{hi}, got {value}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ExploreError(f"{name} must be a number in {lo}..{hi}, got {json.dumps(value)[:40]}")
+        raise ExploreError(f"{name} must be a number in {lo}..{hi}, got {_show(value)}")
     if not lo <= value <= hi:
         raise ExploreError(f"{name} must be in {lo}..{hi}, got {value}")
     return float(value)
@@ -102,8 +152,10 @@ def pixels(value):
         if len(row) != W:
             raise ExploreError(f"pixels[{r}] has {len(row)} numbers; {expected}")
         for c, v in enumerate(row):
+            if isinstance(v, HugeNumber):
+                raise ExploreError(f"pixels[{r}][{c}] is {v}, outside 0..1; {expected}")
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ExploreError(f"pixels[{r}][{c}] is {json.dumps(v)[:40]}, not a number; {expected}")
+                raise ExploreError(f"pixels[{r}][{c}] is {_show(v)}, not a number; {expected}")
     a = np.array(value, dtype=np.float64)
     bad = ~np.isfinite(a)
     if bad.any():
@@ -120,9 +172,15 @@ def _reject_constant(name):
     raise ExploreError(f"the JSON body contains {name}, which is not a number JSON allows")
 
 
+def _bounded_int(text):
+    return int(text) if len(text) <= MAX_DIGITS else HugeNumber(text)
+
+
 def parse_json(raw):
+    """The JSON object in ``raw``; integers of more than :data:`MAX_DIGITS` digits become :class:`HugeNumber`
+    (each field's validator names it), NaN and Infinity are refused."""
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_int=_bounded_int)
     except UnicodeDecodeError:
         raise ExploreError("the body is not UTF-8 text; expected a JSON object") from None
     except RecursionError:
@@ -175,6 +233,39 @@ def prepare_image(raw):
 
 
 # ------------------------------------------------------------------ the handler
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reading side, each read given only what is left of the request's deadline.
+
+    A socket timeout alone bounds the wait for each byte, so a client that
+    drips one byte every 20 s would hold a thread forever; here the timeout of
+    every read shrinks to what is left of :data:`REQUEST_DEADLINE`.
+    """
+
+    def __init__(self, sock, handler):
+        super().__init__()
+        self.sock, self.handler = sock, handler
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self.handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the request did not arrive within {REQUEST_DEADLINE} s")
+        self.sock.settimeout(min(left, SOCKET_TIMEOUT))
+        try:
+            return self.sock.recv_into(buffer)
+        finally:
+            self.sock.settimeout(SOCKET_TIMEOUT)     # the reply is written under the plain timeout
+
+
+class Busy(ExploreError):
+    """503 with ``Retry-After``: the server is at one of its limits; the request may be sent again."""
+
+    def __init__(self, message):
+        super().__init__(message, status=503)
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = "convnet-explore"
     protocol_version = "HTTP/1.1"
@@ -191,6 +282,16 @@ class Handler(BaseHTTPRequestHandler):
     @property
     def explorer(self):
         return self.server.explorer
+
+    def setup(self):
+        super().setup()
+        self.deadline = time.monotonic() + REQUEST_DEADLINE
+        self.rfile.close()               # the buffered file over the socket: replaced by one with a deadline
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self), 65536)
+
+    def handle_one_request(self):
+        self.deadline = time.monotonic() + REQUEST_DEADLINE
+        super().handle_one_request()
 
     # ---------------------------------------------------------------- replies
     def _send(self, status, payload, ctype="application/json", extra=()):
@@ -209,18 +310,23 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _error(self, status, message):
-        self._send(status, {"error": message})
+        extra = (("Retry-After", str(RETRY_AFTER)),) if status == 503 else ()
+        self._send(status, {"error": message}, extra=extra)
 
     def _guarded(self, fn):
         self.body_read = (self.headers.get("Content-Length", "0").strip() == "0"
                           and "Transfer-Encoding" not in self.headers)
+        if self.command in ("GET", "HEAD") and not self.body_read:
+            # a GET's body is never read: what it holds must not be served as a second request
+            self.close_connection = True
         try:
-            fn()
-        except ExploreError as e:
-            if not self.body_read:         # its unread body would be taken for the next request
-                self.close_connection = True
-            self._error(e.status, str(e))
-        except (ConnectionError, TimeoutError):
+            try:
+                fn()
+            except ExploreError as e:
+                if not self.body_read:         # its unread body would be taken for the next request
+                    self.close_connection = True
+                self._error(e.status, str(e))
+        except OSError:                       # the client went away (reset, broken pipe, timeout): nothing to say
             self.close_connection = True
         except Exception as e:                # one request's bug never stops the server
             traceback.print_exc(file=sys.stderr)
@@ -229,6 +335,20 @@ class Handler(BaseHTTPRequestHandler):
                 self._error(500, f"internal error: {type(e).__name__}: {e}")
             except OSError:
                 pass
+
+    def _check_headers(self):
+        """One Host, naming this server; at most one Content-Length; a same-origin Origin, if any."""
+        for name in ("Host", "Content-Length", "Origin"):
+            if len(self.headers.get_all(name) or ()) > 1:
+                self.close_connection = True
+                raise ExploreError(f"more than one {name} header")
+        self._check_host()
+        origin = self.headers.get("Origin")
+        if origin is not None:
+            host = (self.headers.get("Host") or "").lower()
+            if origin.lower() != f"http://{host}":
+                raise ExploreError(f"a request from {origin[:80]!r} (another site) is refused; the explorer "
+                                   f"answers only its own page", status=403)
 
     def _check_host(self):
         host = (self.headers.get("Host") or "").lower()
@@ -290,7 +410,7 @@ class Handler(BaseHTTPRequestHandler):
         self._guarded(self._get)
 
     def _get(self):
-        self._check_host()
+        self._check_headers()
         url = urlsplit(self.path)
         if url.path in self.server.static:
             data, ctype = self.server.static[url.path]
@@ -314,6 +434,8 @@ class Handler(BaseHTTPRequestHandler):
         if name not in q:
             return default
         try:
+            if len(q[name]) > MAX_DIGITS:          # never converted: int() of a long string is slow, then refused
+                raise ValueError
             value = int(q[name])
         except ValueError:
             raise ExploreError(f"{name} must be a whole number in {lo}..{hi}, got {q[name][:20]!r}") from None
@@ -350,12 +472,21 @@ class Handler(BaseHTTPRequestHandler):
         self._guarded(self._post)
 
     def _post(self):
-        self._check_host()
+        self._check_headers()
         path = urlsplit(self.path).path
         if path == "/api/prepare":
             raw = self._body()
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if not ctype.startswith(UPLOAD_TYPES) or ctype == "image/":
+                raise ExploreError(f"Content-Type must be an image type (image/png, image/jpeg, ...) or "
+                                   f"application/octet-stream, got {ctype[:40] or 'none'}", status=415)
             session = self._session()
-            image = prepare_image(raw)
+            if not self.server.decodes.acquire(timeout=DECODE_WAIT):
+                raise Busy(f"{MAX_DECODES} uploads are being prepared; try again in a moment")
+            try:
+                image = prepare_image(raw)
+            finally:
+                self.server.decodes.release()
             self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(),
                              "new_session": bool(session is not None and session.new)})
             return
@@ -436,13 +567,16 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class ExplorerServer(ThreadingHTTPServer):
-    """A thread per connection (the page polls training while it draws); threads die with the server."""
+    """A thread per connection (the page polls training while it draws), at most :data:`MAX_THREADS` at
+    once (the accept loop waits for a free one; meanwhile connections queue); threads die with the server."""
 
     daemon_threads = True
-    request_queue_size = 32
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, explorer, host="127.0.0.1", port=0, verbose=False):
         self.explorer = explorer
+        self.threads = threading.BoundedSemaphore(MAX_THREADS)
+        self.decodes = threading.BoundedSemaphore(MAX_DECODES)
         self.static = static_files()
         self.verbose = verbose
         if ":" in host:
@@ -456,6 +590,26 @@ class ExplorerServer(ThreadingHTTPServer):
             if ":" in host and not host.startswith("["):
                 names.add(f"[{host.lower()}]")
             self.allowed_hosts = {f"{n}:{port}" for n in names} | (names if port == 80 else set())
+
+    def process_request(self, request, client_address):
+        self.threads.acquire()
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.threads.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.threads.release()
+
+    def handle_error(self, request, client_address):
+        """A client that went away is not worth a traceback; anything else is still printed."""
+        if isinstance(sys.exc_info()[1], OSError):
+            return
+        super().handle_error(request, client_address)
 
     @property
     def url(self):

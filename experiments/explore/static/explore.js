@@ -52,7 +52,8 @@ async function request(path, body, opts) {
   const init = { method: body === undefined ? "GET" : "POST", headers: { "X-Explorer-Session": SESSION } };
   if (body instanceof Blob) {
     init.body = body;
-    init.headers["Content-Type"] = body.type || "application/octet-stream";
+    // an image type, or raw bytes: the server refuses "simple" types such as text/plain (cross-site posts)
+    init.headers["Content-Type"] = body.type.startsWith("image/") ? body.type : "application/octet-stream";
   } else if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers["Content-Type"] = "application/json";
