@@ -64,7 +64,7 @@ import numpy as np
 
 from . import activations, layers
 from .interop import ConversionError
-from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_MODEL_FILE_BYTES, MAX_UNITS, MAX_WEIGHT_BYTES,
+from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_MODEL_FILE_BYTES, MAX_WEIGHT_BYTES,
                      LimitError, file_problem, input_shape_problem, layer_shapes)
 from .saving import ModelFileError
 from .utils import pad_amounts
@@ -384,7 +384,7 @@ def from_onnx(path):
 
 def _import_foreign(onnx, path, proto):
     """A graph another tool wrote, rebuilt as convnet layers (see :mod:`convnet.onnx_import`)."""
-    from . import saving
+    from . import limits, saving
     from .onnx_import import MIN_FOREIGN_OPSET, import_graph
 
     opsets = {}
@@ -396,7 +396,7 @@ def _import_foreign(onnx, path, proto):
         raise OnnxFileError(f"{path}: imports opsets {opsets}; convnet reads the default domain at opset "
                             f"{MIN_FOREIGN_OPSET} to {newest}")
     opset = opsets.get("", opsets.get("ai.onnx"))
-    input_shape, stack, _ = import_graph(onnx, path, proto, opset, (MAX_WEIGHT_BYTES, MAX_UNITS))
+    input_shape, stack, _ = import_graph(onnx, path, proto, opset, (limits.MAX_WEIGHT_BYTES, limits.MAX_UNITS))
     if not stack:
         raise OnnxFileError(f"{path}: computes nothing convnet has a layer for (its output is its input)")
     name = proto.graph.name if isinstance(proto.graph.name, str) else ""

@@ -614,8 +614,8 @@ def test_the_unsupported_op_message_lists_what_is_supported(tmp_path):
 
 
 def test_weights_beyond_the_limit_are_refused_before_decoding(tmp_path, monkeypatch):
-    from convnet import saving
-    monkeypatch.setattr(saving, "MAX_WEIGHT_BYTES", 100)
+    from convnet import limits
+    monkeypatch.setattr(limits, "MAX_WEIGHT_BYTES", 100)
     with pytest.raises(OnnxFileError, match="initializers and constants take more than 100 bytes"):
         from_onnx(save(pytorch_layout(small_cnn()), tmp_path / "m.onnx"))
 
