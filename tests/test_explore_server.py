@@ -17,7 +17,9 @@ from convnet.saving import save_model
 from experiments.explore import __main__ as cli
 from experiments.explore import server as srv
 from experiments.explore.core import Explorer, decode
-from explore_support import as_png, digit_pixels, in_threads, mnist_test, request, session_header
+from experiments.predict import load_model_for_inference
+from explore_support import (MODEL_KINDS, as_png, digit_pixels, in_threads, mnist_test, model_of_kind, request,
+                             session_header)
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +326,85 @@ def test_textbook_backend_gives_the_same_answers(model, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--backend", "fortran"])
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ every route on every kind of model
+@pytest.fixture(scope="module", params=sorted(MODEL_KINDS))
+def kind_server(request):
+    """A server of a small model of each kind experiments.mnist makes (and one converted from Keras);
+    the textbook-trained one is also served by the textbook backend, as ``--backend numpy`` does."""
+    import convnet
+
+    kind = request.param
+    path = model_of_kind(kind)
+    with convnet.backend("numpy" if kind == "textbook" else "numba"):
+        explorer = Explorer(load_model_for_inference(path), model_path=str(path))
+        s = srv.serve_in_thread(explorer)
+        try:
+            yield kind, s
+        finally:
+            s.shutdown()
+            s.server_close()
+            explorer.close()
+
+
+def _ok(server, method, path, body=None, n=50):
+    status, reply = request(server, method, path, body, session_header(n))
+    assert status == 200, (path, reply)
+    return reply
+
+
+def test_every_route_serves_every_kind_of_model(kind_server):
+    import time
+
+    from convnet import schedules
+
+    kind, s = kind_server
+    model = load_model_for_inference(model_of_kind(kind))
+    px, label = digit_pixels(0), 3
+    info = _ok(s, "GET", "/api/info")
+    rate = info["session"]["learning_rate"]
+    lr = model.optimizer.learning_rate if model.optimizer is not None else 1e-3
+    if isinstance(lr, schedules.LearningRateSchedule):          # the default recipe: its initial rate, not 0
+        assert rate == pytest.approx(lr(0)) and lr(model.optimizer.iterations) == pytest.approx(0, abs=1e-9)
+        assert "schedule" in info["session"]["learning_rate_source"]
+    else:
+        assert rate == pytest.approx(lr)
+    forward = _ok(s, "POST", "/api/predict", {"pixels": px, "layers": True})
+    assert len(forward["layers"]) == len(model.layers)
+    _ok(s, "POST", "/api/unit", {"pixels": px, "layer": 0, "position": [5, 5, 0]})
+    backward = _ok(s, "POST", "/api/backward", {"pixels": px, "target": label})
+    check = _ok(s, "POST", "/api/gradcheck", {"pixels": px, "target": label})
+    assert all(t["norm_error"] is None or t["norm_error"] < 1e-4 for t in check["tensors"]), check["tensors"]
+    preview = _ok(s, "POST", "/api/step", {"pixels": px, "label": label})
+    assert preview["optimizer"]["learning_rate"] == pytest.approx(rate)
+    assert preview["loss"] == pytest.approx(backward["loss"], rel=1e-5)
+    assert preview["loss_after"] < preview["loss"] - 1e-4              # the step moves the model
+    applied = _ok(s, "POST", "/api/step/apply", {"pixels": px, "label": label})
+    assert applied["loss_after"] == pytest.approx(preview["loss_after"], rel=1e-4)
+    assert applied["probabilities"][label] > forward["probabilities"][label]
+    faster = _ok(s, "POST", "/api/step", {"pixels": px, "label": label, "learning_rate": 10 * rate})
+    assert faster["optimizer"]["learning_rate"] == pytest.approx(10 * rate)
+    assert faster["optimizer"]["learning_rate_source"] == "chosen on the page"
+    _ok(s, "POST", "/api/reset", {})
+    assert _ok(s, "POST", "/api/predict", {"pixels": px})["probabilities"] == forward["probabilities"]
+    page = _ok(s, "GET", "/api/mnist/list?kind=mistakes&limit=3")
+    assert all(i["label"] != i["prediction"] for i in page["items"])
+    assert _ok(s, "GET", "/api/mnist/digit?index=3")["index"] == 3
+    _ok(s, "POST", "/api/train/start", {"images": 200, "batch_size": 100, "learning_rate": 1e-3})
+    deadline = time.monotonic() + 120
+    while (st := _ok(s, "GET", "/api/train/status"))["state"] in ("starting", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert st["state"] == "finished" and st["step"] == 2, st["message"]
+    assert _ok(s, "POST", "/api/train/stop", {})["state"] == "finished"
+    assert _ok(s, "POST", "/api/train/use", {})["steps"] == 2
+    assert _ok(s, "POST", "/api/predict", {"pixels": px})["probabilities"] != forward["probabilities"]
+
+
+def test_step_learning_rate_is_validated(server):
+    px = digit_pixels(0)
+    for bad, message in ((0, "learning_rate must be in"), (5.0, "learning_rate must be in"),
+                         ("fast", "learning_rate must be a number")):
+        status, reply = request(server, "POST", "/api/step", {"pixels": px, "label": 1, "learning_rate": bad},
+                                session_header(60))
+        assert status == 400 and message in reply["error"], reply

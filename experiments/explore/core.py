@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from convnet import gradcheck, optimizers, study
+from convnet import gradcheck, optimizers, schedules, study
 from convnet.model import Sequential
 
 #: the input every explorer view works on: one MNIST-style digit
@@ -36,6 +36,8 @@ GRADCHECK_DEFAULT, GRADCHECK_MAX = 3, 10
 #: live training: bounds of what a page may ask for
 TRAIN_LIMITS = {"images": (100, 60000), "epochs": (1, 5), "batch_size": (1, 512)}
 TRAIN_LR = (1e-5, 1.0)
+#: bounds of the learning rate a page may give the single training step
+STEP_LR = (1e-6, 1.0)
 #: points kept per training curve (batches are averaged in groups beyond that)
 CURVE_POINTS = 400
 #: test digits scored during live training, every TEST_EVERY batches (short runs: ten times in all)
@@ -88,6 +90,26 @@ def clone_model(model, seed=None, fresh=False):
     return clone
 
 
+def step_learning_rate(optimizer):
+    """``(rate, source)``: the rate the explorer's single training step uses unless the page gives one.
+
+    A constant rate is the model's own. A schedule is asked for its initial
+    (or, with a warmup, its peak) rate: at the end of a cosine decay the
+    scheduled rate is 0, and a step with it would change nothing.
+    """
+    if optimizer is None:
+        return 1e-3, "Adam's default (the model file has no optimizer)"
+    lr = optimizer.learning_rate
+    if isinstance(lr, schedules.LearningRateSchedule):
+        start = float(lr(0))
+        peak = max(start, float(getattr(lr, "warmup_target", None) or 0.0))
+        now = float(lr(max(optimizer.iterations - 1, 0)))
+        what = "peak" if peak > start else "initial"
+        return peak, (f"the {what} rate of the model's {type(lr).__name__} schedule (after its "
+                      f"{optimizer.iterations:,} training steps the schedule is at {now:.3g})")
+    return float(lr), f"the model's {type(optimizer).__name__} learning rate"
+
+
 def describe_layers(model):
     """Name, type, shapes, activation, parameter shapes and window geometry of every layer."""
     rows = []
@@ -127,6 +149,7 @@ class Session:
         self.lock = threading.RLock()
         self.model = clone_model(base)
         self.steps_applied = 0
+        self.learning_rate, self.learning_rate_source = step_learning_rate(base.optimizer)
         self.training = None
         self.last_used = time.monotonic()
 
@@ -321,22 +344,40 @@ class Explorer:
         model.backward(dout, preactivation=pre, input_grad=False)
         return float(loss), out[0].astype(np.float64)
 
-    def preview_step(self, session, pixels, label):
+    def _step_rate(self, session, learning_rate):
+        """The rate of this step: the page's (kept for the session's next steps) or the session's default."""
+        if learning_rate is not None:
+            lo, hi = STEP_LR
+            if not lo <= learning_rate <= hi:
+                raise ExploreError(f"learning_rate must be in {lo:g}..{hi:g}, got {learning_rate:g}")
+            session.learning_rate = float(learning_rate)
+            session.learning_rate_source = "chosen on the page"
+        return session.learning_rate
+
+    @staticmethod
+    def _step_optimizer(opt, rate):
+        """A copy of ``opt`` (its slots and step count) whose learning rate is the constant ``rate``."""
+        step_opt = type(opt)(**{**opt.get_config(), "learning_rate": rate})
+        step_opt.set_state(opt.get_state())
+        return step_opt
+
+    def preview_step(self, session, pixels, label, learning_rate=None):
         """The update the session's optimizer would give every parameter for this one digit and label.
 
         Dropout is off (so the preview and the applied step are the same
         numbers). The optimizer's state is copied, stepped on copies of the
-        weights and thrown away: nothing of the session changes.
+        weights and thrown away: nothing of the session changes (except the
+        rate it keeps for its next steps, when ``learning_rate`` is given).
         """
         if session is None:
             raise ExploreError("a training step needs a session (the page sends one)")
         x = pixels.reshape((1,) + INPUT_SHAPE).astype(np.float32)
         with session.lock:
+            rate = self._step_rate(session, learning_rate)
             model = session.model
             loss, probs = self._gradients(model, x, label)
             opt = model.optimizer
-            trial = type(opt)(**opt.get_config())
-            trial.set_state(opt.get_state())
+            trial = self._step_optimizer(opt, rate)
             triples = [(k, p.copy(), g.copy()) for k, p, g in model.params_and_grads()]
             before = [p for _, p, _ in model.params_and_grads()]
             trial.apply(triples)
@@ -352,23 +393,29 @@ class Explorer:
             after = model.forward(x, training=False)[0].astype(np.float64)
             loss_after = model.compute_loss(np.array([label]), model.layers[-1].output)[0]
             model.set_weights(saved)
-        return {"label": int(label), "optimizer": _optimizer_info(opt, trial), "loss": loss, "loss_after": loss_after,
+            info = _optimizer_info(opt, trial, session)
+        return {"label": int(label), "optimizer": info, "loss": loss, "loss_after": float(loss_after),
                 "probabilities": probs.tolist(), "probabilities_after": after.tolist(), "params": params,
                 "steps_applied": session.steps_applied}
 
-    def apply_step(self, session, pixels, label):
+    def apply_step(self, session, pixels, label, learning_rate=None):
         """Take the step of :meth:`preview_step` on the session's model (its optimizer state moves on too)."""
         if session is None:
             raise ExploreError("a training step needs a session (the page sends one)")
         x = pixels.reshape((1,) + INPUT_SHAPE).astype(np.float32)
         with session.lock:
+            rate = self._step_rate(session, learning_rate)
             model = session.model
             loss, _ = self._gradients(model, x, label)
-            model.optimizer.apply(model.params_and_grads())
+            stepped = self._step_optimizer(model.optimizer, rate)
+            stepped.apply(model.params_and_grads())
+            info = _optimizer_info(model.optimizer, stepped, session)
+            model.optimizer.set_state(stepped.get_state())
             session.steps_applied += 1
             probs = model.forward(x, training=False)[0].astype(np.float64)
-        return {"label": int(label), "loss_before": loss, "probabilities": probs.tolist(),
-                "prediction": int(np.argmax(probs)), "steps_applied": session.steps_applied}
+            loss_after = float(model.compute_loss(np.array([label]), model.layers[-1].output)[0])
+        return {"label": int(label), "loss_before": loss, "loss_after": loss_after, "probabilities": probs.tolist(),
+                "prediction": int(np.argmax(probs)), "steps_applied": session.steps_applied, "optimizer": info}
 
     def reset(self, session):
         """Give the session a fresh copy of the loaded model (weights and optimizer state)."""
@@ -466,13 +513,16 @@ def _same_switches(a, b):
     return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
-def _optimizer_info(opt, stepped):
-    info = {"name": type(opt).__name__, "config": opt.get_config(), "iterations_before": opt.iterations,
-            "iterations_after": stepped.iterations}
+def _optimizer_info(opt, stepped, session):
+    """What the page shows of a step: the optimizer, its settings, the rate used and where it came from."""
     config = opt.get_config()
-    if type(opt).__name__ == "Adam":          # the step size with Keras's bias correction folded in
-        t = stepped.iterations
-        info["lr_t"] = config["learning_rate"] * math.sqrt(1 - config["beta_2"] ** t) / (1 - config["beta_1"] ** t)
+    info = {"name": type(opt).__name__, "config": config, "iterations_before": opt.iterations,
+            "iterations_after": stepped.iterations, "learning_rate": float(stepped.learning_rate),
+            "learning_rate_source": session.learning_rate_source}
+    if isinstance(config["learning_rate"], dict):
+        info["schedule"] = config["learning_rate"]
+    if isinstance(stepped, optimizers.Adam):          # the step size with Keras's bias correction folded in
+        info["lr_t"] = float(stepped.step_size())
     return info
 
 

@@ -326,7 +326,11 @@ class Handler(BaseHTTPRequestHandler):
 
         return {"model_path": e.model_path, "layers": e.layers, "params": int(e.base.count_params()),
                 "backend": convnet.get_backend(),
-                "session": None if session is None else {"steps_applied": session.steps_applied},
+                "session": None if session is None else {
+                    "steps_applied": session.steps_applied, "learning_rate": session.learning_rate,
+                    "learning_rate_source": session.learning_rate_source,
+                    "optimizer": type(session.model.optimizer).__name__},
+                "step_learning_rate_limits": list(core.STEP_LR),
                 "max_body": MAX_BODY, "train_limits": core.TRAIN_LIMITS}
 
     def _train_status(self, q):
@@ -403,13 +407,17 @@ class Handler(BaseHTTPRequestHandler):
         return self.explorer.gradcheck(session, pixels(_field(body, "pixels", required=True)), self._target(body),
                                        per_tensor=per, seed=seed)
 
+    def _step_rate(self, body):
+        rate = _field(body, "learning_rate")
+        return None if rate is None else number(rate, "learning_rate", *core.STEP_LR)
+
     def _step(self, body, session):
         return self.explorer.preview_step(session, pixels(_field(body, "pixels", required=True)),
-                                          self._target(body, "label"))
+                                          self._target(body, "label"), learning_rate=self._step_rate(body))
 
     def _apply(self, body, session):
         return self.explorer.apply_step(session, pixels(_field(body, "pixels", required=True)),
-                                        self._target(body, "label"))
+                                        self._target(body, "label"), learning_rate=self._step_rate(body))
 
     def _reset(self, body, session):
         return self.explorer.reset(session)

@@ -623,21 +623,33 @@ $("#gradcheck-run").addEventListener("click", async () => {
 });
 
 // ------------------------------------------------------------------ one training step
+// The rate of the step: the page's field (the server starts it at the model's rate, or a schedule's initial one).
+function stepBody() {
+  const body = { pixels: state.pixels, label: state.label };
+  const lr = Number($("#step-lr").value);
+  if ($("#step-lr").value !== "" && Number.isFinite(lr)) body.learning_rate = lr;
+  return body;
+}
+$("#step-lr").addEventListener("change", () => {
+  $("#step-lr-source").textContent = "chosen here";
+  $("#step-result").replaceChildren();
+});
 $("#step-preview").addEventListener("click", async () => {
   if (!state.pixels) { showError("draw or pick a digit first"); return; }
   try {
-    const s = await api("/api/step", { pixels: state.pixels, label: state.label });
+    const s = await api("/api/step", stepBody());
     renderStep(s);
   } catch (e) { showError(e.message); }
 });
 $("#step-apply").addEventListener("click", async () => {
   if (!state.pixels) { showError("draw or pick a digit first"); return; }
   try {
-    const s = await api("/api/step/apply", { pixels: state.pixels, label: state.label });
+    const s = await api("/api/step/apply", stepBody());
     $("#steps-applied").textContent = `steps applied to this page's model: ${s.steps_applied}`;
     await refresh();
     $("#step-result").replaceChildren(el("p", { class: "sub", id: "step-applied",
-      text: `applied: loss was ${fmt(s.loss_before)}; p[${s.label}] is now ${(100 * s.probabilities[s.label]).toFixed(2)}%` }));
+      text: `applied with learning rate ${s.optimizer.learning_rate} (${s.optimizer.name}, step t = ${s.optimizer.iterations_after}): ` +
+        `loss for label ${s.label} ${fmt(s.loss_before)} -> ${fmt(s.loss_after)}; p[${s.label}] is now ${(100 * s.probabilities[s.label]).toFixed(2)}%` }));
   } catch (e) { showError(e.message); }
 });
 $("#step-reset").addEventListener("click", async () => {
@@ -652,7 +664,9 @@ $("#step-reset").addEventListener("click", async () => {
 function renderStep(s) {
   const box = $("#step-result");
   const o = s.optimizer;
-  const head = [`${o.name}, step t = ${o.iterations_after} (the optimizer has taken ${o.iterations_before} steps)`];
+  const head = [`${o.name}, step t = ${o.iterations_after} (the optimizer has taken ${o.iterations_before} steps)`,
+    `learning rate ${o.learning_rate}: ${o.learning_rate_source}` +
+      (o.schedule ? ` (trained with ${o.schedule.class_name} ${JSON.stringify(o.schedule.config)})` : "")];
   if (o.name === "Adam") head.push(`m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  lr_t = lr·√(1-β2^t)/(1-β1^t) = ${fmt(o.lr_t)};  Δθ = -lr_t·m/(√v + ε)`);
   head.push(`loss for label ${s.label}: ${fmt(s.loss)} now, ${fmt(s.loss_after)} after the step;  ` +
     `p[${s.label}]: ${(100 * s.probabilities[s.label]).toFixed(2)}% -> ${(100 * s.probabilities_after[s.label]).toFixed(2)}%`);
@@ -815,6 +829,11 @@ for (const b of document.querySelectorAll("#tabs button")) {
     state.info = await api("/api/info");
     $("#model-info").textContent = `model: ${state.info.model_path} (${state.info.params.toLocaleString()} parameters, ` +
       `${state.info.layers.length} layers), backend: ${state.info.backend}`;
+    const sess = state.info.session;
+    if (sess) {
+      $("#step-lr").value = String(sess.learning_rate);
+      $("#step-lr-source").textContent = `${sess.optimizer}: ${sess.learning_rate_source}`;
+    }
     document.body.dataset.ready = "1";
   } catch (e) { showError(`cannot reach the explorer's server: ${e.message}`); }
 })();
