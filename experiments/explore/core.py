@@ -26,6 +26,8 @@ import numpy as np
 from convnet import gradcheck, optimizers, schedules, study
 from convnet.model import Sequential
 
+from . import source
+
 #: the input every explorer view works on: one MNIST-style digit
 INPUT_SHAPE = (28, 28, 1)
 CLASSES = 10
@@ -173,6 +175,12 @@ class Explorer:
         self._mnist_error = None
         self.mnist_lock = threading.Lock()
         self.layers = describe_layers(model)
+        self.sources = source.source_files()
+        # the sessions' copies are compiled with sparse cross-entropy: after a softmax, the two are fused
+        fused = getattr(model.layers[-1], "activation_name", None) == "softmax"
+        for row, layer in zip(self.layers, model.layers):
+            row["code"] = source.layer_code(layer, row["index"] == len(model.layers) - 1, fused, set(self.sources))
+        self.chain_code = source.chain_code(set(self.sources))
         # BLAS on one thread for as long as the explorer lives. It works on one image at a time,
         # from many threads (one per request, one for live training); with BLAS's pool of two,
         # convnet's per-call switch to one thread and back (convnet.engine.threads.limited) made a
@@ -271,13 +279,14 @@ class Explorer:
             loss, dout, pre = model.compute_loss(y, out)
             dx = model.backward(dout, preactivation=pre, input_grad=True)
             layers = []
-            for layer in model.layers:
-                layers.append({
-                    "name": layer.name, "type": type(layer).__name__,
-                    "grad_output": encode(layer.grad_output[0]), "grad_output_norm": _norm(layer.grad_output),
-                    "grad_input": encode(layer.grad_input[0]), "grad_input_norm": _norm(layer.grad_input),
-                    "params": {k: {"grad": encode(g), "grad_norm": _norm(g), "param_norm": _norm(layer.params[k])}
-                               for k, g in layer.grads.items()}})
+            for i, layer in enumerate(model.layers):
+                row = {"name": layer.name, "type": type(layer).__name__,
+                       "grad_output": encode(layer.grad_output[0]), "grad_output_norm": _norm(layer.grad_output),
+                       "grad_input": encode(layer.grad_input[0]), "grad_input_norm": _norm(layer.grad_input),
+                       "params": {k: {"grad": encode(g), "value": encode(layer.params[k]), "grad_norm": _norm(g),
+                                      "param_norm": _norm(layer.params[k])} for k, g in layer.grads.items()}}
+                row.update(_through_the_gate(layer, fused=bool(pre) and i == len(model.layers) - 1))
+                layers.append(row)
             probs = out[0].astype(np.float64)
         return {"target": int(target), "loss": float(loss), "probabilities": probs.tolist(),
                 "prediction": int(np.argmax(probs)), "fused_softmax": bool(pre), "layers": layers,
@@ -320,8 +329,9 @@ class Explorer:
             if key == "input":      # sample pixels the loss depends on (a blank pixel's gradient is exactly 0 both ways)
                 pool = np.flatnonzero(x.reshape(-1) > 0)
                 pool = pool if pool.size >= per_tensor else np.arange(x.size)
-            else:
-                pool = np.arange(array.size)
+            else:                   # entries whose gradient is not exactly 0 (a zero checks little: often both are 0)
+                pool = np.flatnonzero(grad.reshape(-1) != 0)
+                pool = pool if pool.size >= per_tensor else np.arange(array.size)
             idx = rng.choice(pool, size=min(per_tensor, pool.size), replace=False)
             moved.clear()
             numeric = gradcheck.numerical_gradient(loss, array, h=h, indices=idx).reshape(-1)[idx]
@@ -334,7 +344,11 @@ class Explorer:
             smooth = ~kink
             error = gradcheck.norm_relative_error(analytic[smooth], numeric[smooth]) if smooth.any() else None
             rows.append({"tensor": key, "shape": list(array.shape)[(1 if key == "input" else 0):],
-                         "entries": entries, "norm_error": error, "kinks": int(kink.sum())})
+                         "entries": entries, "norm_error": error, "kinks": int(kink.sum()),
+                         "sampled": int(idx.size), "pool": int(pool.size), "size": int(array.size),
+                         "nonzero": int(np.count_nonzero(grad)),
+                         "pool_kind": "all entries" if pool.size == array.size else
+                         ("inked pixels" if key == "input" else "non-zero gradient entries")})
         return {"target": int(target), "h": h, "dtype": "float64", "tensors": rows}
 
     # ------------------------------------------------------- training step
@@ -446,6 +460,22 @@ class Explorer:
                                "mistakes": np.flatnonzero(pred != yte)}
             return self._mnist
 
+    def first_digit(self, index=0):
+        """A test digit for the first screen, or why there is none: the page must open without MNIST too."""
+        try:
+            return {"available": True, **self.mnist_digit(index)}
+        except ExploreError as e:
+            if e.status != 503:
+                raise
+            return {"available": False, "message": str(e)}
+
+    def weights(self, session):
+        """Every parameter array of the page's model (or the loaded one), layer by layer."""
+        model, lock = self._model(session)
+        with lock:
+            return {"layers": [{"name": l.name, "params": {k: encode(p) for k, p in l.params.items()}}
+                               for l in model.layers]}
+
     def mnist_list(self, kind, offset, limit):
         """A page of test digits (``kind`` "all" or "mistakes" of the loaded model) as uint8 thumbnails."""
         data = self.mnist()
@@ -524,6 +554,40 @@ def _optimizer_info(opt, stepped, session):
     if isinstance(stepped, optimizers.Adam):          # the step size with Keras's bias correction folded in
         info["lr_t"] = float(stepped.step_size())
     return info
+
+
+def _through_the_gate(layer, fused):
+    """dL/dz before the layer's activation, and what its gate let through (ReLU) or picked (max-pool).
+
+    dL/dz is the textbook activation's own ``backward`` (:mod:`convnet.activations`)
+    applied to the layer's dL/d(output) and output; with the fused softmax and
+    cross-entropy the last layer's dL/d(output) already is dL/dz.
+    """
+    from convnet import activations
+
+    name = getattr(layer, "activation_name", None) or "linear"
+    out = {"activation": name}
+    if fused:
+        dz = layer.grad_output[0]
+        out["grad_preactivation"] = encode(dz)
+        out["grad_preactivation_norm"] = _norm(dz)
+        out["fused"] = True
+        return out
+    if name != "linear":
+        y, dy = layer.output[0], layer.grad_output[0]
+        dz = activations.get(name).backward(dy[None], y[None])[0]
+        out["grad_preactivation"] = encode(dz)
+        out["grad_preactivation_norm"] = _norm(dz)
+        if name == "relu":
+            dark = y <= 0
+            out["gate"] = {"units": int(y.size), "dark": int(dark.sum()),
+                           "dark_with_grad_output": int((dark & (dy != 0)).sum()),
+                           "dark_with_grad_z": int((dark & (dz != 0)).sum())}
+    if type(layer).__name__ == "MaxPool2D":
+        out["winners"] = {"windows": int(layer.grad_output[0].size),
+                          "inputs_with_gradient": int((layer.grad_input[0] != 0).sum()),
+                          "inputs": int(layer.grad_input[0].size)}
+    return out
 
 
 # ---------------------------------------------------------------- receptive fields

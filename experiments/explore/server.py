@@ -305,7 +305,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ExploreError("too many query parameters (at most 10)") from None
         q = {k: v[-1] for k, v in query.items()}
         route = {"/api/info": self._info, "/api/train/status": self._train_status,
-                 "/api/mnist/list": self._mnist_list, "/api/mnist/digit": self._mnist_digit}.get(url.path)
+                 "/api/mnist/list": self._mnist_list, "/api/mnist/digit": self._mnist_digit,
+                 "/api/mnist/first": self._mnist_first, "/api/source": self._source,
+                 "/api/weights": self._weights}.get(url.path)
         if route is None:
             raise ExploreError(f"no such page or API: {url.path[:80]}", status=404)
         self._send(200, route(q))
@@ -331,7 +333,8 @@ class Handler(BaseHTTPRequestHandler):
                     "learning_rate_source": session.learning_rate_source,
                     "optimizer": type(session.model.optimizer).__name__},
                 "step_learning_rate_limits": list(core.STEP_LR),
-                "max_body": MAX_BODY, "train_limits": core.TRAIN_LIMITS}
+                "max_body": MAX_BODY, "train_limits": core.TRAIN_LIMITS, "chain_code": e.chain_code,
+                "source_files": {k: v["path"] for k, v in e.sources.items()}}
 
     def _train_status(self, q):
         return self.explorer.training_status(self._session())
@@ -343,6 +346,20 @@ class Handler(BaseHTTPRequestHandler):
         offset = self._query_int(q, "offset", 0, 0, 10000)
         limit = self._query_int(q, "limit", 60, 1, 200)
         return self.explorer.mnist_list(kind, offset, limit)
+
+    def _source(self, q):
+        # read-only, and only the textbook files read at start-up: a name is looked up, never opened
+        name = q.get("file", "")
+        files = self.explorer.sources
+        if name not in files:
+            raise ExploreError(f"file must be one of {', '.join(sorted(files))}, got {name[:40]!r}", status=404)
+        return {"file": name, **files[name]}
+
+    def _weights(self, q):
+        return self.explorer.weights(self._session())
+
+    def _mnist_first(self, q):
+        return self.explorer.first_digit(self._query_int(q, "index", 0, 0, 9999))
 
     def _mnist_digit(self, q):
         if "index" not in q:
@@ -359,9 +376,16 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/prepare":
             raw = self._body()
             session = self._session()
-            image = prepare_image(raw)
-            self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(),
-                             "new_session": bool(session is not None and session.new)})
+            new = bool(session is not None and session.new)
+            try:
+                image = prepare_image(raw)
+            except ExploreError as e:
+                # the page's own canvas (?drawing=1): a canvas without a digit yet is a normal state, not an error
+                if e.status != 422 or parse_qs(urlsplit(self.path).query).get("drawing") != ["1"]:
+                    raise
+                self._send(200, {"pixels": None, "message": str(e), "new_session": new})
+                return
+            self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(), "new_session": new})
             return
         routes = {"/api/predict": self._predict, "/api/unit": self._unit, "/api/backward": self._backward,
                   "/api/gradcheck": self._gradcheck, "/api/step": self._step, "/api/step/apply": self._apply,
