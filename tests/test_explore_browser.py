@@ -146,9 +146,10 @@ def test_drawing_a_one_and_a_zero_and_the_forward_view(page, tmp_path):
     assert page.locator("#probabilities .prob.best").get_attribute("data-class") == "0"
     # every layer drawn with its colour legend: the input, then 10 layers
     assert page.locator("#forward-layers .layer").count() == 11
-    assert page.locator("#forward-layers .legend").count() == 11
+    assert page.locator("#forward-layers .layer-head .legend").count() == 11
+    assert page.locator("#forward-layers details.weights .param-value").count() == 8      # kernel and bias of 4 layers
     assert page.locator("#layer-conv2d canvas.map").count() == 32
-    assert page.locator("#layer-dense canvas.bars").count() == 1
+    assert page.locator("#layer-dense .layer-arrays > canvas.bars").count() == 1
     # hovering a feature map shows its value
     fmap = page.locator("#layer-conv2d canvas.map").nth(3)
     fmap.hover(position={"x": 20, "y": 30})
@@ -167,7 +168,7 @@ def test_drawing_a_one_and_a_zero_and_the_forward_view(page, tmp_path):
     assert _shaded(page) == 16              # a 4x4 window of the input is shaded
     _save_screenshot(page, tmp_path, "explorer.png")
     # a dense unit: the top products, the bias and the softmax
-    bars = page.locator("#layer-dense_1 canvas.bars")
+    bars = page.locator("#layer-dense_1 .layer-arrays > canvas.bars")
     bars.click(position={"x": 13, "y": 30})
     page.wait_for_function("document.querySelector('#unit-formula').textContent.includes('softmax')")
     assert page.locator("#unit h3").text_content().startswith("dense_1 (Dense): unit 0")
