@@ -430,3 +430,32 @@ def test_a_learners_tour(browser, recipe_server, size, tmp_path):
     finally:
         context.close()
     assert not problems, problems
+
+
+def test_the_first_screen_without_mnist_says_so_without_an_error(browser, monkeypatch):
+    import convnet.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("no network and no cache")
+    monkeypatch.setattr(convnet.datasets, "load_mnist", offline)
+    explorer = Explorer(load_model_for_inference(model_of_kind("default")), model_path="default recipe")
+    s = srv.serve_in_thread(explorer)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    problems = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+    try:
+        pg.goto(s.url)
+        pg.wait_for_selector("body[data-ready='1']")
+        assert "No MNIST test digit to start with" in pg.locator("#input-source").text_content()
+        assert pg.locator("#error").is_hidden() and pg.locator("#arch button.block").count() == 10
+        _draw_zero(pg)                             # drawing works as ever
+        pg.wait_for_function("document.body.dataset.busy === '0'")
+        assert pg.locator("#prediction").text_content() in list("0123456789")
+    finally:
+        context.close()
+        s.shutdown()
+        s.server_close()
+        explorer.close()
+    assert not problems, problems

@@ -310,3 +310,35 @@ def test_a_step_after_a_finished_cosine_schedule_moves_the_model(image, make_exp
     assert explorer.apply_step(s, image, 7)["optimizer"]["learning_rate"] == 0.01
     with pytest.raises(ExploreError, match="learning_rate must be in"):
         explorer.preview_step(s, image, 7, learning_rate=0.0)
+
+
+def test_backward_shows_dl_dz_and_what_each_gate_let_through(explorer, image):
+    b = explorer.backward(None, image, 3)
+    by_name = {l["name"]: l for l in b["layers"]}
+    conv = by_name["conv2d"]
+    y = decode(explorer.predict(None, image, layers=True)["layers"][0]["output"])
+    dy, dz = decode(conv["grad_output"]), decode(conv["grad_preactivation"])
+    np.testing.assert_array_equal(dz, dy * (y > 0))               # the ReLU gate, as activations.ReLUFunction
+    gate = conv["gate"]
+    assert gate["units"] == y.size and gate["dark"] == int((y <= 0).sum())
+    assert gate["dark_with_grad_output"] == int(((y <= 0) & (dy != 0)).sum()) > 0
+    assert gate["dark_with_grad_z"] == 0
+    pool = by_name["max_pooling2d"]
+    assert "grad_preactivation" not in pool
+    # one winner per window: at most as many inputs with a gradient as windows
+    assert 0 < pool["winners"]["inputs_with_gradient"] <= pool["winners"]["windows"]
+    top = b["layers"][-1]
+    assert top["fused"] and decode(top["grad_preactivation"]).tolist() == decode(top["grad_output"]).tolist()
+    # each parameter's value travels with its gradient (the page shows both under the mouse)
+    np.testing.assert_array_equal(decode(conv["params"]["kernel"]["value"]), explorer.base.layers[0].params["kernel"])
+
+
+def test_gradcheck_samples_entries_whose_gradient_is_not_zero(explorer, image):
+    r = explorer.gradcheck(None, image, 5, per_tensor=3)
+    for t in r["tensors"]:
+        assert t["sampled"] == 3 and len(t["entries"]) == 3
+        if t["tensor"] != "input":
+            assert t["pool"] == t["nonzero"] and t["pool_kind"] == "non-zero gradient entries"
+            assert all(e["analytic"] != 0 for e in t["entries"]), t
+    dense = next(t for t in r["tensors"] if t["tensor"] == "dense/kernel")
+    assert dense["nonzero"] < dense["size"]            # dead ReLU units: many zero entries, none of them sampled

@@ -408,3 +408,62 @@ def test_step_learning_rate_is_validated(server):
         status, reply = request(server, "POST", "/api/step", {"pixels": px, "label": 1, "learning_rate": bad},
                                 session_header(60))
         assert status == 400 and message in reply["error"], reply
+
+
+def test_source_files_are_served_read_only_and_nothing_else(server):
+    status, info = request(server, "GET", "/api/info")
+    assert info["source_files"] == {"activations.py": "convnet/activations.py", "layers.py": "convnet/layers.py",
+                                    "losses.py": "convnet/losses.py"}
+    conv = next(c for c in info["layers"][0]["code"] if c["qualname"] == "Conv2D.backprop")
+    status, src = request(server, "GET", "/api/source?file=layers.py")
+    assert status == 200 and src["path"] == "convnet/layers.py"
+    assert src["lines"][conv["start"] - 1].strip().startswith("def backprop(self")
+    for name in ("../layers.py", "convnet/layers.py", "model.py", "/etc/passwd", "..%2Fsetup.cfg", ""):
+        status, reply = request(server, "GET", f"/api/source?file={name}")
+        assert status == 404 and "file must be one of" in reply["error"], name
+    assert request(server, "POST", "/api/source?file=layers.py", {})[0] == 404
+
+
+def test_weights_are_the_page_models(server, model):
+    status, w = request(server, "GET", "/api/weights", headers=session_header(70))
+    assert status == 200 and [l["name"] for l in w["layers"]] == [l.name for l in model.layers]
+    np.testing.assert_array_equal(decode(w["layers"][0]["params"]["kernel"]), model.layers[0].params["kernel"])
+    request(server, "POST", "/api/step/apply", {"pixels": digit_pixels(1), "label": 2}, session_header(70))
+    moved = decode(request(server, "GET", "/api/weights", headers=session_header(70))[1]["layers"][0]["params"]["kernel"])
+    assert not np.array_equal(moved, model.layers[0].params["kernel"])
+
+
+def test_a_drawing_without_a_digit_is_not_an_error_but_an_upload_is(server):
+    blank = as_png(np.zeros((28, 28)), invert=False)
+    status, reply = request(server, "POST", "/api/prepare?drawing=1", blank, {"Content-Type": "image/png"})
+    assert status == 200 and reply["pixels"] is None and "no ink" in reply["message"]
+    status, reply = request(server, "POST", "/api/prepare", blank, {"Content-Type": "image/png"})
+    assert status == 422 and "no ink" in reply["error"]
+    dot = np.zeros((28, 28))
+    dot[13:15, 13:15] = 1                                       # a click on the canvas: a dot is an input
+    status, reply = request(server, "POST", "/api/prepare?drawing=1", as_png(dot, invert=False),
+                            {"Content-Type": "image/png"})
+    assert status == 200 and np.max(reply["pixels"]) == pytest.approx(1)
+    status, reply = request(server, "POST", "/api/prepare?drawing=1", b"not an image", {"Content-Type": "image/png"})
+    assert status == 415                                        # only a page without a digit is answered 200
+
+
+def test_the_first_digit_with_and_without_mnist(server, model, monkeypatch):
+    x, y = mnist_test()
+    status, first = request(server, "GET", "/api/mnist/first")
+    assert status == 200 and first["available"] and first["index"] == 0 and first["label"] == int(y[0])
+    import convnet.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("no network and no cache")
+    monkeypatch.setattr(convnet.datasets, "load_mnist", offline)
+    explorer = Explorer(model, model_path="seed model")
+    s = srv.serve_in_thread(explorer)
+    try:
+        status, first = request(s, "GET", "/api/mnist/first")
+        assert status == 200 and not first["available"] and "no network and no cache" in first["message"]
+        assert request(s, "GET", "/api/mnist/digit?index=0")[0] == 503
+    finally:
+        s.shutdown()
+        s.server_close()
+        explorer.close()

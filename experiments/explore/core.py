@@ -327,11 +327,11 @@ class Explorer:
         rows = []
         for key, array, grad in targets:
             if key == "input":      # sample pixels the loss depends on (a blank pixel's gradient is exactly 0 both ways)
-                pool = np.flatnonzero(x.reshape(-1) > 0)
-                pool = pool if pool.size >= per_tensor else np.arange(x.size)
+                pool, kind = np.flatnonzero(x.reshape(-1) > 0), "inked pixels"
             else:                   # entries whose gradient is not exactly 0 (a zero checks little: often both are 0)
-                pool = np.flatnonzero(grad.reshape(-1) != 0)
-                pool = pool if pool.size >= per_tensor else np.arange(array.size)
+                pool, kind = np.flatnonzero(grad.reshape(-1) != 0), "non-zero gradient entries"
+            if pool.size < per_tensor:
+                pool, kind = np.arange(array.size), "all entries"
             idx = rng.choice(pool, size=min(per_tensor, pool.size), replace=False)
             moved.clear()
             numeric = gradcheck.numerical_gradient(loss, array, h=h, indices=idx).reshape(-1)[idx]
@@ -347,8 +347,7 @@ class Explorer:
                          "entries": entries, "norm_error": error, "kinks": int(kink.sum()),
                          "sampled": int(idx.size), "pool": int(pool.size), "size": int(array.size),
                          "nonzero": int(np.count_nonzero(grad)),
-                         "pool_kind": "all entries" if pool.size == array.size else
-                         ("inked pixels" if key == "input" else "non-zero gradient entries")})
+                         "pool_kind": kind})
         return {"target": int(target), "h": h, "dtype": "float64", "tensors": rows}
 
     # ------------------------------------------------------- training step
