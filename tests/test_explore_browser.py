@@ -435,10 +435,12 @@ def test_a_learners_tour(browser, recipe_server, size, tmp_path):
 def test_the_first_screen_without_mnist_says_so_without_an_error(browser, monkeypatch):
     import convnet.datasets
 
+    model = load_model_for_inference(model_of_kind("default"))        # trained before MNIST goes away
+
     def offline(*args, **kwargs):
         raise OSError("no network and no cache")
     monkeypatch.setattr(convnet.datasets, "load_mnist", offline)
-    explorer = Explorer(load_model_for_inference(model_of_kind("default")), model_path="default recipe")
+    explorer = Explorer(model, model_path="default recipe")
     s = srv.serve_in_thread(explorer)
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     pg = context.new_page()
