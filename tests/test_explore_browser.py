@@ -311,8 +311,9 @@ def test_errors_are_shown_and_the_page_goes_on(page):
 @pytest.fixture(scope="module")
 def recipe_server():
     """The explorer serving a model trained by experiments.mnist's default recipe (cosine schedule, averaged
-    weights, augmentation): the model a learner who followed the docs has."""
-    path = model_of_kind("default")
+    weights, augmentation): the model a learner who followed the docs has. ``CONVNET_TOUR_MODEL`` names
+    another such model file (the docs' screenshots: one trained longer than this test's 500 images)."""
+    path = os.environ.get("CONVNET_TOUR_MODEL") or model_of_kind("default")
     explorer = Explorer(load_model_for_inference(path), model_path=str(path))
     s = srv.serve_in_thread(explorer)
     yield s

@@ -374,6 +374,8 @@ def test_every_route_serves_every_kind_of_model(kind_server):
     assert len(forward["layers"]) == len(model.layers)
     _ok(s, "POST", "/api/unit", {"pixels": px, "layer": 0, "position": [5, 5, 0]})
     backward = _ok(s, "POST", "/api/backward", {"pixels": px, "target": label})
+    status, stateless = request(s, "POST", "/api/backward", {"pixels": px, "target": label})   # no session
+    assert status == 200 and stateless["loss"] == pytest.approx(backward["loss"], rel=1e-6), stateless
     check = _ok(s, "POST", "/api/gradcheck", {"pixels": px, "target": label})
     assert all(t["norm_error"] is None or t["norm_error"] < 1e-4 for t in check["tensors"]), check["tensors"]
     preview = _ok(s, "POST", "/api/step", {"pixels": px, "label": label})

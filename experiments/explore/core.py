@@ -146,12 +146,12 @@ def _window(layer):
 class Session:
     """One page's copy of the model, its lock, and its live training run (if any)."""
 
-    def __init__(self, sid, base):
+    def __init__(self, sid, base, step_rate):
         self.id = sid
         self.lock = threading.RLock()
         self.model = clone_model(base)
         self.steps_applied = 0
-        self.learning_rate, self.learning_rate_source = step_learning_rate(base.optimizer)
+        self.learning_rate, self.learning_rate_source = step_rate
         self.training = None
         self.last_used = time.monotonic()
 
@@ -163,6 +163,9 @@ class Explorer:
         if tuple(model.input_shape) != INPUT_SHAPE or tuple(model.output_shape) != (CLASSES,):
             raise ValueError(f"the explorer needs an MNIST model mapping {INPUT_SHAPE} to ({CLASSES},); "
                              f"this one maps {tuple(model.input_shape)} to {tuple(model.output_shape)}")
+        self.step_rate = step_learning_rate(model.optimizer)      # from the file's optimizer, before any copy
+        if model.loss is None:        # loaded for inference only: the stateless gradient views need a loss
+            model = clone_model(model)
         self.base = model
         self.model_path = str(model_path)
         self.base_lock = threading.Lock()
@@ -207,7 +210,7 @@ class Explorer:
             s = self.sessions.get(sid)
             if s is None:
                 self._evict()
-                s = self.sessions[sid] = Session(sid, self.base)
+                s = self.sessions[sid] = Session(sid, self.base, self.step_rate)
                 s.new = True
             else:
                 s.new = False
