@@ -359,9 +359,17 @@ def test_a_learners_tour(browser, recipe_server, size, tmp_path):
         _no_wider_than_the_window(pg, "first screen")
         if size == "desktop":
             _save_screenshot(pg, tmp_path, "explorer_first_screen.png")
+        # two lessons of the guided path: one opens a unit, the next goes to the backward view
+        pg.click("#lessons button[data-lesson='1']")
+        pg.wait_for_selector("#unit-formula")
+        assert "receptive field" in pg.locator("#lesson-text").text_content()
+        pg.click("#lessons button[data-lesson='2']")
+        pg.wait_for_selector("#grad-conv2d .gate")
+        assert pg.locator("#tab-backward").is_visible()
+        pg.click("[data-tab=forward]")
         # draw: the first touch is a dot, then a stroke; the prediction stays in view while drawing
         pg.click("#clear")
-        pg.locator("#draw").scroll_into_view_if_needed()
+        pg.evaluate("document.querySelector('#draw-panel').scrollIntoView({block: 'start'})")
         _draw_one(pg)
         pg.wait_for_function("document.body.dataset.busy === '0'")
         assert "your drawing" in pg.locator("#input-source").text_content()

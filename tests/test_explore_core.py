@@ -329,8 +329,10 @@ def test_backward_shows_dl_dz_and_what_each_gate_let_through(explorer, image):
     assert 0 < pool["winners"]["inputs_with_gradient"] <= pool["winners"]["windows"]
     top = b["layers"][-1]
     assert top["fused"] and decode(top["grad_preactivation"]).tolist() == decode(top["grad_output"]).tolist()
-    # each parameter's value travels with its gradient (the page shows both under the mouse)
-    np.testing.assert_array_equal(decode(conv["params"]["kernel"]["value"]), explorer.base.layers[0].params["kernel"])
+    # the weights the page shows beside these gradients are the same model's
+    weights = explorer.weights(None)["layers"][0]["params"]["kernel"]
+    np.testing.assert_array_equal(decode(weights), explorer.base.layers[0].params["kernel"])
+    assert conv["params"]["kernel"]["grad"]["shape"] == weights["shape"]
 
 
 def test_gradcheck_samples_entries_whose_gradient_is_not_zero(explorer, image):

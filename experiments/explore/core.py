@@ -286,8 +286,8 @@ class Explorer:
                 row = {"name": layer.name, "type": type(layer).__name__,
                        "grad_output": encode(layer.grad_output[0]), "grad_output_norm": _norm(layer.grad_output),
                        "grad_input": encode(layer.grad_input[0]), "grad_input_norm": _norm(layer.grad_input),
-                       "params": {k: {"grad": encode(g), "value": encode(layer.params[k]), "grad_norm": _norm(g),
-                                      "param_norm": _norm(layer.params[k])} for k, g in layer.grads.items()}}
+                       "params": {k: {"grad": encode(g), "grad_norm": _norm(g), "param_norm": _norm(layer.params[k])}
+                                  for k, g in layer.grads.items()}}
                 row.update(_through_the_gate(layer, fused=bool(pre) and i == len(model.layers) - 1))
                 layers.append(row)
             probs = out[0].astype(np.float64)

@@ -696,6 +696,7 @@ async function refreshBackward() {
   if (!state.pixels || state.target === null) return;
   try {
     const b = await api("/api/backward", { pixels: state.pixels, target: state.target });
+    await loadWeights();                 // the values shown beside the gradients (the same model's)
     renderBackward(b);
   } catch (e) { showError(e.message); }
 }
@@ -736,7 +737,7 @@ function renderBackward(b) {
       `inputs (${l.winners.windows.toLocaleString()} windows) have a non-zero dL/d(input).`;
     parts.push(view(l.grad_input, `dL/d(input), norm ${fmt(l.grad_input_norm)}`, l.name, inNote));
     for (const [k, p] of Object.entries(l.params)) {
-      const g = decode(p.grad), w = decode(p.value);
+      const g = decode(p.grad), w = decode(state.weights.layers[i].params[k]);
       const gs = scaleFor(g.min, g.max, true), ws = scaleFor(w.min, w.max, true);
       parts.push(el("div", { class: "param-grad" },
         el("div", {}, el("div", { class: "sub" }, `dL/d${k} ${shapeText(g.shape)}: norm ${fmt(p.grad_norm)} `, legend(gs)),
