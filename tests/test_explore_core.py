@@ -306,6 +306,8 @@ def test_a_step_after_a_finished_cosine_schedule_moves_the_model(image, make_exp
     assert not np.array_equal(s.model.get_weights()[0], before[0])
     assert s.model.optimizer.iterations == 5
     # the page's own rate is used and kept for the next steps; out of bounds is refused
+    same = explorer.preview_step(s, image, 7, learning_rate=1e-3)["optimizer"]      # the field, unchanged
+    assert same["learning_rate"] == 1e-3 and "CosineDecay" in same["learning_rate_source"]
     assert explorer.preview_step(s, image, 7, learning_rate=0.01)["optimizer"]["learning_rate"] == 0.01
     assert explorer.apply_step(s, image, 7)["optimizer"]["learning_rate"] == 0.01
     with pytest.raises(ExploreError, match="learning_rate must be in"):

@@ -366,8 +366,9 @@ class Explorer:
             lo, hi = STEP_LR
             if not lo <= learning_rate <= hi:
                 raise ExploreError(f"learning_rate must be in {lo:g}..{hi:g}, got {learning_rate:g}")
-            session.learning_rate = float(learning_rate)
-            session.learning_rate_source = "chosen on the page"
+            if learning_rate != session.learning_rate:      # the page sends its field's value every time
+                session.learning_rate = float(learning_rate)
+                session.learning_rate_source = "chosen on the page"
         return session.learning_rate
 
     @staticmethod
