@@ -380,6 +380,8 @@ def test_a_learners_tour(browser, recipe_server, size, tmp_path):
         # forward: channel numbers, a unit with its receptive field beside it, below the maps on a phone
         assert pg.locator("#layer-conv2d .maps figcaption").count() == 32
         assert pg.locator("#layer-conv2d details.weights .param-value").count() == 2
+        assert "Conv2D.call" in pg.locator("#layer-conv2d details.code summary").text_content()
+        assert "z[i,j,f] = b[f]" in pg.locator("#layer-conv2d .formula").text_content()
         pg.locator("#layer-conv2d canvas.map").nth(3).click(position={"x": 20, "y": 20})
         pg.wait_for_selector("#unit-formula")
         assert pg.locator("#unit-rf").is_visible()
@@ -402,6 +404,11 @@ def test_a_learners_tour(browser, recipe_server, size, tmp_path):
         highlighted = conv.locator("pre.source .line.hl").all_text_contents()
         assert any('self.grads["kernel"]' in t for t in highlighted), highlighted
         assert "Only the winners get a gradient" in pg.locator("#grad-max_pooling2d").text_content()
+        # a kernel's gradient under the mouse shows the weight too
+        pg.locator("#grad-conv2d .param-grad canvas.mosaic").first.hover(position={"x": 3, "y": 3})
+        assert pg.locator("#tooltip").is_visible()
+        tip = pg.locator("#tooltip").text_content()
+        assert tip.startswith("conv2d dL/dkernel[0, 0, 0, 0]") and ";  kernel = " in tip, tip
         if size == "desktop":
             conv.scroll_into_view_if_needed()
             _save_screenshot(pg, tmp_path, "explorer_backward_code.png", conv)

@@ -539,6 +539,7 @@ class Explorer:
         with session.lock:
             session.model = clone_model(run.model)
             session.steps_applied = 0
+            session.learning_rate, session.learning_rate_source = float(run.learning_rate), "the live run's rate"
         return {"used": True, "steps": run.step}
 
 
