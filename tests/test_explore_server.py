@@ -437,16 +437,16 @@ def test_weights_are_the_page_models(server, model):
 
 def test_a_drawing_without_a_digit_is_not_an_error_but_an_upload_is(server):
     blank = as_png(np.zeros((28, 28)), invert=False)
-    status, reply = request(server, "POST", "/api/prepare?drawing=1", blank, {"Content-Type": "image/png"})
+    status, reply = request(server, "POST", "/api/prepare/drawing", blank, {"Content-Type": "image/png"})
     assert status == 200 and reply["pixels"] is None and "no ink" in reply["message"]
     status, reply = request(server, "POST", "/api/prepare", blank, {"Content-Type": "image/png"})
     assert status == 422 and "no ink" in reply["error"]
     dot = np.zeros((28, 28))
     dot[13:15, 13:15] = 1                                       # a click on the canvas: a dot is an input
-    status, reply = request(server, "POST", "/api/prepare?drawing=1", as_png(dot, invert=False),
+    status, reply = request(server, "POST", "/api/prepare/drawing", as_png(dot, invert=False),
                             {"Content-Type": "image/png"})
     assert status == 200 and np.max(reply["pixels"]) == pytest.approx(1)
-    status, reply = request(server, "POST", "/api/prepare?drawing=1", b"not an image", {"Content-Type": "image/png"})
+    status, reply = request(server, "POST", "/api/prepare/drawing", b"not an image", {"Content-Type": "image/png"})
     assert status == 415                                        # only a page without a digit is answered 200
 
 

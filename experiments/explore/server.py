@@ -376,16 +376,12 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/prepare":
             raw = self._body()
             session = self._session()
-            new = bool(session is not None and session.new)
-            try:
-                image = prepare_image(raw)
-            except ExploreError as e:
-                # the page's own canvas (?drawing=1): a canvas without a digit yet is a normal state, not an error
-                if e.status != 422 or parse_qs(urlsplit(self.path).query).get("drawing") != ["1"]:
-                    raise
-                self._send(200, {"pixels": None, "message": str(e), "new_session": new})
-                return
-            self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(), "new_session": new})
+            image = prepare_image(raw)
+            self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(),
+                             "new_session": bool(session is not None and session.new)})
+            return
+        if path == "/api/prepare/drawing":
+            self._prepare_drawing()
             return
         routes = {"/api/predict": self._predict, "/api/unit": self._unit, "/api/backward": self._backward,
                   "/api/gradcheck": self._gradcheck, "/api/step": self._step, "/api/step/apply": self._apply,
@@ -402,6 +398,20 @@ class Handler(BaseHTTPRequestHandler):
         result["server_ms"] = round((time.perf_counter() - start) * 1000, 3)
         result["new_session"] = bool(session is not None and session.new)
         self._send(200, result)
+
+    def _prepare_drawing(self):
+        """``/api/prepare`` for the page's own canvas: a canvas without a digit yet is a state, not an error."""
+        raw = self._body()
+        session = self._session()
+        new = bool(session is not None and session.new)
+        try:
+            image = prepare_image(raw)
+        except ExploreError as e:
+            if e.status != 422:
+                raise
+            self._send(200, {"pixels": None, "message": str(e), "new_session": new})
+            return
+        self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(), "new_session": new})
 
     def _predict(self, body, session):
         layers = _field(body, "layers", False)

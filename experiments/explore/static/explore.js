@@ -306,7 +306,7 @@ function scheduleDrawUpdate() {
   busy(+1);
   draw.toBlob(async (blob) => {
     try {
-      const prepared = await api("/api/prepare?drawing=1", blob);
+      const prepared = await api("/api/prepare/drawing", blob);
       if (prepared.pixels === null) $("#draw-hint").textContent = "No digit yet: draw a stroke.";
       else await setInput(prepared.pixels, "your drawing", drawing);
     } catch (e) {
