@@ -58,3 +58,44 @@ def test_code_outside_the_textbook_files_is_never_named():
     assert source.method_lines(inspect.getsource, {"layers.py"}) is None          # the standard library
     assert source.method_lines(layers.Dense.call, {"activations.py"}) is None     # not an allowed file
     assert source.method_lines(len, {"layers.py"}) is None                        # no Python source at all
+
+
+def test_the_lines_marked_are_the_lines_that_ran():
+    import numpy as np
+
+    from experiments.explore.core import Explorer
+
+    model = mnist_cnn(seed=0)
+    model.compile()
+    explorer = Explorer(model)
+    try:
+        files = explorer.sources["layers.py"]["lines"]
+        rows = {row["name"]: {c["qualname"]: c for c in row["code"]} for row in explorer.layers}
+    finally:
+        explorer.close()
+
+    def marked(ref):
+        return [files[n - 1].strip() for a, b in ref["highlight"] for n in range(a, b + 1)]
+    dropout = rows["dropout"]["Dropout.call"]
+    assert dropout["traced"] and marked(dropout)[0].startswith("if not training")
+    assert not any("uniforms" in t for t in marked(dropout))            # the training branch did not run
+    backprop = rows["conv2d"]["Conv2D.backprop"]
+    assert backprop["traced"] and "return None" not in marked(backprop)
+    assert any(t.startswith("return col2im(") for t in marked(backprop))
+    # the record is of this thread only, and a trace function already set comes back
+    seen = []
+
+    def outer(frame, event, arg):
+        seen.append(frame.f_code.co_name)
+        return None
+    import sys
+
+    flat = layers.Flatten()
+    sys.settrace(outer)
+    try:
+        ran = source.lines_run(lambda: layers.Flatten.call(flat, np.zeros((1, 2, 2, 1)), False), [layers.Flatten.call])
+        assert sys.gettrace() is outer
+    finally:
+        sys.settrace(None)
+    assert ran == {layers.Flatten.call.__code__: {inspect.getsourcelines(layers.Flatten.call)[1] + 1}}
+

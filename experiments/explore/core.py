@@ -181,8 +181,10 @@ class Explorer:
         self.sources = source.source_files()
         # the sessions' copies are compiled with sparse cross-entropy: after a softmax, the two are fused
         fused = getattr(model.layers[-1], "activation_name", None) == "softmax"
+        ran = self._lines_run(fused)
         for row, layer in zip(self.layers, model.layers):
-            row["code"] = source.layer_code(layer, row["index"] == len(model.layers) - 1, fused, set(self.sources))
+            row["code"] = source.layer_code(layer, row["index"] == len(model.layers) - 1, fused, set(self.sources),
+                                            ran)
         self.chain_code = source.chain_code(set(self.sources))
         # BLAS on one thread for as long as the explorer lives. It works on one image at a time,
         # from many threads (one per request, one for live training); with BLAS's pool of two,
@@ -192,6 +194,18 @@ class Explorer:
 
         self._blas = threadpool_limits(limits=1, user_api="blas")
         self.base.forward(np.zeros((1,) + INPUT_SHAPE, np.float32))     # compile the kernels before the first page
+
+    def _lines_run(self, fused):
+        """Which lines of the textbook methods an image's forward and backward pass runs (source.lines_run)."""
+        last = len(self.base.layers) - 1
+        functions = [fn for i, layer in enumerate(self.base.layers)
+                     for _, _, fn in source.textbook_steps(layer, i == last, fused)]
+        probe = np.random.default_rng(0).uniform(0, 1, (1,) + INPUT_SHAPE).astype(np.float32)
+        copy = clone_model(self.base)
+        try:
+            return source.lines_run(lambda: source.run_textbook(copy, probe, 0, fused), functions)
+        except Exception:      # a layer the textbook run cannot take: every statement is marked instead
+            return None
 
     def close(self):
         """Stop any live training and give BLAS its threads back."""
