@@ -428,6 +428,7 @@ def test_a_learners_tour(browser, recipe_server, size, tmp_path):
         pg.click("#step-apply")
         pg.wait_for_selector("#step-applied")
         applied = pg.locator("#step-applied").text_content()         # "... loss for label 1 A -> B; ..."
+        applied = applied.replace("\u2011", "-")                     # the page's exponents: a non-breaking hyphen
         before, after = (float(v) for v in applied.split("loss for label 1 ")[1].split(";")[0].split(" -> "))
         assert after < before, applied
         _no_wider_than_the_window(pg, "training-step tab")

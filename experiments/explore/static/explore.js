@@ -88,7 +88,8 @@ function decode(enc) {
 const fmt = (v) => {
   if (v === null || v === undefined || Number.isNaN(v)) return "n/a";
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(3);
+  // a non-breaking hyphen in the exponent: "3.374e-5" never wraps as "3.374e-" / "5"
+  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(3).replace("e-", "e\u2011");
   return v.toFixed(4);
 };
 
