@@ -8,7 +8,9 @@ functions here read only the public layer contract: ``forward``,
 ``backward``, ``output``, ``preactivation``, ``grad_output``,
 ``grad_input``, ``params`` and ``grads``; and of the model ``layers``,
 ``forward``, ``backward``, ``compute_loss``, ``params_and_grads``,
-``get_weights``/``set_weights``, ``train_step`` and ``optimizer``.
+``get_weights``/``set_weights``, ``train_step`` and ``optimizer``. The
+textbook code shown beside the numbers, and which of its lines ran, comes
+from :mod:`experiments.explore.source`.
 
 Arrays travel to the page as ``{"shape", "data", "min", "max"}`` with
 ``data`` the base64 of little-endian float32 (see :func:`encode`): about
