@@ -11,6 +11,8 @@ import socket
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from convnet.architectures import mnist_cnn
 from convnet.saving import save_model
@@ -469,3 +471,15 @@ def test_the_first_digit_with_and_without_mnist(server, model, monkeypatch):
         s.shutdown()
         s.server_close()
         explorer.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=40))
+def test_no_other_name_reaches_a_file(server, name):
+    from urllib.parse import quote
+
+    status, reply = request(server, "GET", f"/api/source?file={quote(name, safe='')}")
+    if name in ("layers.py", "activations.py", "losses.py"):
+        assert status == 200
+    else:
+        assert status in (400, 404) and "error" in reply, (name, status)
