@@ -318,6 +318,8 @@ def to_ink(grey, min_contrast=0.1, noise_floor=3.0):
     if min(grey.shape) < 3 * BOX or evenly_lit(grey):
         level = border_level(grey)
         lo, hi = np.percentile(grey, [0.5, 99.5])
+        if hi - lo <= 0:             # ink on under 0.5% of the page (a dot): the percentiles miss it
+            lo, hi = grey.min(), grey.max()
         g = grey if level - lo >= hi - level else 1.0 - grey       # dark ink on light paper from here on
         paper = np.full(g.shape, level if g is grey else 1.0 - level)
     else:

@@ -99,3 +99,65 @@ def in_threads(page, n):
     for t in threads:
         t.join()
     return errors
+
+
+#: the model kinds every explorer route must serve: experiments.mnist's recipes and options, a resumed
+#: run, and a model converted from Keras (name -> the command line's arguments, None for the conversion)
+MODEL_KINDS = {
+    "default": [],                                              # cosine schedule, averaged weights, augmentation
+    "keras": ["--recipe", "keras"],
+    "sgd-momentum": ["--optimizer", "sgd", "--momentum", "0.9"],
+    "textbook": ["--backend", "numpy"],
+    "resumed": ["--recipe", "keras"],                           # one epoch, then --resume for a second
+    "from-keras": None,
+}
+_SMALL_RUN = ["--epochs", "1", "--limit", "500", "--test-limit", "200", "--no-plots", "--quiet"]
+
+
+@functools.lru_cache(maxsize=None)
+def _kinds_folder():
+    folder = tempfile.mkdtemp(prefix="explore-kinds-")
+    atexit.register(shutil.rmtree, folder, True)
+    return Path(folder)
+
+
+@functools.lru_cache(maxsize=None)
+def model_of_kind(kind):
+    """The path of a small model of ``kind`` (see MODEL_KINDS), made once per test process.
+
+    The recipes are trained by ``experiments.mnist``'s own command line (500
+    images, one epoch), so their files hold what a user's do: a schedule's
+    settings, averaged weights, a checkpoint's optimizer state.
+    """
+    import contextlib
+    import io
+
+    from experiments import mnist
+
+    out = _kinds_folder() / kind
+    if kind == "from-keras":
+        return _converted_from_keras(out)
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = mnist.main(_SMALL_RUN + MODEL_KINDS[kind] + ["--out", str(out)])
+        if status == 0 and kind == "resumed":
+            status = mnist.main(_SMALL_RUN[2:] + ["--epochs", "2", "--recipe", "keras", "--resume", "--out", str(out)])
+    if status != 0:
+        raise RuntimeError(f"experiments.mnist failed ({status}) making the {kind!r} model")
+    return out / "model.npz"
+
+
+def _converted_from_keras(out):
+    """A small Keras CNN with its default (Glorot) weights, converted by ``convnet.interop.from_keras``."""
+    import pytest
+
+    keras = pytest.importorskip("keras", reason="the Keras conversion needs keras (pip install -e '.[keras]')")
+    from convnet.interop import from_keras
+
+    keras.utils.set_random_seed(0)
+    km = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                           keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                           keras.layers.Dense(10, activation="softmax")])
+    out.mkdir(parents=True)
+    path = out / "model.npz"
+    save_model(from_keras(km), path)
+    return path

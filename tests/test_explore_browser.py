@@ -23,7 +23,7 @@ import pytest
 from experiments.explore import server as srv
 from experiments.explore.core import Explorer
 from experiments.predict import load_model_for_inference
-from explore_support import as_png, mnist_test, trained_model_path
+from explore_support import as_png, mnist_test, model_of_kind, trained_model_path
 
 CHROMIUM = os.environ.get("CONVNET_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("CONVNET_REQUIRE_BROWSER") == "1"
@@ -86,8 +86,10 @@ def page(browser, server):
 
 
 def _open(pg, server):
+    """The page with its first screen (a test digit) cleared: these tests draw on an empty canvas."""
     pg.goto(server.url)
     pg.wait_for_selector("body[data-ready='1']")
+    pg.click("#clear")
 
 
 def _stroke(pg, points):
@@ -144,9 +146,10 @@ def test_drawing_a_one_and_a_zero_and_the_forward_view(page, tmp_path):
     assert page.locator("#probabilities .prob.best").get_attribute("data-class") == "0"
     # every layer drawn with its colour legend: the input, then 10 layers
     assert page.locator("#forward-layers .layer").count() == 11
-    assert page.locator("#forward-layers .legend").count() == 11
+    assert page.locator("#forward-layers .layer-head .legend").count() == 11
+    assert page.locator("#forward-layers details.weights .param-value").count() == 8      # kernel and bias of 4 layers
     assert page.locator("#layer-conv2d canvas.map").count() == 32
-    assert page.locator("#layer-dense canvas.bars").count() == 1
+    assert page.locator("#layer-dense .layer-arrays > canvas.bars").count() == 1
     # hovering a feature map shows its value
     fmap = page.locator("#layer-conv2d canvas.map").nth(3)
     fmap.hover(position={"x": 20, "y": 30})
@@ -165,7 +168,7 @@ def test_drawing_a_one_and_a_zero_and_the_forward_view(page, tmp_path):
     assert _shaded(page) == 16              # a 4x4 window of the input is shaded
     _save_screenshot(page, tmp_path, "explorer.png")
     # a dense unit: the top products, the bias and the softmax
-    bars = page.locator("#layer-dense_1 canvas.bars")
+    bars = page.locator("#layer-dense_1 .layer-arrays > canvas.bars")
     bars.click(position={"x": 13, "y": 30})
     page.wait_for_function("document.querySelector('#unit-formula').textContent.includes('softmax')")
     assert page.locator("#unit h3").text_content().startswith("dense_1 (Dense): unit 0")
@@ -302,3 +305,176 @@ def test_errors_are_shown_and_the_page_goes_on(page):
     _draw_one(page)
     _expect_prediction(page, 1)
     assert page.locator("#error").is_hidden()
+
+
+# ------------------------------------------------------------------ a learner's tour
+@pytest.fixture(scope="module")
+def recipe_server():
+    """The explorer serving a model trained by experiments.mnist's default recipe (cosine schedule, averaged
+    weights, augmentation): the model a learner who followed the docs has. ``CONVNET_TOUR_MODEL`` names
+    another such model file (the docs' screenshots: one trained longer than this test's 500 images)."""
+    path = os.environ.get("CONVNET_TOUR_MODEL") or model_of_kind("default")
+    explorer = Explorer(load_model_for_inference(path), model_path=str(path))
+    s = srv.serve_in_thread(explorer)
+    yield s
+    s.shutdown()
+    s.server_close()
+    explorer.close()
+
+
+SIZES = {"desktop": (1280, 800), "phone": (390, 844), "wide": (1920, 1080)}
+
+
+def _no_wider_than_the_window(pg, where):
+    over = pg.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert over <= 0, f"{where}: the page is {over} px wider than the window"
+
+
+def _in_view(pg, selector):
+    return pg.evaluate("""(sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= window.innerHeight && r.left >= 0 && r.right <= window.innerWidth; }""", selector)
+
+
+@pytest.mark.parametrize("size", ["desktop", "phone", "wide"])
+def test_a_learners_tour(browser, recipe_server, size, tmp_path):
+    """Draw, every tab, a training step previewed and applied, live training started and stopped, the code
+    beside the backward pass: no console error and no HTTP error status anywhere on the way."""
+    width, height = SIZES[size]
+    context = browser.new_context(viewport={"width": width, "height": height})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    problems = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+    try:
+        pg.goto(recipe_server.url)
+        pg.wait_for_selector("body[data-ready='1']")
+        pg.wait_for_function("document.body.dataset.busy === '0'")
+        # the first screen: a test digit predicted, the architecture, the lessons
+        assert pg.locator("#prediction").text_content() != "–"
+        assert "MNIST test digit 0" in pg.locator("#input-source").text_content()
+        assert pg.locator("#arch button.block").count() == 10
+        assert pg.locator("#lessons button").count() == 7
+        _no_wider_than_the_window(pg, "first screen")
+        if size == "desktop":
+            _save_screenshot(pg, tmp_path, "explorer_first_screen.png")
+        # two lessons of the guided path: one opens a unit, the next goes to the backward view
+        pg.click("#lessons button[data-lesson='1']")
+        pg.wait_for_selector("#unit-formula")
+        assert "receptive field" in pg.locator("#lesson-text").text_content()
+        pg.click("#lessons button[data-lesson='2']")
+        pg.wait_for_selector("#grad-conv2d .gate")
+        assert pg.locator("#tab-backward").is_visible()
+        pg.click("[data-tab=forward]")
+        # draw: the first touch is a dot, then a stroke; the prediction stays in view while drawing
+        pg.click("#clear")
+        pg.evaluate("document.querySelector('#draw-panel').scrollIntoView({block: 'start'})")
+        _draw_one(pg)
+        pg.wait_for_function("document.body.dataset.busy === '0'")
+        assert "your drawing" in pg.locator("#input-source").text_content()
+        assert pg.locator("#prediction").text_content() in list("0123456789")
+        assert _in_view(pg, "#draw") and _in_view(pg, "#prediction"), "the prediction is out of view while drawing"
+        if size == "phone":
+            _save_screenshot(pg, tmp_path, "explorer_phone.png")
+        # forward: channel numbers, a unit with its receptive field beside it, below the maps on a phone
+        assert pg.locator("#layer-conv2d .maps figcaption").count() == 32
+        assert pg.locator("#layer-conv2d details.weights .param-value").count() == 2
+        assert "Conv2D.call" in pg.locator("#layer-conv2d details.code summary").text_content()
+        assert "z[i,j,f] = b[f]" in pg.locator("#layer-conv2d .formula").text_content()
+        pg.locator("#layer-conv2d canvas.map").nth(3).click(position={"x": 20, "y": 20})
+        pg.wait_for_selector("#unit-formula")
+        assert pg.locator("#unit-rf").is_visible()
+        if size == "phone":
+            unit_top = pg.evaluate("document.querySelector('#unit').getBoundingClientRect().top")
+            maps_bottom = pg.evaluate("document.querySelector('#forward-layers').getBoundingClientRect().bottom")
+            assert unit_top >= maps_bottom, "on a narrow screen the unit panel goes below the maps"
+        _no_wider_than_the_window(pg, "forward tab")
+        # the architecture strip jumps to a layer
+        pg.click("#arch button[data-layer='3']")
+        pg.wait_for_function("Math.abs(document.querySelector('#layer-conv2d_1').getBoundingClientRect().top) < 5")
+        # backward: dL/dz beside dL/d(output), the ReLU gate, the code of layers.py with its lines highlighted
+        pg.click("[data-tab=backward]")
+        pg.wait_for_selector("#grad-conv2d pre.source")
+        gate = pg.locator("#grad-conv2d .gate").first.text_content()
+        assert "0 a non-zero dL/dz" in gate, gate
+        conv = pg.locator("#grad-conv2d")
+        assert "convnet/layers.py, lines" in conv.text_content()
+        assert "Conv2D.backprop" in conv.text_content() and "ReLUFunction.backward" in conv.text_content()
+        highlighted = conv.locator("pre.source .line.hl").all_text_contents()
+        assert any('self.grads["kernel"]' in t for t in highlighted), highlighted
+        assert "Only the winners get a gradient" in pg.locator("#grad-max_pooling2d").text_content()
+        # a kernel's gradient under the mouse shows the weight too
+        pg.locator("#grad-conv2d .param-grad canvas.mosaic").first.hover(position={"x": 3, "y": 3})
+        assert pg.locator("#tooltip").is_visible()
+        tip = pg.locator("#tooltip").text_content()
+        assert tip.startswith("conv2d dL/dkernel[0, 0, 0, 0]") and ";  kernel = " in tip, tip
+        if size == "desktop":
+            conv.scroll_into_view_if_needed()
+            _save_screenshot(pg, tmp_path, "explorer_backward_code.png", conv)
+        pg.click("#gradcheck-run")
+        pg.wait_for_selector("#gradcheck-table")
+        assert "27 entries sampled in 9 arrays" in pg.locator("#gradcheck-summary").text_content()
+        assert pg.locator("#gradcheck-table td.bad").count() == 0
+        _no_wider_than_the_window(pg, "backward tab")
+        # one training step: the rate the default recipe's model moves with, previewed, applied, the loss falls
+        pg.click("[data-tab=step]")
+        assert float(pg.locator("#step-lr").input_value()) == pytest.approx(1e-3)
+        assert "CosineDecay" in pg.locator("#step-lr-source").text_content()
+        pg.click("#label-buttons button[data-class='1']")
+        pg.click("#step-preview")
+        pg.wait_for_selector("#step-table")
+        assert "learning rate 0.001" in pg.locator("#step-result .formula").text_content()
+        pg.click("#step-apply")
+        pg.wait_for_selector("#step-applied")
+        applied = pg.locator("#step-applied").text_content()         # "... loss for label 1 A -> B; ..."
+        applied = applied.replace("\u2011", "-")                     # the page's exponents: a non-breaking hyphen
+        before, after = (float(v) for v in applied.split("loss for label 1 ")[1].split(";")[0].split(" -> "))
+        assert after < before, applied
+        _no_wider_than_the_window(pg, "training-step tab")
+        # live training, started and stopped
+        pg.click("[data-tab=train]")
+        pg.fill("#train-images", "60000")
+        pg.click("#train-start")
+        pg.wait_for_function("document.querySelector('#train-state').dataset.state === 'running'")
+        pg.click("#train-stop")
+        pg.wait_for_function("['stopped', 'finished'].includes(document.querySelector('#train-state').dataset.state)")
+        _no_wider_than_the_window(pg, "live-training tab")
+        pg.click("[data-tab=mnist]")
+        pg.wait_for_selector("#mnist-grid .thumb")
+        _no_wider_than_the_window(pg, "MNIST tab")
+        pg.wait_for_function("document.body.dataset.busy === '0'")
+    finally:
+        context.close()
+    assert not problems, problems
+
+
+def test_the_first_screen_without_mnist_says_so_without_an_error(browser, monkeypatch):
+    import convnet.datasets
+
+    model = load_model_for_inference(model_of_kind("default"))        # trained before MNIST goes away
+
+    def offline(*args, **kwargs):
+        raise OSError("no network and no cache")
+    monkeypatch.setattr(convnet.datasets, "load_mnist", offline)
+    explorer = Explorer(model, model_path="default recipe")
+    s = srv.serve_in_thread(explorer)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    problems = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
+    try:
+        pg.goto(s.url)
+        pg.wait_for_selector("body[data-ready='1']")
+        assert "No MNIST test digit to start with" in pg.locator("#input-source").text_content()
+        assert pg.locator("#error").is_hidden() and pg.locator("#arch button.block").count() == 10
+        _draw_zero(pg)                             # drawing works as ever
+        pg.wait_for_function("document.body.dataset.busy === '0'")
+        assert pg.locator("#prediction").text_content() in list("0123456789")
+    finally:
+        context.close()
+        s.shutdown()
+        s.server_close()
+        explorer.close()
+    assert not problems, problems

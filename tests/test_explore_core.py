@@ -42,8 +42,8 @@ def make_explorer():
     """Explorers closed (training stopped, BLAS threads restored) after the test."""
     made = []
 
-    def make(**kwargs):
-        made.append(Explorer(_model(), model_path="test", **kwargs))
+    def make(model=None, **kwargs):
+        made.append(Explorer(model if model is not None else _model(), model_path="test", **kwargs))
         return made[-1]
     yield make
     for e in reversed(made):
@@ -265,3 +265,84 @@ def test_pages_get_right_answers_while_a_model_trains(make_explorer, image):
     explorer.stop_training(trainer)
     assert _wait(trainer.training)["state"] in ("stopped", "finished")
     assert not errors, errors[:2]
+
+
+def test_step_learning_rate_of_constants_schedules_and_no_optimizer():
+    from convnet import optimizers, schedules
+
+    assert core.step_learning_rate(optimizers.SGD(0.05))[0] == 0.05
+    assert core.step_learning_rate(None)[0] == 1e-3
+    cosine = optimizers.Adam(schedules.CosineDecay(2e-3, decay_steps=10))
+    cosine.iterations = 50                                  # past the end of the decay: the schedule gives 0
+    rate, source = core.step_learning_rate(cosine)
+    assert rate == 2e-3 and "initial rate of the model's CosineDecay" in source and "at 0" in source
+    warm = optimizers.Adam(schedules.CosineDecay(1e-4, 10, warmup_target=3e-3, warmup_steps=5))
+    assert core.step_learning_rate(warm)[0] == 3e-3
+    steps = optimizers.SGD(schedules.PiecewiseConstantDecay([5], [0.1, 0.01]))
+    assert core.step_learning_rate(steps)[0] == 0.1
+
+
+def test_a_step_after_a_finished_cosine_schedule_moves_the_model(image, make_explorer):
+    """The default recipe's model: Adam, a cosine decay that has reached 0, averaged weights."""
+    from convnet import optimizers, schedules
+
+    model = _model()
+    model.compile(optimizer=optimizers.Adam(schedules.CosineDecay(1e-3, decay_steps=3), use_ema=True),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    model.fit(rng.uniform(0, 1, (64, 28, 28, 1)).astype(np.float32), rng.integers(0, 10, 64), epochs=1,
+              batch_size=16, verbose=0)
+    assert model.optimizer.iterations == 4 and model.optimizer.current_learning_rate() == 0
+    explorer = make_explorer(model=model)
+    s = explorer.session("1" * 32)
+    preview = explorer.preview_step(s, image, 7)
+    o = preview["optimizer"]
+    assert o["learning_rate"] == 1e-3 and o["schedule"]["class_name"] == "CosineDecay"
+    assert o["iterations_before"] == 4 and o["lr_t"] == pytest.approx(1e-3 * np.sqrt(1 - 0.999 ** 5) / (1 - 0.9 ** 5))
+    assert preview["loss_after"] < preview["loss"]
+    before = s.model.get_weights()
+    applied = explorer.apply_step(s, image, 7)
+    assert applied["loss_after"] == pytest.approx(preview["loss_after"], rel=1e-5)
+    assert not np.array_equal(s.model.get_weights()[0], before[0])
+    assert s.model.optimizer.iterations == 5
+    # the page's own rate is used and kept for the next steps; out of bounds is refused
+    same = explorer.preview_step(s, image, 7, learning_rate=1e-3)["optimizer"]      # the field, unchanged
+    assert same["learning_rate"] == 1e-3 and "CosineDecay" in same["learning_rate_source"]
+    assert explorer.preview_step(s, image, 7, learning_rate=0.01)["optimizer"]["learning_rate"] == 0.01
+    assert explorer.apply_step(s, image, 7)["optimizer"]["learning_rate"] == 0.01
+    with pytest.raises(ExploreError, match="learning_rate must be in"):
+        explorer.preview_step(s, image, 7, learning_rate=0.0)
+
+
+def test_backward_shows_dl_dz_and_what_each_gate_let_through(explorer, image):
+    b = explorer.backward(None, image, 3)
+    by_name = {l["name"]: l for l in b["layers"]}
+    conv = by_name["conv2d"]
+    y = decode(explorer.predict(None, image, layers=True)["layers"][0]["output"])
+    dy, dz = decode(conv["grad_output"]), decode(conv["grad_preactivation"])
+    np.testing.assert_array_equal(dz, dy * (y > 0))               # the ReLU gate, as activations.ReLUFunction
+    gate = conv["gate"]
+    assert gate["units"] == y.size and gate["dark"] == int((y <= 0).sum())
+    assert gate["dark_with_grad_output"] == int(((y <= 0) & (dy != 0)).sum()) > 0
+    assert gate["dark_with_grad_z"] == 0
+    pool = by_name["max_pooling2d"]
+    assert "grad_preactivation" not in pool
+    # one winner per window: at most as many inputs with a gradient as windows
+    assert 0 < pool["winners"]["inputs_with_gradient"] <= pool["winners"]["windows"]
+    top = b["layers"][-1]
+    assert top["fused"] and decode(top["grad_preactivation"]).tolist() == decode(top["grad_output"]).tolist()
+    # the weights the page shows beside these gradients are the same model's
+    weights = explorer.weights(None)["layers"][0]["params"]["kernel"]
+    np.testing.assert_array_equal(decode(weights), explorer.base.layers[0].params["kernel"])
+    assert conv["params"]["kernel"]["grad"]["shape"] == weights["shape"]
+
+
+def test_gradcheck_samples_entries_whose_gradient_is_not_zero(explorer, image):
+    r = explorer.gradcheck(None, image, 5, per_tensor=3)
+    for t in r["tensors"]:
+        assert t["sampled"] == 3 and len(t["entries"]) == 3
+        if t["tensor"] != "input":
+            assert t["pool"] == t["nonzero"] and t["pool_kind"] == "non-zero gradient entries"
+            assert all(e["analytic"] != 0 for e in t["entries"]), t
+    dense = next(t for t in r["tensors"] if t["tensor"] == "dense/kernel")
+    assert dense["nonzero"] < dense["size"]            # dead ReLU units: many zero entries, none of them sampled

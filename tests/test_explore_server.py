@@ -11,13 +11,17 @@ import socket
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from convnet.architectures import mnist_cnn
 from convnet.saving import save_model
 from experiments.explore import __main__ as cli
 from experiments.explore import server as srv
 from experiments.explore.core import Explorer, decode
-from explore_support import as_png, digit_pixels, in_threads, mnist_test, request, session_header
+from experiments.predict import load_model_for_inference
+from explore_support import (MODEL_KINDS, as_png, digit_pixels, in_threads, mnist_test, model_of_kind, request,
+                             session_header)
 
 
 @pytest.fixture(scope="module")
@@ -509,6 +513,149 @@ def test_the_mnist_view_recovers_when_the_files_appear(model, tmp_path, monkeypa
         explorer.close()
 
 
+# ------------------------------------------------------------------ every route on every kind of model
+@pytest.fixture(scope="module", params=sorted(MODEL_KINDS))
+def kind_server(request):
+    """A server of a small model of each kind experiments.mnist makes (and one converted from Keras);
+    the textbook-trained one is also served by the textbook backend, as ``--backend numpy`` does."""
+    import convnet
+
+    kind = request.param
+    path = model_of_kind(kind)
+    with convnet.backend("numpy" if kind == "textbook" else "numba"):
+        explorer = Explorer(load_model_for_inference(path), model_path=str(path))
+        s = srv.serve_in_thread(explorer)
+        try:
+            yield kind, s
+        finally:
+            s.shutdown()
+            s.server_close()
+            explorer.close()
+
+
+def _ok(server, method, path, body=None, n=50):
+    status, reply = request(server, method, path, body, session_header(n))
+    assert status == 200, (path, reply)
+    return reply
+
+
+def test_every_route_serves_every_kind_of_model(kind_server):
+    import time
+
+    from convnet import schedules
+
+    kind, s = kind_server
+    model = load_model_for_inference(model_of_kind(kind))
+    px, label = digit_pixels(0), 3
+    info = _ok(s, "GET", "/api/info")
+    rate = info["session"]["learning_rate"]
+    lr = model.optimizer.learning_rate if model.optimizer is not None else 1e-3
+    if isinstance(lr, schedules.LearningRateSchedule):          # the default recipe: its initial rate, not 0
+        assert rate == pytest.approx(lr(0)) and lr(model.optimizer.iterations) == pytest.approx(0, abs=1e-9)
+        assert "schedule" in info["session"]["learning_rate_source"]
+    else:
+        assert rate == pytest.approx(lr)
+    forward = _ok(s, "POST", "/api/predict", {"pixels": px, "layers": True})
+    assert len(forward["layers"]) == len(model.layers)
+    _ok(s, "POST", "/api/unit", {"pixels": px, "layer": 0, "position": [5, 5, 0]})
+    backward = _ok(s, "POST", "/api/backward", {"pixels": px, "target": label})
+    status, stateless = request(s, "POST", "/api/backward", {"pixels": px, "target": label})   # no session
+    assert status == 200 and stateless["loss"] == pytest.approx(backward["loss"], rel=1e-6), stateless
+    check = _ok(s, "POST", "/api/gradcheck", {"pixels": px, "target": label})
+    assert all(t["norm_error"] is None or t["norm_error"] < 1e-4 for t in check["tensors"]), check["tensors"]
+    preview = _ok(s, "POST", "/api/step", {"pixels": px, "label": label})
+    assert preview["optimizer"]["learning_rate"] == pytest.approx(rate)
+    assert preview["loss"] == pytest.approx(backward["loss"], rel=1e-5)
+    assert preview["loss_after"] < preview["loss"] - 1e-4              # the step moves the model
+    applied = _ok(s, "POST", "/api/step/apply", {"pixels": px, "label": label})
+    assert applied["loss_after"] == pytest.approx(preview["loss_after"], rel=1e-4)
+    assert applied["probabilities"][label] > forward["probabilities"][label]
+    faster = _ok(s, "POST", "/api/step", {"pixels": px, "label": label, "learning_rate": 10 * rate})
+    assert faster["optimizer"]["learning_rate"] == pytest.approx(10 * rate)
+    assert faster["optimizer"]["learning_rate_source"] == "chosen on the page"
+    _ok(s, "POST", "/api/reset", {})
+    assert _ok(s, "POST", "/api/predict", {"pixels": px})["probabilities"] == forward["probabilities"]
+    page = _ok(s, "GET", "/api/mnist/list?kind=mistakes&limit=3")
+    assert all(i["label"] != i["prediction"] for i in page["items"])
+    assert _ok(s, "GET", "/api/mnist/digit?index=3")["index"] == 3
+    _ok(s, "POST", "/api/train/start", {"images": 200, "batch_size": 100, "learning_rate": 1e-3})
+    deadline = time.monotonic() + 120
+    while (st := _ok(s, "GET", "/api/train/status"))["state"] in ("starting", "running") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert st["state"] == "finished" and st["step"] == 2, st["message"]
+    assert _ok(s, "POST", "/api/train/stop", {})["state"] == "finished"
+    assert _ok(s, "POST", "/api/train/use", {})["steps"] == 2
+    assert _ok(s, "POST", "/api/predict", {"pixels": px})["probabilities"] != forward["probabilities"]
+
+
+def test_step_learning_rate_is_validated(server):
+    px = digit_pixels(0)
+    for bad, message in ((0, "learning_rate must be in"), (5.0, "learning_rate must be in"),
+                         ("fast", "learning_rate must be a number")):
+        status, reply = request(server, "POST", "/api/step", {"pixels": px, "label": 1, "learning_rate": bad},
+                                session_header(60))
+        assert status == 400 and message in reply["error"], reply
+
+
+def test_source_files_are_served_read_only_and_nothing_else(server):
+    status, info = request(server, "GET", "/api/info")
+    assert info["source_files"] == {"activations.py": "convnet/activations.py", "layers.py": "convnet/layers.py",
+                                    "losses.py": "convnet/losses.py"}
+    conv = next(c for c in info["layers"][0]["code"] if c["qualname"] == "Conv2D.backprop")
+    status, src = request(server, "GET", "/api/source?file=layers.py")
+    assert status == 200 and src["path"] == "convnet/layers.py"
+    assert src["lines"][conv["start"] - 1].strip().startswith("def backprop(self")
+    for name in ("../layers.py", "convnet/layers.py", "model.py", "/etc/passwd", "..%2Fsetup.cfg", ""):
+        status, reply = request(server, "GET", f"/api/source?file={name}")
+        assert status == 404 and "file must be one of" in reply["error"], name
+    assert request(server, "POST", "/api/source?file=layers.py", {})[0] == 404
+
+
+def test_weights_are_the_page_models(server, model):
+    status, w = request(server, "GET", "/api/weights", headers=session_header(70))
+    assert status == 200 and [l["name"] for l in w["layers"]] == [l.name for l in model.layers]
+    np.testing.assert_array_equal(decode(w["layers"][0]["params"]["kernel"]), model.layers[0].params["kernel"])
+    request(server, "POST", "/api/step/apply", {"pixels": digit_pixels(1), "label": 2}, session_header(70))
+    moved = decode(request(server, "GET", "/api/weights", headers=session_header(70))[1]["layers"][0]["params"]["kernel"])
+    assert not np.array_equal(moved, model.layers[0].params["kernel"])
+
+
+def test_a_drawing_without_a_digit_is_not_an_error_but_an_upload_is(server):
+    blank = as_png(np.zeros((28, 28)), invert=False)
+    status, reply = request(server, "POST", "/api/prepare/drawing", blank, {"Content-Type": "image/png"})
+    assert status == 200 and reply["pixels"] is None and "no ink" in reply["message"]
+    status, reply = request(server, "POST", "/api/prepare", blank, {"Content-Type": "image/png"})
+    assert status == 422 and "no ink" in reply["error"]
+    dot = np.zeros((28, 28))
+    dot[13:15, 13:15] = 1                                       # a click on the canvas: a dot is an input
+    status, reply = request(server, "POST", "/api/prepare/drawing", as_png(dot, invert=False),
+                            {"Content-Type": "image/png"})
+    assert status == 200 and np.max(reply["pixels"]) == pytest.approx(1)
+    status, reply = request(server, "POST", "/api/prepare/drawing", b"not an image", {"Content-Type": "image/png"})
+    assert status == 415                                        # only a page without a digit is answered 200
+
+
+def test_the_first_digit_with_and_without_mnist(server, model, monkeypatch):
+    x, y = mnist_test()
+    status, first = request(server, "GET", "/api/mnist/first")
+    assert status == 200 and first["available"] and first["index"] == 0 and first["label"] == int(y[0])
+    import convnet.datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("no network and no cache")
+    monkeypatch.setattr(convnet.datasets, "load_mnist", offline)
+    explorer = Explorer(model, model_path="seed model")
+    s = srv.serve_in_thread(explorer)
+    try:
+        status, first = request(s, "GET", "/api/mnist/first")
+        assert status == 200 and not first["available"] and "no network and no cache" in first["message"]
+        assert request(s, "GET", "/api/mnist/digit?index=0")[0] == 503
+    finally:
+        s.shutdown()
+        s.server_close()
+        explorer.close()
+
+
 
 def _json_values():
     from hypothesis import strategies as st
@@ -575,3 +722,27 @@ def test_a_burst_of_connections_is_queued_not_dropped(model):
         server.server_close()
         explorer.close()
     assert len(socks) == 300
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=40))
+def test_no_other_name_reaches_a_file(server, name):
+    from urllib.parse import quote
+
+    status, reply = request(server, "GET", f"/api/source?file={quote(name, safe='')}")
+    if name in ("layers.py", "activations.py", "losses.py"):
+        assert status == 200
+    else:
+        assert status in (400, 404) and "error" in reply, (name, status)
+
+
+def test_the_drawing_route_is_an_upload_like_any_other(server):
+    png = as_png(np.zeros((28, 28)))
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        status, reply = request(server, "POST", "/api/prepare/drawing", png, {"Content-Type": ctype})
+        assert status == 415 and "Content-Type" in reply["error"], ctype
+    status, reply = request(server, "POST", "/api/prepare/drawing", png,
+                            {"Content-Type": "image/png", "Origin": "http://evil.example"})
+    assert status == 403
+    status, reply = request(server, "POST", "/api/prepare/drawing", png, {"Content-Type": "image/png"})
+    assert status == 200 and reply["pixels"] is None              # a blank canvas: no digit yet, no error

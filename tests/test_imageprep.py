@@ -257,6 +257,17 @@ def test_blank_and_nearly_blank_pages_are_rejected():
             mnist_style(page)
 
 
+
+@pytest.mark.parametrize("ink, paper", [(1.0, 0.0), (0.0, 1.0)])
+def test_a_single_dot_is_a_digit_not_a_blank_page(ink, paper):
+    # a dot covers under 0.5% of the page, so the 0.5/99.5 percentiles both see paper only
+    yy, xx = np.mgrid[:280, :280]
+    page = np.where((yy - 140) ** 2 + (xx - 140) ** 2 <= 10 ** 2, ink, paper)
+    out = mnist_style(page)
+    assert out.max() == pytest.approx(1.0) and 100 < (out > 0.5).sum() < 500
+    rows, cols = np.nonzero(out > 0.5)
+    assert abs(rows.mean() - 13.5) < 1.5 and abs(cols.mean() - 13.5) < 1.5
+
 # --------------------------------------------------- degraded MNIST, a real model
 @pytest.fixture(scope="module")
 def small_model():

@@ -8,7 +8,9 @@ functions here read only the public layer contract: ``forward``,
 ``backward``, ``output``, ``preactivation``, ``grad_output``,
 ``grad_input``, ``params`` and ``grads``; and of the model ``layers``,
 ``forward``, ``backward``, ``compute_loss``, ``params_and_grads``,
-``get_weights``/``set_weights``, ``train_step`` and ``optimizer``.
+``get_weights``/``set_weights``, ``train_step`` and ``optimizer``. The
+textbook code shown beside the numbers, and which of its lines ran, comes
+from :mod:`experiments.explore.source`.
 
 Arrays travel to the page as ``{"shape", "data", "min", "max"}`` with
 ``data`` the base64 of little-endian float32 (see :func:`encode`): about
@@ -23,8 +25,10 @@ import time
 
 import numpy as np
 
-from convnet import gradcheck, optimizers, study
+from convnet import gradcheck, optimizers, schedules, study
 from convnet.model import Sequential
+
+from . import source
 
 #: the input every explorer view works on: one MNIST-style digit
 INPUT_SHAPE = (28, 28, 1)
@@ -36,6 +40,8 @@ GRADCHECK_DEFAULT, GRADCHECK_MAX = 3, 10
 #: live training: bounds of what a page may ask for
 TRAIN_LIMITS = {"images": (100, 60000), "epochs": (1, 5), "batch_size": (1, 512)}
 TRAIN_LR = (1e-5, 1.0)
+#: bounds of the learning rate a page may give the single training step
+STEP_LR = (1e-6, 1.0)
 #: points kept per training curve (batches are averaged in groups beyond that)
 CURVE_POINTS = 400
 #: test digits scored during live training, every TEST_EVERY batches (short runs: ten times in all)
@@ -88,6 +94,26 @@ def clone_model(model, seed=None, fresh=False):
     return clone
 
 
+def step_learning_rate(optimizer):
+    """``(rate, source)``: the rate the explorer's single training step uses unless the page gives one.
+
+    A constant rate is the model's own. A schedule is asked for its initial
+    (or, with a warmup, its peak) rate: at the end of a cosine decay the
+    scheduled rate is 0, and a step with it would change nothing.
+    """
+    if optimizer is None:
+        return 1e-3, "Adam's default (the model file has no optimizer)"
+    lr = optimizer.learning_rate
+    if isinstance(lr, schedules.LearningRateSchedule):
+        start = float(lr(0))
+        peak = max(start, float(getattr(lr, "warmup_target", None) or 0.0))
+        now = float(lr(max(optimizer.iterations - 1, 0)))
+        what = "peak" if peak > start else "initial"
+        return peak, (f"the {what} rate of the model's {type(lr).__name__} schedule (after its "
+                      f"{optimizer.iterations:,} training steps the schedule is at {now:.3g})")
+    return float(lr), f"the model's {type(optimizer).__name__} learning rate"
+
+
 def describe_layers(model):
     """Name, type, shapes, activation, parameter shapes and window geometry of every layer."""
     rows = []
@@ -122,11 +148,12 @@ def _window(layer):
 class Session:
     """One page's copy of the model, its lock, and its live training run (if any)."""
 
-    def __init__(self, sid, base):
+    def __init__(self, sid, base, step_rate):
         self.id = sid
         self.lock = threading.RLock()
         self.model = clone_model(base)
         self.steps_applied = 0
+        self.learning_rate, self.learning_rate_source = step_rate
         self.training = None
         self.last_used = time.monotonic()
 
@@ -138,6 +165,9 @@ class Explorer:
         if tuple(model.input_shape) != INPUT_SHAPE or tuple(model.output_shape) != (CLASSES,):
             raise ValueError(f"the explorer needs an MNIST model mapping {INPUT_SHAPE} to ({CLASSES},); "
                              f"this one maps {tuple(model.input_shape)} to {tuple(model.output_shape)}")
+        self.step_rate = step_learning_rate(model.optimizer)      # from the file's optimizer, before any copy
+        if model.loss is None:        # loaded for inference only: the stateless gradient views need a loss
+            model = clone_model(model)
         self.base = model
         self.model_path = str(model_path)
         self.base_lock = threading.Lock()
@@ -149,6 +179,14 @@ class Explorer:
         self._mnist = None
         self.mnist_lock = threading.Lock()
         self.layers = describe_layers(model)
+        self.sources = source.source_files()
+        # the sessions' copies are compiled with sparse cross-entropy: after a softmax, the two are fused
+        fused = getattr(model.layers[-1], "activation_name", None) == "softmax"
+        ran = self._lines_run(fused)
+        for row, layer in zip(self.layers, model.layers):
+            row["code"] = source.layer_code(layer, row["index"] == len(model.layers) - 1, fused, set(self.sources),
+                                            ran)
+        self.chain_code = source.chain_code(set(self.sources))
         # BLAS on one thread for as long as the explorer lives. It works on one image at a time,
         # from many threads (one per request, one for live training); with BLAS's pool of two,
         # convnet's per-call switch to one thread and back (convnet.engine.threads.limited) made a
@@ -157,6 +195,18 @@ class Explorer:
 
         self._blas = threadpool_limits(limits=1, user_api="blas")
         self.base.forward(np.zeros((1,) + INPUT_SHAPE, np.float32))     # compile the kernels before the first page
+
+    def _lines_run(self, fused):
+        """Which lines of the textbook methods an image's forward and backward pass runs (source.lines_run)."""
+        last = len(self.base.layers) - 1
+        functions = [fn for i, layer in enumerate(self.base.layers)
+                     for _, _, fn in source.textbook_steps(layer, i == last, fused)]
+        probe = np.random.default_rng(0).uniform(0, 1, (1,) + INPUT_SHAPE).astype(np.float32)
+        copy = clone_model(self.base)
+        try:
+            return source.lines_run(lambda: source.run_textbook(copy, probe, 0, fused), functions)
+        except Exception:      # a layer the textbook run cannot take: every statement is marked instead
+            return None
 
     def close(self):
         """Stop any live training and give BLAS its threads back."""
@@ -175,7 +225,7 @@ class Explorer:
             s = self.sessions.get(sid)
             if s is None:
                 self._evict()
-                s = self.sessions[sid] = Session(sid, self.base)
+                s = self.sessions[sid] = Session(sid, self.base, self.step_rate)
                 s.new = True
             else:
                 s.new = False
@@ -247,13 +297,14 @@ class Explorer:
             loss, dout, pre = model.compute_loss(y, out)
             dx = model.backward(dout, preactivation=pre, input_grad=True)
             layers = []
-            for layer in model.layers:
-                layers.append({
-                    "name": layer.name, "type": type(layer).__name__,
-                    "grad_output": encode(layer.grad_output[0]), "grad_output_norm": _norm(layer.grad_output),
-                    "grad_input": encode(layer.grad_input[0]), "grad_input_norm": _norm(layer.grad_input),
-                    "params": {k: {"grad": encode(g), "grad_norm": _norm(g), "param_norm": _norm(layer.params[k])}
-                               for k, g in layer.grads.items()}})
+            for i, layer in enumerate(model.layers):
+                row = {"name": layer.name, "type": type(layer).__name__,
+                       "grad_output": encode(layer.grad_output[0]), "grad_output_norm": _norm(layer.grad_output),
+                       "grad_input": encode(layer.grad_input[0]), "grad_input_norm": _norm(layer.grad_input),
+                       "params": {k: {"grad": encode(g), "grad_norm": _norm(g), "param_norm": _norm(layer.params[k])}
+                                  for k, g in layer.grads.items()}}
+                row.update(_through_the_gate(layer, fused=bool(pre) and i == len(model.layers) - 1))
+                layers.append(row)
             probs = out[0].astype(np.float64)
         return {"target": int(target), "loss": float(loss), "probabilities": probs.tolist(),
                 "prediction": int(np.argmax(probs)), "fused_softmax": bool(pre), "layers": layers,
@@ -294,10 +345,11 @@ class Explorer:
         rows = []
         for key, array, grad in targets:
             if key == "input":      # sample pixels the loss depends on (a blank pixel's gradient is exactly 0 both ways)
-                pool = np.flatnonzero(x.reshape(-1) > 0)
-                pool = pool if pool.size >= per_tensor else np.arange(x.size)
-            else:
-                pool = np.arange(array.size)
+                pool, kind = np.flatnonzero(x.reshape(-1) > 0), "inked pixels"
+            else:                   # entries whose gradient is not exactly 0 (a zero checks little: often both are 0)
+                pool, kind = np.flatnonzero(grad.reshape(-1) != 0), "non-zero gradient entries"
+            if pool.size < per_tensor:
+                pool, kind = np.arange(array.size), "all entries"
             idx = rng.choice(pool, size=min(per_tensor, pool.size), replace=False)
             moved.clear()
             numeric = gradcheck.numerical_gradient(loss, array, h=h, indices=idx).reshape(-1)[idx]
@@ -310,7 +362,10 @@ class Explorer:
             smooth = ~kink
             error = gradcheck.norm_relative_error(analytic[smooth], numeric[smooth]) if smooth.any() else None
             rows.append({"tensor": key, "shape": list(array.shape)[(1 if key == "input" else 0):],
-                         "entries": entries, "norm_error": error, "kinks": int(kink.sum())})
+                         "entries": entries, "norm_error": error, "kinks": int(kink.sum()),
+                         "sampled": int(idx.size), "pool": int(pool.size), "size": int(array.size),
+                         "nonzero": int(np.count_nonzero(grad)),
+                         "pool_kind": kind})
         return {"target": int(target), "h": h, "dtype": "float64", "tensors": rows}
 
     # ------------------------------------------------------- training step
@@ -320,22 +375,41 @@ class Explorer:
         model.backward(dout, preactivation=pre, input_grad=False)
         return float(loss), out[0].astype(np.float64)
 
-    def preview_step(self, session, pixels, label):
+    def _step_rate(self, session, learning_rate):
+        """The rate of this step: the page's (kept for the session's next steps) or the session's default."""
+        if learning_rate is not None:
+            lo, hi = STEP_LR
+            if not lo <= learning_rate <= hi:
+                raise ExploreError(f"learning_rate must be in {lo:g}..{hi:g}, got {learning_rate:g}")
+            if learning_rate != session.learning_rate:      # the page sends its field's value every time
+                session.learning_rate = float(learning_rate)
+                session.learning_rate_source = "chosen on the page"
+        return session.learning_rate
+
+    @staticmethod
+    def _step_optimizer(opt, rate):
+        """A copy of ``opt`` (its slots and step count) whose learning rate is the constant ``rate``."""
+        step_opt = type(opt)(**{**opt.get_config(), "learning_rate": rate})
+        step_opt.set_state(opt.get_state())
+        return step_opt
+
+    def preview_step(self, session, pixels, label, learning_rate=None):
         """The update the session's optimizer would give every parameter for this one digit and label.
 
         Dropout is off (so the preview and the applied step are the same
         numbers). The optimizer's state is copied, stepped on copies of the
-        weights and thrown away: nothing of the session changes.
+        weights and thrown away: nothing of the session changes (except the
+        rate it keeps for its next steps, when ``learning_rate`` is given).
         """
         if session is None:
             raise ExploreError("a training step needs a session (the page sends one)")
         x = pixels.reshape((1,) + INPUT_SHAPE).astype(np.float32)
         with session.lock:
+            rate = self._step_rate(session, learning_rate)
             model = session.model
             loss, probs = self._gradients(model, x, label)
             opt = model.optimizer
-            trial = type(opt)(**opt.get_config())
-            trial.set_state(opt.get_state())
+            trial = self._step_optimizer(opt, rate)
             triples = [(k, p.copy(), g.copy()) for k, p, g in model.params_and_grads()]
             before = [p for _, p, _ in model.params_and_grads()]
             trial.apply(triples)
@@ -351,23 +425,29 @@ class Explorer:
             after = model.forward(x, training=False)[0].astype(np.float64)
             loss_after = model.compute_loss(np.array([label]), model.layers[-1].output)[0]
             model.set_weights(saved)
-        return {"label": int(label), "optimizer": _optimizer_info(opt, trial), "loss": loss, "loss_after": loss_after,
+            info = _optimizer_info(opt, trial, session)
+        return {"label": int(label), "optimizer": info, "loss": loss, "loss_after": float(loss_after),
                 "probabilities": probs.tolist(), "probabilities_after": after.tolist(), "params": params,
                 "steps_applied": session.steps_applied}
 
-    def apply_step(self, session, pixels, label):
+    def apply_step(self, session, pixels, label, learning_rate=None):
         """Take the step of :meth:`preview_step` on the session's model (its optimizer state moves on too)."""
         if session is None:
             raise ExploreError("a training step needs a session (the page sends one)")
         x = pixels.reshape((1,) + INPUT_SHAPE).astype(np.float32)
         with session.lock:
+            rate = self._step_rate(session, learning_rate)
             model = session.model
             loss, _ = self._gradients(model, x, label)
-            model.optimizer.apply(model.params_and_grads())
+            stepped = self._step_optimizer(model.optimizer, rate)
+            stepped.apply(model.params_and_grads())
+            info = _optimizer_info(model.optimizer, stepped, session)
+            model.optimizer.set_state(stepped.get_state())
             session.steps_applied += 1
             probs = model.forward(x, training=False)[0].astype(np.float64)
-        return {"label": int(label), "loss_before": loss, "probabilities": probs.tolist(),
-                "prediction": int(np.argmax(probs)), "steps_applied": session.steps_applied}
+            loss_after = float(model.compute_loss(np.array([label]), model.layers[-1].output)[0])
+        return {"label": int(label), "loss_before": loss, "loss_after": loss_after, "probabilities": probs.tolist(),
+                "prediction": int(np.argmax(probs)), "steps_applied": session.steps_applied, "optimizer": info}
 
     def reset(self, session):
         """Give the session a fresh copy of the loaded model (weights and optimizer state)."""
@@ -398,6 +478,22 @@ class Explorer:
                 self._mnist = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte, "pred": pred,
                                "mistakes": np.flatnonzero(pred != yte)}
             return self._mnist
+
+    def first_digit(self, index=0):
+        """A test digit for the first screen, or why there is none: the page must open without MNIST too."""
+        try:
+            return {"available": True, **self.mnist_digit(index)}
+        except ExploreError as e:
+            if e.status != 503:
+                raise
+            return {"available": False, "message": str(e)}
+
+    def weights(self, session):
+        """Every parameter array of the page's model (or the loaded one), layer by layer."""
+        model, lock = self._model(session)
+        with lock:
+            return {"layers": [{"name": l.name, "params": {k: encode(p) for k, p in l.params.items()}}
+                               for l in model.layers]}
 
     def mnist_list(self, kind, offset, limit):
         """A page of test digits (``kind`` "all" or "mistakes" of the loaded model) as uint8 thumbnails."""
@@ -459,6 +555,7 @@ class Explorer:
         with session.lock:
             session.model = clone_model(run.model)
             session.steps_applied = 0
+            session.learning_rate, session.learning_rate_source = float(run.learning_rate), "the live run's rate"
         return {"used": True, "steps": run.step}
 
 
@@ -466,14 +563,51 @@ def _same_switches(a, b):
     return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
-def _optimizer_info(opt, stepped):
-    info = {"name": type(opt).__name__, "config": opt.get_config(), "iterations_before": opt.iterations,
-            "iterations_after": stepped.iterations}
+def _optimizer_info(opt, stepped, session):
+    """What the page shows of a step: the optimizer, its settings, the rate used and where it came from."""
     config = opt.get_config()
-    if type(opt).__name__ == "Adam":          # the step size with Keras's bias correction folded in
-        t = stepped.iterations
-        info["lr_t"] = config["learning_rate"] * math.sqrt(1 - config["beta_2"] ** t) / (1 - config["beta_1"] ** t)
+    info = {"name": type(opt).__name__, "config": config, "iterations_before": opt.iterations,
+            "iterations_after": stepped.iterations, "learning_rate": float(stepped.learning_rate),
+            "learning_rate_source": session.learning_rate_source}
+    if isinstance(config["learning_rate"], dict):
+        info["schedule"] = config["learning_rate"]
+    if isinstance(stepped, optimizers.Adam):          # the step size with Keras's bias correction folded in
+        info["lr_t"] = float(stepped.step_size())
     return info
+
+
+def _through_the_gate(layer, fused):
+    """dL/dz before the layer's activation, and what its gate let through (ReLU) or picked (max-pool).
+
+    dL/dz is the textbook activation's own ``backward`` (:mod:`convnet.activations`)
+    applied to the layer's dL/d(output) and output; with the fused softmax and
+    cross-entropy the last layer's dL/d(output) already is dL/dz.
+    """
+    from convnet import activations
+
+    name = getattr(layer, "activation_name", None) or "linear"
+    out = {"activation": name}
+    if fused:
+        dz = layer.grad_output[0]
+        out["grad_preactivation"] = encode(dz)
+        out["grad_preactivation_norm"] = _norm(dz)
+        out["fused"] = True
+        return out
+    if name != "linear":
+        y, dy = layer.output[0], layer.grad_output[0]
+        dz = activations.get(name).backward(dy[None], y[None])[0]
+        out["grad_preactivation"] = encode(dz)
+        out["grad_preactivation_norm"] = _norm(dz)
+        if name == "relu":
+            dark = y <= 0
+            out["gate"] = {"units": int(y.size), "dark": int(dark.sum()),
+                           "dark_with_grad_output": int((dark & (dy != 0)).sum()),
+                           "dark_with_grad_z": int((dark & (dz != 0)).sum())}
+    if type(layer).__name__ == "MaxPool2D":
+        out["winners"] = {"windows": int(layer.grad_output[0].size),
+                          "inputs_with_gradient": int((layer.grad_input[0] != 0).sum()),
+                          "inputs": int(layer.grad_input[0].size)}
+    return out
 
 
 # ---------------------------------------------------------------- receptive fields

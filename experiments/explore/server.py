@@ -425,7 +425,9 @@ class Handler(BaseHTTPRequestHandler):
             raise ExploreError("too many query parameters (at most 10)") from None
         q = {k: v[-1] for k, v in query.items()}
         route = {"/api/info": self._info, "/api/train/status": self._train_status,
-                 "/api/mnist/list": self._mnist_list, "/api/mnist/digit": self._mnist_digit}.get(url.path)
+                 "/api/mnist/list": self._mnist_list, "/api/mnist/digit": self._mnist_digit,
+                 "/api/mnist/first": self._mnist_first, "/api/source": self._source,
+                 "/api/weights": self._weights}.get(url.path)
         if route is None:
             raise ExploreError(f"no such page or API: {url.path[:80]}", status=404)
         self._send(200, route(q))
@@ -448,8 +450,13 @@ class Handler(BaseHTTPRequestHandler):
 
         return {"model_path": e.model_path, "layers": e.layers, "params": int(e.base.count_params()),
                 "backend": convnet.get_backend(),
-                "session": None if session is None else {"steps_applied": session.steps_applied},
-                "max_body": MAX_BODY, "train_limits": core.TRAIN_LIMITS}
+                "session": None if session is None else {
+                    "steps_applied": session.steps_applied, "learning_rate": session.learning_rate,
+                    "learning_rate_source": session.learning_rate_source,
+                    "optimizer": type(session.model.optimizer).__name__},
+                "step_learning_rate_limits": list(core.STEP_LR),
+                "max_body": MAX_BODY, "train_limits": core.TRAIN_LIMITS, "chain_code": e.chain_code,
+                "source_files": {k: v["path"] for k, v in e.sources.items()}}
 
     def _train_status(self, q):
         return self.explorer.training_status(self._session())
@@ -461,6 +468,20 @@ class Handler(BaseHTTPRequestHandler):
         offset = self._query_int(q, "offset", 0, 0, 10000)
         limit = self._query_int(q, "limit", 60, 1, 200)
         return self.explorer.mnist_list(kind, offset, limit)
+
+    def _source(self, q):
+        # read-only, and only the textbook files read at start-up: a name is looked up, never opened
+        name = q.get("file", "")
+        files = self.explorer.sources
+        if name not in files:
+            raise ExploreError(f"file must be one of {', '.join(sorted(files))}, got {name[:40]!r}", status=404)
+        return {"file": name, **files[name]}
+
+    def _weights(self, q):
+        return self.explorer.weights(self._session())
+
+    def _mnist_first(self, q):
+        return self.explorer.first_digit(self._query_int(q, "index", 0, 0, 9999))
 
     def _mnist_digit(self, q):
         if "index" not in q:
@@ -474,21 +495,8 @@ class Handler(BaseHTTPRequestHandler):
     def _post(self):
         self._check_headers()
         path = urlsplit(self.path).path
-        if path == "/api/prepare":
-            raw = self._body()
-            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if not ctype.startswith(UPLOAD_TYPES) or ctype == "image/":
-                raise ExploreError(f"Content-Type must be an image type (image/png, image/jpeg, ...) or "
-                                   f"application/octet-stream, got {ctype[:40] or 'none'}", status=415)
-            session = self._session()
-            if not self.server.decodes.acquire(timeout=DECODE_WAIT):
-                raise Busy(f"{MAX_DECODES} uploads are being prepared; try again in a moment")
-            try:
-                image = prepare_image(raw)
-            finally:
-                self.server.decodes.release()
-            self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(),
-                             "new_session": bool(session is not None and session.new)})
+        if path in ("/api/prepare", "/api/prepare/drawing"):
+            self._prepare(drawing=path.endswith("/drawing"))
             return
         routes = {"/api/predict": self._predict, "/api/unit": self._unit, "/api/backward": self._backward,
                   "/api/gradcheck": self._gradcheck, "/api/step": self._step, "/api/step/apply": self._apply,
@@ -505,6 +513,29 @@ class Handler(BaseHTTPRequestHandler):
         result["server_ms"] = round((time.perf_counter() - start) * 1000, 3)
         result["new_session"] = bool(session is not None and session.new)
         self._send(200, result)
+
+    def _prepare(self, drawing):
+        """An uploaded image made MNIST-like; for the page's own canvas (``drawing``) a canvas without a
+        digit yet is a state, answered with no pixels, not an error."""
+        raw = self._body()
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if not ctype.startswith(UPLOAD_TYPES) or ctype == "image/":
+            raise ExploreError(f"Content-Type must be an image type (image/png, image/jpeg, ...) or "
+                               f"application/octet-stream, got {ctype[:40] or 'none'}", status=415)
+        session = self._session()
+        new = bool(session is not None and session.new)
+        if not self.server.decodes.acquire(timeout=DECODE_WAIT):
+            raise Busy(f"{MAX_DECODES} uploads are being prepared; try again in a moment")
+        try:
+            image = prepare_image(raw)
+        except ExploreError as e:
+            if not (drawing and e.status == 422):
+                raise
+            self._send(200, {"pixels": None, "message": str(e), "new_session": new})
+            return
+        finally:
+            self.server.decodes.release()
+        self._send(200, {"pixels": image.astype(np.float64).round(6).tolist(), "new_session": new})
 
     def _predict(self, body, session):
         layers = _field(body, "layers", False)
@@ -534,13 +565,17 @@ class Handler(BaseHTTPRequestHandler):
         return self.explorer.gradcheck(session, pixels(_field(body, "pixels", required=True)), self._target(body),
                                        per_tensor=per, seed=seed)
 
+    def _step_rate(self, body):
+        rate = _field(body, "learning_rate")
+        return None if rate is None else number(rate, "learning_rate", *core.STEP_LR)
+
     def _step(self, body, session):
         return self.explorer.preview_step(session, pixels(_field(body, "pixels", required=True)),
-                                          self._target(body, "label"))
+                                          self._target(body, "label"), learning_rate=self._step_rate(body))
 
     def _apply(self, body, session):
         return self.explorer.apply_step(session, pixels(_field(body, "pixels", required=True)),
-                                        self._target(body, "label"))
+                                        self._target(body, "label"), learning_rate=self._step_rate(body))
 
     def _reset(self, body, session):
         return self.explorer.reset(session)

@@ -32,6 +32,7 @@ const state = {
   info: null, pixels: null, source: "", prediction: null, probabilities: null,
   layers: null, target: null, targetPinned: false, label: null, labelPinned: false,
   tab: "forward", unit: null, unitRF: null, mnistKind: "all", mnistOffset: 0, trainTimer: null,
+  sources: {}, weights: null, weightsStale: true,
 };
 
 // ------------------------------------------------------------------ API
@@ -88,7 +89,8 @@ function decode(enc) {
 const fmt = (v) => {
   if (v === null || v === undefined || Number.isNaN(v)) return "n/a";
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(3);
+  // a non-breaking hyphen in the exponent: "3.374e-5" never wraps as "3.374e-" / "5"
+  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(3).replace("e-", "e\u2011");
   return v.toFixed(4);
 };
 
@@ -107,11 +109,13 @@ function divColour(t) {          // t in [-1, 1]
   const s = -t;
   return [Math.round(255 * (1 - s) + 40 * s), Math.round(255 * (1 - s) + 90 * s), 255];
 }
-// A scale for a set of values: {kind, lo, hi, colour(v)}
-function scaleFor(min, max, forceSigned = false) {
+// A scale for a set of values: {kind, lo, hi, colour(v)}. Bars stand on white: their scale stops short of
+// the palette's pale yellow end (and starts above its black), so the tallest bar is the most visible one.
+function scaleFor(min, max, forceSigned = false, onWhite = false) {
   if (!forceSigned && min >= 0) {
     const hi = max > 0 ? max : 1;
-    return { kind: "seq", lo: 0, hi, colour: (v) => seqColour(v / hi) };
+    const colour = onWhite ? (v) => seqColour(0.15 + 0.62 * Math.min(1, Math.max(0, v / hi))) : (v) => seqColour(v / hi);
+    return { kind: "seq", lo: 0, hi, colour };
   }
   const m = Math.max(Math.abs(min), Math.abs(max)) || 1;
   return { kind: "div", lo: -m, hi: m, colour: (v) => divColour(v / m) };
@@ -165,7 +169,7 @@ function featureMaps(arr, scale, name, onClick, px = 72, onHover = null) {
   const box = el("div", { class: "maps" });
   const size = Math.max(2, Math.round(px / Math.max(H, W)));
   for (let ch = 0; ch < C; ch++) {
-    const cv = el("canvas", { class: "map", "data-channel": ch });
+    const cv = el("canvas", { class: "map", "data-channel": ch, title: `${name} channel ${ch}` });
     paintMap(cv, H, W, (r, c) => d[(r * W + c) * C + ch], scale);
     cv.style.width = `${W * size}px`; cv.style.height = `${H * size}px`;
     hoverable(cv, (ev) => {
@@ -175,13 +179,13 @@ function featureMaps(arr, scale, name, onClick, px = 72, onHover = null) {
     });
     if (onHover) cv.addEventListener("mouseleave", () => onHover(null));
     if (onClick) cv.addEventListener("click", (ev) => { const [r, c] = cellAt(ev, cv, H, W); onClick([r, c, ch]); });
-    box.append(cv);
+    box.append(C > 1 ? el("figure", { class: "fm" }, cv, el("figcaption", { text: String(ch) })) : cv);
   }
   return box;
 }
 
 // Bars of a flat array (dense layers, biases); labels under short ones.
-function bars(arr, scale, name, onClick, labels = null) {
+function bars(arr, scale, name, onClick, labels = null, extra = null) {
   const n = arr.data.length, d = arr.data;
   const bw = n <= 16 ? 26 : n <= 64 ? 6 : n <= 256 ? 3 : 2, h = 70;
   const cv = el("canvas", { class: "bars", width: n * bw, height: h + (labels ? 14 : 0) });
@@ -200,7 +204,7 @@ function bars(arr, scale, name, onClick, labels = null) {
   hoverable(cv, (ev) => {
     const rect = cv.getBoundingClientRect();
     const i = Math.min(n - 1, Math.floor(((ev.clientX - rect.left) / rect.width) * n));
-    return `${name} [${i}]: ${fmt(d[i])}`;
+    return `${name} [${i}]: ${fmt(d[i])}` + (extra ? `;  ${extra.name} = ${fmt(extra.arr.data[i])}` : "");
   });
   if (onClick) cv.addEventListener("click", (ev) => {
     const rect = cv.getBoundingClientRect();
@@ -210,18 +214,19 @@ function bars(arr, scale, name, onClick, labels = null) {
 }
 
 // Any array as a picture: (H, W, C) -> maps, (n) -> bars, (kh, kw, C, F) -> a mosaic, (in, out) -> an image.
-function arrayView(arr, scale, name, onClick) {
+// ``extra`` ({name, arr} of the same shape): shown beside each value under the mouse (a weight beside its gradient).
+function arrayView(arr, scale, name, onClick, extra = null) {
   const s = arr.shape;
   if (s.length === 3) return featureMaps(arr, scale, name, onClick);
-  if (s.length === 1) return bars(arr, scale, name, onClick, s[0] <= 10 ? [...Array(s[0]).keys()] : null);
-  if (s.length === 4) return kernelMosaic(arr, scale, name);
-  if (s.length === 2) return matrixImage(arr, scale, name);
+  if (s.length === 1) return bars(arr, scale, name, onClick, s[0] <= 10 ? [...Array(s[0]).keys()] : null, extra);
+  if (s.length === 4) return kernelMosaic(arr, scale, name, 3, extra);
+  if (s.length === 2) return matrixImage(arr, scale, name, extra);
   return el("span", { text: `(${s.join(", ")})` });
 }
 
 // Conv kernels (kh, kw, C, F): row = input channel, column = filter, a 1-pixel gap between kernels;
 // with one input channel the filters are laid out in rows of 8.
-function kernelMosaic(arr, scale, name, px = 3) {
+function kernelMosaic(arr, scale, name, px = 3, extra = null) {
   const [kh, kw, C, F] = arr.shape, d = arr.data;
   const perRow = C === 1 ? Math.min(F, 8) : F, rows = C === 1 ? Math.ceil(F / perRow) : C;
   const W = perRow * (kw + 1) - 1, H = rows * (kh + 1) - 1;
@@ -242,12 +247,14 @@ function kernelMosaic(arr, scale, name, px = 3) {
     const [r, c] = cellAt(ev, cv, H, W);
     const k = at(r, c);
     if (!k) return null;
-    return `${name}[${k.join(", ")}] (filter ${k[3]}, input channel ${k[2]}): ${fmt(d[((k[0] * kw + k[1]) * C + k[2]) * F + k[3]])}`;
+    const at4 = ((k[0] * kw + k[1]) * C + k[2]) * F + k[3];
+    return `${name}[${k.join(", ")}] (filter ${k[3]}, input channel ${k[2]}): ${fmt(d[at4])}` +
+      (extra ? `;  ${extra.name} = ${fmt(extra.arr.data[at4])}` : "");
   });
   return cv;
 }
 
-function matrixImage(arr, scale, name) {
+function matrixImage(arr, scale, name, extra = null) {
   const [R, C] = arr.shape, d = arr.data;
   const cv = el("canvas", { class: "mosaic" });
   paintMap(cv, R, C, (r, c) => d[r * C + c], scale);
@@ -255,7 +262,8 @@ function matrixImage(arr, scale, name) {
   cv.style.width = `${C * zx}px`; cv.style.height = `${Math.round(R * zy)}px`;
   hoverable(cv, (ev) => {
     const [r, c] = cellAt(ev, cv, R, C);
-    return `${name}[${r}, ${c}] (input ${r} -> unit ${c}): ${fmt(d[r * C + c])}`;
+    return `${name}[${r}, ${c}] (input ${r} -> unit ${c}): ${fmt(d[r * C + c])}` +
+      (extra ? `;  ${extra.name} = ${fmt(extra.arr.data[r * C + c])}` : "");
   });
   return cv;
 }
@@ -300,8 +308,9 @@ function scheduleDrawUpdate() {
   busy(+1);
   draw.toBlob(async (blob) => {
     try {
-      const prepared = await api("/api/prepare", blob);
-      await setInput(prepared.pixels, "your drawing", drawing);
+      const prepared = await api("/api/prepare/drawing", blob);
+      if (prepared.pixels === null) $("#draw-hint").textContent = "No digit yet: draw a stroke.";
+      else await setInput(prepared.pixels, "your drawing", drawing);
     } catch (e) {
       if (e.status === 422) { $("#draw-hint").textContent = "No digit yet: draw a stroke."; }
       else showError(e.message);
@@ -316,6 +325,7 @@ function scheduleDrawUpdate() {
 $("#clear").addEventListener("click", () => {
   clearCanvas();
   state.pixels = null; state.prediction = null; state.layers = null; state.unit = null; state.unitRF = null;
+  state.targetPinned = false; state.labelPinned = false;
   $("#prediction").textContent = "–";
   renderProbabilities(null);
   paintInput(null);
@@ -397,6 +407,7 @@ async function refresh() {
   const t0 = performance.now();
   const res = await api("/api/predict", { pixels: state.pixels, layers: true });
   const ms = performance.now() - t0;
+  await loadWeights();
   state.prediction = res.prediction;
   state.probabilities = res.probabilities;
   state.layers = res.layers;
@@ -442,21 +453,140 @@ function renderForward() {
     featureMaps(input, inScale, "input", null, 112)));
   state.layers.forEach((l, i) => {
     const arr = decode(l.output), info = layerInfo(i);
-    const scale = scaleFor(arr.min, arr.max);
+    const flat = arr.shape.length !== 3;
+    const scale = scaleFor(arr.min, arr.max, false, flat);
     let meta = `${shapeText(info.output_shape)}`;
     if (info.window) meta += `, ${info.window.size.join("×")} window, stride ${info.window.strides[0]}`;
     if (info.params.kernel) meta += `, kernel ${shapeText(info.params.kernel)}`;
     if (info.type !== "Dropout" && info.type !== "Flatten" && info.type !== "MaxPool2D") meta += `, ${info.activation}`;
     if (info.type === "Dropout") meta += ` (rate ${info.rate}; off at inference: output = input)`;
     const onClick = (position) => showUnit(i, position);
+    const thumb = rfThumb();
+    const onHover = (position) => {
+      const rf = position ? receptiveField(i, position) : state.unitRF;
+      showReceptiveField(rf);
+      paintRF(thumb, position ? rf : null);
+    };
     let view;
-    const onHover = (position) => showReceptiveField(position ? receptiveField(i, position) : state.unitRF);
-    if (arr.shape.length === 3) view = featureMaps(arr, scale, l.name, onClick, 72, onHover);
+    if (!flat) view = featureMaps(arr, scale, l.name, onClick, 72, onHover);
     else view = bars(arr, scale, l.name, onClick, arr.shape[0] <= 10 ? [...Array(arr.shape[0]).keys()] : null);
+    if (!flat) paintRF(thumb, null);
+    const body = el("div", { class: "layer-body" },
+      el("div", { class: "layer-arrays" }, view, weightsView(i)),
+      el("div", { class: "layer-code" }, el("div", { class: "formula", text: formulas(info).forward }),
+        codeBlock(info.code.filter((c) => c.pass === "forward"), false)));
     box.append(el("div", { class: "layer", id: `layer-${l.name}`, "data-layer": i },
-      el("div", { class: "layer-head" }, el("b", { text: `${l.name} (${l.type})` }), el("span", { class: "meta", text: meta }),
-        legend(scale)), view));
+      el("div", { class: "layer-head" }, flat ? "" : thumb, el("b", { text: `${l.name} (${l.type})` }),
+        el("span", { class: "meta", text: meta }), legend(scale)), body));
   });
+}
+
+// The weights of layer i of the page's model (fetched once per change of the model), hover for each value.
+function weightsView(i) {
+  const w = state.weights && state.weights.layers[i];
+  if (!w || !Object.keys(w.params).length) return "";
+  const parts = Object.entries(w.params).map(([k, enc]) => {
+    const a = decode(enc), sc = scaleFor(a.min, a.max, true);
+    return el("div", { class: "param-value" }, el("div", { class: "sub" }, `${k} ${shapeText(a.shape)} `, legend(sc)),
+      arrayView(a, sc, `${w.name} ${k}`));
+  });
+  return el("details", { class: "weights", open: "" }, el("summary", { text: "the layer's weights (hover for values)" }),
+    el("div", { class: "grads" }, ...parts));
+}
+
+async function loadWeights() {
+  if (!state.weightsStale) return;
+  state.weights = await api("/api/weights", undefined, { quiet: true });
+  state.weightsStale = false;
+}
+
+// A small copy of the 28x28 input with a receptive field shaded: beside each layer and in the unit panel,
+// so the field is in view next to the unit being looked at.
+function rfThumb() { return el("canvas", { class: "rf-thumb", width: 28, height: 28, title: "receptive field on the input" }); }
+function paintRF(cv, rf) {
+  const ctx = cv.getContext("2d"), img = ctx.createImageData(28, 28);
+  for (let r = 0; r < 28; r++) for (let c = 0; c < 28; c++) {
+    const v = state.pixels ? Math.round(255 * state.pixels[r][c]) : 0;
+    img.data.set([v, v, v, 255], (r * 28 + c) * 4);
+  }
+  ctx.putImageData(img, 0, 0);
+  if (!rf) return;
+  ctx.fillStyle = "rgba(255, 160, 0, 0.55)";
+  ctx.fillRect(rf.left, rf.top, rf.right - rf.left + 1, rf.bottom - rf.top + 1);
+}
+
+// ------------------------------------------------------------------ formulas and code
+function formulas(info) {
+  const s = info.window ? info.window.strides[0] : 1, k = info.window ? info.window.size.join("×") : "";
+  let fwd = "", bwd = "";
+  switch (info.type) {
+    case "Conv2D":
+      fwd = `z[i,j,f] = b[f] + Σ_{u,v,c} x[${s}i+u, ${s}j+v, c] · K[u,v,c,f]   (${k} window, K ${shapeText(info.params.kernel)})`;
+      bwd = `dL/dK[u,v,c,f] = Σ_{i,j} x[${s}i+u, ${s}j+v, c] · dL/dz[i,j,f]\ndL/db[f] = Σ_{i,j} dL/dz[i,j,f]\n` +
+        `dL/dx[p,q,c] = Σ over the windows (i,j) covering (p,q): dL/dz[i,j,f] · K[p-${s}i, q-${s}j, c, f]`;
+      break;
+    case "MaxPool2D":
+      fwd = `y[i,j,c] = max over the ${k} window of x[${s}i+u, ${s}j+v, c]`;
+      bwd = "dL/dx = dL/dy at the winner of each window, 0 at every other pixel";
+      break;
+    case "Dense":
+      fwd = `z[j] = b[j] + Σ_i x[i] · W[i,j]   (W ${shapeText(info.params.kernel)})`;
+      bwd = "dL/dW[i,j] = x[i] · dL/dz[j]\ndL/db[j] = dL/dz[j]\ndL/dx[i] = Σ_j W[i,j] · dL/dz[j]";
+      break;
+    case "Flatten":
+      fwd = "y[(h·W + w)·C + c] = x[h, w, c]   (row-major: nothing is computed)";
+      bwd = "dL/dx = dL/dy reshaped back to (H, W, C)";
+      break;
+    case "Dropout":
+      fwd = `y = x at inference (in training y = x · keep / (1 - ${info.rate}))`;
+      bwd = "dL/dx = dL/dy at inference (in training dL/dy · keep / (1 - rate))";
+      break;
+    default:
+      fwd = `y = ${info.type}(x)`; bwd = "dL/dx from dL/dy";
+  }
+  if (info.activation === "relu") {
+    fwd += "\ny = max(z, 0)";
+    bwd = "dL/dz = dL/dy · [y > 0]   (the ReLU gate: nothing flows through a dark unit)\n" + bwd;
+  } else if (info.activation === "softmax") {
+    fwd += "\np = softmax(z): p[j] = exp(z[j]) / Σ_k exp(z[k])";
+    bwd = "dL/dz = p - onehot(target)   (softmax and the cross-entropy L = -log p[target], fused)\n" + bwd;
+  }
+  return { forward: fwd, backward: bwd };
+}
+
+async function loadSources() {
+  for (const name of Object.keys(state.info.source_files)) {
+    if (!state.sources[name]) state.sources[name] = await api(`/api/source?file=${encodeURIComponent(name)}`, undefined, { quiet: true });
+  }
+}
+
+// Excerpts of the textbook source: file, line numbers, the statements that ran highlighted.
+function codeBlock(refs, open = true) {
+  if (!refs || !refs.length) return "";
+  const wrap = el("details", { class: "code" }, el("summary", {},
+    "the code: ", ...refs.map((r, k) => el("code", { text: `${k ? ", " : ""}${r.qualname}` }))));
+  if (open) wrap.setAttribute("open", "");
+  for (const r of refs) {
+    const src = state.sources[r.file];
+    const head = el("div", { class: "code-head" }, el("b", { text: `${src ? src.path : r.file}, lines ${r.start}-${r.end}` }), ` ${r.what}`);
+    const pre = el("pre", { class: "source", "data-file": r.file, "data-start": r.start });
+    const hl = (n) => r.highlight.some(([a, b]) => a <= n && n <= b);
+    for (let n = r.start; n <= r.end; n++) {
+      const text = src ? src.lines[n - 1] : "";
+      pre.append(el("span", { class: `line${hl(n) ? " hl" : ""}` }, el("span", { class: "ln", text: String(n) }), el("span", { text: text })));
+    }
+    wrap.append(head, pre);
+  }
+  return wrap;
+}
+
+function renderChain() {
+  for (const [id, pass] of [["#forward-chain", "forward"], ["#backward-chain", "backward"]]) {
+    const d = $(id);
+    const block = codeBlock(state.info.chain_code.filter((c) => c.pass === pass));
+    d.querySelectorAll(".code").forEach((n) => n.remove());
+    if (block) d.append(block);
+  }
 }
 
 // The input pixels a feature-map unit depends on, walking down through the window layers
@@ -499,8 +629,11 @@ function renderUnit(u) {
   box.append(el("h3", { text: `${u.layer} (${u.type}): ${where}` }));
   box.append(el("p", { class: "sub", text: `value ${fmt(u.value)}` }));
   const rf = u.receptive_field;
-  box.append(el("p", { class: "hint", text: rf.whole ? "Receptive field: the whole input (a dense layer sees every pixel)."
-    : `Receptive field: input rows ${rf.top}-${rf.bottom}, columns ${rf.left}-${rf.right} (shaded on the 28×28 input).` }));
+  const thumb = rfThumb();
+  thumb.id = "unit-rf";
+  paintRF(thumb, rf.whole ? null : rf);
+  box.append(el("div", { class: "row" }, thumb, el("p", { class: "hint", text: rf.whole ? "Receptive field: the whole input (a dense layer sees every pixel)."
+    : `Receptive field: input rows ${rf.top}-${rf.bottom}, columns ${rf.left}-${rf.right} (shaded on the 28×28 input).` })));
   if (u.kind === "dot" && u.type === "Conv2D") {
     const ins = decode(u.inputs), ws = decode(u.weights), ps = decode(u.products);
     const [kh, kw, C] = ins.shape;
@@ -565,6 +698,7 @@ async function refreshBackward() {
   if (!state.pixels || state.target === null) return;
   try {
     const b = await api("/api/backward", { pixels: state.pixels, target: state.target });
+    await loadWeights();                 // the values shown beside the gradients (the same model's)
     renderBackward(b);
   } catch (e) { showError(e.message); }
 }
@@ -578,23 +712,47 @@ function renderBackward(b) {
   $("#saliency-legend").replaceChildren(legend(salScale, "saliency"), el("br"), legend(igScale, "dL/d(input)"));
   const box = $("#backward-layers");
   box.replaceChildren();
+  const view = (arr, label, name, note = null) => {
+    const a = decode(arr), sc = scaleFor(a.min, a.max, true);
+    return el("div", { class: "grad-view" }, el("div", { class: "sub" }, `${label} `, legend(sc)), arrayView(a, sc, `${name} ${label.split(",")[0]}`),
+      note ? el("div", { class: "hint gate", text: note }) : "");
+  };
   for (let i = b.layers.length - 1; i >= 0; i--) {
-    const l = b.layers[i];
-    const go = decode(l.grad_output), gi = decode(l.grad_input);
-    const goName = i === b.layers.length - 1 && b.fused_softmax ? "dL/dz (logits: p - onehot)" : "dL/d(output)";
-    const goScale = scaleFor(go.min, go.max, true), giScale = scaleFor(gi.min, gi.max, true);
-    const parts = [
-      el("div", {}, el("div", { class: "sub" }, `${goName}, norm ${fmt(l.grad_output_norm)} `, legend(goScale)), arrayView(go, goScale, `${l.name} ${goName}`)),
-      el("div", {}, el("div", { class: "sub" }, `dL/d(input), norm ${fmt(l.grad_input_norm)} `, legend(giScale)), arrayView(gi, giScale, `${l.name} dL/d(input)`)),
-    ];
+    const l = b.layers[i], info = layerInfo(i);
+    const parts = [];
+    if (l.fused) parts.push(view(l.grad_output, `dL/dz (logits: p - onehot), norm ${fmt(l.grad_output_norm)}`, l.name));
+    else {
+      parts.push(view(l.grad_output, `dL/d(output), norm ${fmt(l.grad_output_norm)}`, l.name));
+      if (l.grad_preactivation) {
+        let note = null;
+        if (l.gate) {
+          const g = l.gate;
+          note = `ReLU gate: ${g.dark.toLocaleString()} of ${g.units.toLocaleString()} units are dark (y = 0); ` +
+            `${g.dark_with_grad_output.toLocaleString()} of them have a non-zero dL/d(output), ` +
+            `${g.dark_with_grad_z.toLocaleString()} a non-zero dL/dz: no gradient flows through a dark unit.`;
+        }
+        parts.push(view(l.grad_preactivation, `dL/dz (before ${l.activation}), norm ${fmt(l.grad_preactivation_norm)}`, l.name, note));
+      }
+    }
+    let inNote = null;
+    if (l.winners) inNote = `Only the winners get a gradient: ${l.winners.inputs_with_gradient.toLocaleString()} of ${l.winners.inputs.toLocaleString()} ` +
+      `inputs (${l.winners.windows.toLocaleString()} windows) have a non-zero dL/d(input).`;
+    parts.push(view(l.grad_input, `dL/d(input), norm ${fmt(l.grad_input_norm)}`, l.name, inNote));
     for (const [k, p] of Object.entries(l.params)) {
-      const g = decode(p.grad), s = scaleFor(g.min, g.max, true);
-      parts.push(el("div", { class: "param-grad" }, el("div", { class: "sub" }, `dL/d${k} ${shapeText(g.shape)}: norm ${fmt(p.grad_norm)} (|${k}| = ${fmt(p.param_norm)}) `, legend(s)),
-        arrayView(g, s, `${l.name} dL/d${k}`)));
+      const g = decode(p.grad), w = decode(state.weights.layers[i].params[k]);
+      const gs = scaleFor(g.min, g.max, true), ws = scaleFor(w.min, w.max, true);
+      parts.push(el("div", { class: "param-grad" },
+        el("div", {}, el("div", { class: "sub" }, `dL/d${k} ${shapeText(g.shape)}: norm ${fmt(p.grad_norm)} `, legend(gs)),
+          arrayView(g, gs, `${l.name} dL/d${k}`, null, { name: k, arr: w })),
+        el("div", {}, el("div", { class: "sub" }, `${k} (the weights, |${k}| = ${fmt(p.param_norm)}) `, legend(ws)),
+          arrayView(w, ws, `${l.name} ${k}`, null, { name: `dL/d${k}`, arr: g }))));
     }
     box.append(el("div", { class: "layer", "data-layer": i, id: `grad-${l.name}` },
       el("div", { class: "layer-head" }, el("b", { text: `${l.name} (${l.type})` }), el("span", { class: "meta", text: `layer ${i}, backward runs top to bottom` })),
-      el("div", { class: "grads" }, ...parts)));
+      el("div", { class: "layer-body" },
+        el("div", { class: "layer-arrays grads" }, ...parts),
+        el("div", { class: "layer-code" }, el("div", { class: "formula", text: formulas(info).backward }),
+          codeBlock(info.code.filter((c) => c.pass === "backward"), true)))));
   }
 }
 
@@ -610,13 +768,17 @@ $("#gradcheck-run").addEventListener("click", async () => {
         const ok = e.relative_error < 1e-5 || Math.abs(e.analytic - e.numeric) < 1e-9;
         const cls = e.kink ? "kink" : ok ? "ok" : "bad";
         const tensorError = row.norm_error === null ? "n/a (all at kinks)" : row.norm_error.toExponential(2);
-        t.append(el("tr", {}, el("td", { text: k === 0 ? row.tensor : "" }), el("td", { text: `[${e.index.join(", ")}]` }),
+        const what = k === 0 ? `${row.tensor}` : k === 1 ? `${row.sampled} of ${row.pool.toLocaleString()} ${row.pool_kind}` : "";
+        t.append(el("tr", {}, el("td", { class: "tensor", text: what }), el("td", { text: `[${e.index.join(", ")}]` }),
           el("td", { text: fmt(e.analytic) }), el("td", { text: fmt(e.numeric) }),
           el("td", { class: cls, text: e.relative_error.toExponential(2) + (e.kink ? " (kink)" : "") }),
           el("td", { text: k === 0 ? tensorError : "" })));
       });
     }
-    box.replaceChildren(el("p", { class: "hint", text: `target ${r.target}, h = ${r.h}, ${r.dtype}; rel. error = |a - n| / (|a| + |n|). ` +
+    const sampled = r.tensors.reduce((n, t) => n + t.sampled, 0);
+    box.replaceChildren(el("p", { class: "hint", id: "gradcheck-summary", text: `${sampled} entries sampled in ${r.tensors.length} arrays: ` +
+      "pixels with ink for the input, entries whose gradient is not exactly 0 for the parameters (a zero would check little). " +
+      `target ${r.target}, h = ${r.h}, ${r.dtype}; rel. error = |a - n| / (|a| + |n|). ` +
       "(kink): the step ±h crosses a point where the loss has no derivative (a ReLU switching, a tie in a max-pool " +
       "window changing its winner, common where the ink is flat; found by convnet.gradcheck.switches); such " +
       "entries are left out of the tensor's error. A large error elsewhere would be a bug in backward." }), t);
@@ -624,26 +786,40 @@ $("#gradcheck-run").addEventListener("click", async () => {
 });
 
 // ------------------------------------------------------------------ one training step
+// The rate of the step: the page's field (the server starts it at the model's rate, or a schedule's initial one).
+function stepBody() {
+  const body = { pixels: state.pixels, label: state.label };
+  const lr = Number($("#step-lr").value);
+  if ($("#step-lr").value !== "" && Number.isFinite(lr)) body.learning_rate = lr;
+  return body;
+}
+$("#step-lr").addEventListener("change", () => {
+  $("#step-lr-source").textContent = "chosen here";
+  $("#step-result").replaceChildren();
+});
 $("#step-preview").addEventListener("click", async () => {
   if (!state.pixels) { showError("draw or pick a digit first"); return; }
   try {
-    const s = await api("/api/step", { pixels: state.pixels, label: state.label });
+    const s = await api("/api/step", stepBody());
     renderStep(s);
   } catch (e) { showError(e.message); }
 });
 $("#step-apply").addEventListener("click", async () => {
   if (!state.pixels) { showError("draw or pick a digit first"); return; }
   try {
-    const s = await api("/api/step/apply", { pixels: state.pixels, label: state.label });
+    const s = await api("/api/step/apply", stepBody());
+    state.weightsStale = true;
     $("#steps-applied").textContent = `steps applied to this page's model: ${s.steps_applied}`;
     await refresh();
     $("#step-result").replaceChildren(el("p", { class: "sub", id: "step-applied",
-      text: `applied: loss was ${fmt(s.loss_before)}; p[${s.label}] is now ${(100 * s.probabilities[s.label]).toFixed(2)}%` }));
+      text: `applied with learning rate ${s.optimizer.learning_rate} (${s.optimizer.name}, step t = ${s.optimizer.iterations_after}): ` +
+        `loss for label ${s.label} ${fmt(s.loss_before)} -> ${fmt(s.loss_after)}; p[${s.label}] is now ${(100 * s.probabilities[s.label]).toFixed(2)}%` }));
   } catch (e) { showError(e.message); }
 });
 $("#step-reset").addEventListener("click", async () => {
   try {
     await api("/api/reset", {});
+    state.weightsStale = true;
     $("#steps-applied").textContent = "steps applied to this page's model: 0 (reset to the file's weights)";
     $("#step-result").replaceChildren();
     await refresh();
@@ -653,7 +829,10 @@ $("#step-reset").addEventListener("click", async () => {
 function renderStep(s) {
   const box = $("#step-result");
   const o = s.optimizer;
-  const head = [`${o.name}, step t = ${o.iterations_after} (the optimizer has taken ${o.iterations_before} steps)`];
+  const head = [`${o.name}, step t = ${o.iterations_after} (the optimizer has taken ${o.iterations_before} steps)`,
+    `learning rate ${o.learning_rate}: ${o.learning_rate_source}` +
+      (o.schedule ? ` (trained with ${o.schedule.class_name} ${JSON.stringify(o.schedule.config)})` : "")];
+  if (o.name === "SGD") head.push(o.config.momentum ? `v = ${o.config.momentum}·v - lr·g;  Δθ = ${o.config.nesterov ? "μ·v - lr·g" : "v"}` : "Δθ = -lr·g");
   if (o.name === "Adam") head.push(`m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;  lr_t = lr·√(1-β2^t)/(1-β1^t) = ${fmt(o.lr_t)};  Δθ = -lr_t·m/(√v + ε)`);
   head.push(`loss for label ${s.label}: ${fmt(s.loss)} now, ${fmt(s.loss_after)} after the step;  ` +
     `p[${s.label}]: ${(100 * s.probabilities[s.label]).toFixed(2)}% -> ${(100 * s.probabilities_after[s.label]).toFixed(2)}%`);
@@ -689,6 +868,7 @@ $("#train-stop").addEventListener("click", async () => {
 $("#train-use").addEventListener("click", async () => {
   try {
     const r = await api("/api/train/use", {});
+    state.weightsStale = true;
     $("#train-state").textContent = `this page's model now has the trained weights (${r.steps} steps)`;
     $("#steps-applied").textContent = "steps applied to this page's model: 0 (the live-trained model)";
     await refresh();
@@ -797,15 +977,87 @@ $("#mnist-prev").addEventListener("click", () => { state.mnistOffset = Math.max(
 $("#mnist-next").addEventListener("click", () => { state.mnistOffset += 60; loadMnist(); });
 
 // ------------------------------------------------------------------ tabs and start-up
-for (const b of document.querySelectorAll("#tabs button")) {
-  b.addEventListener("click", async () => {
-    state.tab = b.dataset.tab;
-    for (const o of document.querySelectorAll("#tabs button")) o.classList.toggle("active", o === b);
-    for (const s of document.querySelectorAll("section.tab")) s.hidden = s.id !== `tab-${state.tab}`;
-    if (state.tab === "backward") await refreshBackward();
-    if (state.tab === "mnist" && !$("#mnist-grid").children.length) await loadMnist();
-    if (state.tab === "train") { try { renderTraining(await api("/api/train/status")); } catch (e) { showError(e.message); } }
+async function showTab(tab) {
+  state.tab = tab;
+  for (const o of document.querySelectorAll("#tabs button")) o.classList.toggle("active", o.dataset.tab === tab);
+  for (const s of document.querySelectorAll("section.tab")) s.hidden = s.id !== `tab-${state.tab}`;
+  if (state.tab === "backward") await refreshBackward();
+  if (state.tab === "mnist" && !$("#mnist-grid").children.length) await loadMnist();
+  if (state.tab === "train") { try { renderTraining(await api("/api/train/status")); } catch (e) { showError(e.message); } }
+}
+for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
+
+// The architecture as a strip of blocks: a click goes to the layer in the forward view (or the backward one).
+function renderArchitecture() {
+  const strip = $("#arch");
+  strip.replaceChildren(el("span", { class: "block input", text: "input 28×28×1" }));
+  state.info.layers.forEach((l, i) => {
+    strip.append(el("span", { class: "arrow", text: "→" }), el("button", { type: "button", class: `block ${l.type}`, "data-layer": i,
+      title: `layer ${i}: ${l.name} (${l.type}${l.activation !== "linear" ? ", " + l.activation : ""}), output ${shapeText(l.output_shape)}`,
+      onclick: () => goToLayer(i) }, el("b", { text: l.name }), el("span", { text: shapeText(l.output_shape) })));
   });
+}
+async function goToLayer(i, tab = null) {
+  const want = tab || (state.tab === "backward" ? "backward" : "forward");
+  if (state.tab !== want) await showTab(want);
+  const name = state.info.layers[i].name;
+  const target = $(want === "backward" ? `#grad-${name}` : `#layer-${name}`);
+  if (target) target.scrollIntoView({ block: "start" });
+}
+
+// A short guided path: each lesson a click away (what docs/explorer.md suggests looking at).
+const LESSONS = [
+  { title: "Draw a 1, then turn it into a 7", text: "Draw a 1 on the black canvas (Clear first), then add the top bar of a 7: " +
+      "the ten probabilities move between the two as you draw, and the conv2d maps that detect a horizontal stroke light up.",
+    go: async () => { $("#clear").click(); await showTab("forward"); $("#draw").scrollIntoView({ block: "center" }); } },
+  { title: "How one unit is made", text: "The brightest unit of the first conv layer is opened in the panel beside the maps: its value " +
+      "is the 4×4 inputs of its receptive field times the 4×4 weights, summed, plus a bias, through ReLU. Click a dark unit too: z was negative.",
+    go: async () => { await showTab("forward"); await openBrightestUnit(0); } },
+  { title: "The ReLU gate in backward", text: "In Backward, compare each ReLU layer's dL/d(output) with its dL/dz: the gate's counts show " +
+      "dark units with a non-zero dL/d(output) but never a non-zero dL/dz. The code that does it is ReLUFunction.backward, highlighted beside it.",
+    go: async () => { await goToLayer(0, "backward"); } },
+  { title: "A right and a wrong target", text: "The target is the predicted class: dL/dz is almost zero, and so is every gradient below " +
+      "(a confident right answer teaches little). Now pick another target class: large gradients flow down, and the saliency map shows the pixels that would raise it.",
+    go: async () => { await showTab("backward"); $("#target-buttons").scrollIntoView({ block: "center" }); } },
+  { title: "Max-pooling picks winners", text: "Follow a max-pooling layer in Backward: dL/d(input) is non-zero at one pixel per window, " +
+      "the winner; dropout passes gradients unchanged at inference.",
+    go: async () => { const i = state.info.layers.findIndex((l) => l.type === "MaxPool2D"); await goToLayer(Math.max(i, 0), "backward"); } },
+  { title: "One training step", text: "Preview the update the optimizer would make for this digit and a label you choose, then apply it " +
+      "and watch the loss fall; apply a few with a wrong label and the model learns it. Change the learning rate to see the step grow.",
+    go: async () => { await showTab("step"); $("#tab-step").scrollIntoView({ block: "start" }); } },
+  { title: "Train live", text: "Train a fresh copy of the architecture: the loss falls fastest in the first few dozen steps, and " +
+      "the first layer's filters turn from noise into stroke detectors.",
+    go: async () => { await showTab("train"); $("#tab-train").scrollIntoView({ block: "start" }); } },
+];
+function renderLessons() {
+  const list = $("#lessons");
+  list.replaceChildren(...LESSONS.map((l, k) => el("li", {}, el("button", { type: "button", class: "lesson", "data-lesson": k, text: l.title,
+    onclick: async () => {
+      for (const b of document.querySelectorAll("#lessons button")) b.classList.toggle("active", b.dataset.lesson === String(k));
+      $("#lesson-text").textContent = l.text;
+      try { await l.go(); } catch (e) { showError(e.message); }
+    } }))));
+}
+async function openBrightestUnit(i) {
+  if (!state.layers) return;
+  const a = decode(state.layers[i].output);
+  let best = 0;
+  for (let k = 1; k < a.data.length; k++) if (a.data[k] > a.data[best]) best = k;
+  const [H, W, C] = a.shape, pos = [Math.floor(best / (W * C)), Math.floor(best / C) % W, best % C];
+  $(`#layer-${state.info.layers[i].name}`).scrollIntoView({ block: "start" });
+  await showUnit(i, pos);
+}
+
+// The first screen: a test digit, predicted, so that every view has something to show at once.
+async function firstDigit() {
+  const d = await api("/api/mnist/first?index=0", undefined, { quiet: true });
+  if (!d.available) {
+    note(`No MNIST test digit to start with (${d.message}); draw one.`);
+    return;
+  }
+  state.label = d.label; state.labelPinned = true;
+  showOnCanvas(d.pixels);
+  await setInput(d.pixels, `MNIST test digit ${d.index}, label ${d.label}: draw over it, or Clear and draw your own`);
 }
 
 (async function start() {
@@ -816,6 +1068,16 @@ for (const b of document.querySelectorAll("#tabs button")) {
     state.info = await api("/api/info");
     $("#model-info").textContent = `model: ${state.info.model_path} (${state.info.params.toLocaleString()} parameters, ` +
       `${state.info.layers.length} layers), backend: ${state.info.backend}`;
+    const sess = state.info.session;
+    if (sess) {
+      $("#step-lr").value = String(sess.learning_rate);
+      $("#step-lr-source").textContent = `${sess.optimizer}: ${sess.learning_rate_source}`;
+    }
+    renderArchitecture();
+    renderLessons();
+    await loadSources();
+    renderChain();
+    await firstDigit();
     document.body.dataset.ready = "1";
   } catch (e) { showError(`cannot reach the explorer's server: ${e.message}`); }
 })();
