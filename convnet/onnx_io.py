@@ -412,6 +412,11 @@ def _import_foreign(onnx, path, proto):
         raise OnnxFileError(str(e)) from None
     model.set_weights(weights)
     _run_checker(onnx, path, proto)
+    try:        # and ONNX's type rules: a graph onnxruntime would refuse is refused here too
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OnnxFileError(f"{path}: fails ONNX's type and shape inference: {first[:300]}") from None
     return model
 
 

@@ -760,3 +760,18 @@ def test_random_graphs_give_a_clear_error_or_a_model_that_predicts_as_onnxruntim
     got = model.predict(x)
     candidates = [got] + ([got.transpose(0, 3, 1, 2)] if got.ndim == 4 else [])   # an image output: NHWC or NCHW
     assert any(c.shape == expected.shape and np.allclose(c, expected, rtol=1e-5, atol=1e-5) for c in candidates)
+
+
+def test_a_graph_onnx_itself_rejects_for_its_types_is_refused(tmp_path):
+    # found by the random-graph fuzzing: a convolution's bias added as an int64 constant imported,
+    # while onnxruntime refuses the file
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["z"], name="n0"), helper.make_node("Add", ["z", "c"], ["y"], name="n1")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 26, 26])],
+        [numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w"),
+         numpy_helper.from_array(np.ones((1, 2, 1, 1), np.int64), "c")])
+    proto = helper.make_model(graph, producer_name="pytorch", opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(OnnxFileError, match="type and shape inference"):
+        from_onnx(save(proto, tmp_path / "m.onnx"))
