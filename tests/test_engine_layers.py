@@ -7,9 +7,9 @@ textbook's results (the whole-layer comparison is in test_tiers.py).
 import numpy as np
 import pytest
 
-import convnet
 from convnet import Sequential, gradcheck, layers, windows
 from convnet.engine import kernels
+from convnet.engine import EngineModel
 from convnet.engine import layers as engine_layers
 from convnet.windows import Window
 
@@ -48,9 +48,10 @@ def test_conv_kept_and_rebuilt_cols_give_identical_results(monkeypatch):
         monkeypatch.setattr(engine_layers.Conv2D, "KEEP_COLS_BYTES", keep)
         layer = layers.Conv2D(6, 4)
         layer.build(x.shape[1:], np.random.default_rng(0))
-        out = layer.forward(x, training=True)
+        run = EngineModel([layer])
+        out = run.forward(x, training=True)
         assert (layer.cache["cols"] is None) == (keep == 0)
-        results.append((out, layer.backward(dout), layer.grads["kernel"], layer.grads["bias"]))
+        results.append((out, run.backward(dout), layer.grads["kernel"], layer.grads["bias"]))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
@@ -89,8 +90,9 @@ def test_conv_backward_skipping_zero_rows_equals_the_full_computation(monkeypatc
     dout[:, 6:] = 0                                            # the last two rows and the last column
     dout[:, :, 6] = 0
     layer = float64_layer(layers.Conv2D(5, 3), (10, 9, 2))
-    layer.forward(x, training=True)
-    dx = layer.backward(dout)
+    run = EngineModel([layer])
+    run.forward(x, training=True)
+    dx = run.backward(dout)
     cols = windows.im2col(x, Window(3, 3, 1, 1, 0, 0, 8, 7))           # the full computation, every position
     np.testing.assert_allclose(layer.grads["kernel"].reshape(-1, 5), cols.T @ dout.reshape(-1, 5), rtol=1e-12)
     np.testing.assert_allclose(layer.grads["bias"], dout.sum(axis=(0, 1, 2)), rtol=1e-12)
@@ -138,10 +140,9 @@ def test_2x2_tile_pooling_equals_the_general_kernels_bit_for_bit(size):
     kernels.maxpool_forward(x, window, out, argmax, 0, 3)
     dout = rng.standard_normal(out.shape).astype(np.float32)
     dout[0, 0, 0, :2] = -0.0
-    with convnet.backend("numpy"):                    # the textbook: winners by argmax over each window
-        textbook = layers.MaxPool2D(2)
-        np.testing.assert_array_equal(out, textbook.forward(x))
-        textbook_dx = textbook.backward(dout)
+    textbook = layers.MaxPool2D(2)                    # the textbook: winners by argmax over each window
+    np.testing.assert_array_equal(out, textbook.forward(x))
+    textbook_dx = textbook.backward(dout)
     dx, dz = np.full_like(x, np.nan), np.full_like(x, np.nan)
     kernels.maxpool2x2_backward(dout, argmax, x, dx, dz, True, 0, 3)
     expected_dx = kernels.maxpool_backward(dout, argmax, np.empty_like(x), 0, 3)

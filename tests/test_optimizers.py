@@ -176,13 +176,13 @@ def test_engine_adam_falls_back_to_the_textbook_update_exactly(layout):
     if layout.startswith("float64"):
         grads = [np.ascontiguousarray(g, dtype=np.float64) for g in grads]
     results = {}
-    for backend in ("numpy", "numba"):
+    for backend in ("textbook", "engine"):
         with convnet.backend(backend):
             opt, p = optimizers.Adam(learning_rate=0.01), param.copy()
             for g in grads:
-                opt.apply([("w", p, g)])
+                convnet.backends.runner([]).apply(opt, [("w", p, g)])
             results[backend] = (p, opt.slots["m"]["w"], opt.slots["v"]["w"])
-    for a, b in zip(results["numba"], results["numpy"]):
+    for a, b in zip(results["engine"], results["textbook"]):
         np.testing.assert_array_equal(a, b)
     # and the textbook update is Adam's formula, written out here once more in float64
     m = v = 0
@@ -191,7 +191,7 @@ def test_engine_adam_falls_back_to_the_textbook_update_exactly(layout):
         g = g.astype(np.float64)
         m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
         expected = expected - 0.01 * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v) + 1e-7)
-    np.testing.assert_allclose(results["numpy"][0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results["textbook"][0], expected, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------- schedules and moving average
