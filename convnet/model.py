@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from . import backends
-from . import callbacks as callbacks_module
+from . import hooks
 from . import layers as layers_module
 from . import losses, optimizers
 from .activations import SoftmaxFunction, LinearFunction
@@ -342,8 +342,8 @@ class Sequential:
             seed = int(np.random.SeedSequence().entropy % (2 ** 32))
         history = History()
         self.stop_training = False
-        cbs = ([callbacks_module.GradientNorms()] if record_gradients else []) + \
-              ([callbacks_module.ProgressBar(epochs, bar=verbose == 1)] if verbose else []) + list(callbacks)
+        cbs = ([hooks.GradientNorms()] if record_gradients else []) + \
+              ([hooks.ProgressBar(epochs, bar=verbose == 1)] if verbose else []) + list(callbacks)
         for cb in cbs:
             cb.model = self
         _notify(cbs, "on_train_begin")

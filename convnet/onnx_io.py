@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from . import activations, layers
-from .interop import ConversionError
+from .errors import ConversionError
 from .utils import pad_amounts
 
 __all__ = ["to_onnx", "from_onnx", "OnnxFileError", "ConversionError", "DEFAULT_OPSET", "MIN_OPSET",
@@ -211,7 +211,7 @@ def _check_opset(onnx, opset):
 
 def _model_proto(onnx, model, opset):
     """The ONNX ModelProto of a built, exportable model (float32)."""
-    from . import __version__
+    from .version import __version__
 
     helper = onnx.helper
     g = _Graph(onnx)

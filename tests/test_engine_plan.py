@@ -158,3 +158,50 @@ def test_backward_after_a_forward_without_training_passes_dropout_through(rng):
         grads.append([g.copy() for layer in model.layers for g in layer.grads.values()])
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
+
+
+def test_one_plan_per_model_kept_while_the_layers_stay_the_same(rng):
+    make, shape = MODELS[0][1:]
+    model = Sequential(make(), input_shape=shape, seed=5)
+    model.compile(optimizer="adam")
+    x, y = rng.standard_normal((6,) + shape).astype(np.float32), rng.integers(0, 3, 6)
+    model.train_step(x, y)
+    first = model.runner().plan(True)
+    model.train_step(x, y)
+    assert model.runner().plan(True) is first
+    model.layers[2].fixed_mask = np.ones((6, 6, 6), np.float32)     # the dropout no longer draws: a new plan
+    assert model.runner().plan(True) is not first
+    assert model.runner().plan(True).runs() == [(0, 2), (3, 6)]
+
+
+def test_every_record_a_group_lists_is_written_by_a_training_step(rng):
+    """The plan says what each group writes on its layers; a step writes exactly those records anew."""
+    make, shape = MODELS[0][1:]
+    model = Sequential(make(), input_shape=shape, seed=5)
+    model.compile(optimizer="adam")
+    x, y = rng.standard_normal((6,) + shape).astype(np.float32), rng.integers(0, 3, 6)
+    model.train_step(x, y)
+    groups = model.runner().plan(True).groups
+    assert [g.kind for g in groups[:4]] == ["conv + bias + ReLU + pool", "dropout"] * 2
+    by_name = {layer.name: layer for layer in model.layers}
+    records = [r for g in groups for r in g.records]
+    assert len(records) == len(set(records))                        # each record has one writer
+    assert {name for name, _ in records} == set(by_name)
+    def seen(name, attr):
+        value = getattr(by_name[name], attr)
+        return tuple(value.values()) if attr == "grads" else (value,)    # grads: the dict's arrays
+    before = {(name, attr): seen(name, attr) for name, attr in records}
+    model.train_step(x, y)
+    for (name, attr), old in before.items():
+        new = seen(name, attr)
+        if (name, attr) == (model.layers[0].name, "grad_input"):
+            assert new == (None,)                                    # nobody needs dL/d(input)
+        else:
+            assert all(v is not None and v is not o for v, o in zip(new, old)), (name, attr)
+
+
+def test_the_plan_in_words_names_every_group():
+    text = EngineModel(Sequential(MODELS[0][1](), input_shape=MODELS[0][2]).layers).plan(True).describe()
+    assert text.splitlines()[0] == ("one hand-off: conv2d + max_pooling2d: conv + bias + ReLU + pool; dropout: dropout; "
+                                    "conv2d_1 + max_pooling2d_1: conv + bias + ReLU + pool; dropout_1: dropout")
+    assert "writes dropout.preactivation, dropout.output, dropout.mask, dropout.grad_output, dropout.grad_input" in text

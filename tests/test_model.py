@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from convnet import Sequential, layers, optimizers
+from conftest import on_tier
 
 pytestmark = pytest.mark.usefixtures("serial")
 
@@ -169,7 +170,7 @@ def test_activations_and_gradients_expose_every_layer(rng, make_seed_model):
     h = x
     for layer in model.layers:                                     # each output is the next layer's input
         assert acts[layer.name].shape == (2,) + layer.output_shape
-        h = layer.forward(h)
+        h = on_tier(layer).forward(h)                               # the layer alone, on the same tier
         np.testing.assert_array_equal(acts[layer.name], h)
 
     _, dout, pre = model.compute_loss(y, model.forward(x))

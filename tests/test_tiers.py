@@ -7,6 +7,10 @@ within 1e-5 of each array's norm after one step (the engine sums in other
 orders), and bit-for-bit where both compute the same float operations
 (dropout masks, pooling, ReLU, Adam's update).
 """
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -261,3 +265,29 @@ def test_a_layer_the_engine_does_not_know_runs_its_own_math(rng):
     model = convnet.Sequential([layer])
     assert model.runner().plan(True).groups[0].math is layer
     np.testing.assert_array_equal(model.forward(x), 2 * x)
+
+
+def test_the_textbook_tier_never_loads_numba_nor_the_engine():
+    """Train, predict, evaluate and check gradients on the textbook tier in a fresh process."""
+    code = """
+import sys
+import numpy as np
+import convnet
+from convnet import gradcheck, layers
+convnet.set_backend("textbook")
+model = convnet.Sequential([layers.Conv2D(2, 3, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.3),
+                            layers.Flatten(), layers.Dense(3, activation="softmax")], input_shape=(8, 8, 1), seed=0)
+model.compile("adam")
+x, y = np.random.default_rng(0).random((12, 8, 8, 1), dtype=np.float32), np.arange(12) % 3
+model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+model.predict(x)
+model.evaluate(x, y)
+model.astype(np.float64)
+assert max(gradcheck.check_model(model, x[:2], y[:2]).values()) < 1e-6
+assert max(gradcheck.check_layer(model.layers[-1], model.layers[-2].output).values()) < 1e-6
+print(sorted(name for name in sys.modules if name.split(".")[0] == "numba" or name.startswith("convnet.engine")))
+"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
