@@ -84,7 +84,7 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self):
         # what would make the first save fail is found before the first epoch's work
         from .saving import _check_loadable
-        from .utils import directory_problem
+        from .files import directory_problem
         if self.path.is_dir():
             raise IsADirectoryError(f"ModelCheckpoint: {self.path} is a directory, expected a file name")
         problem = directory_problem(self.path.parent)

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .utils import atomic_path
+from .files import atomic_path
 
 __all__ = ["plot_history", "confusion_matrix", "plot_confusion_matrix", "plot_misclassified",
            "plot_filters"]
