@@ -29,7 +29,7 @@ each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
 import numpy as np
 
 from . import activations, initializers, rng as counter_rng
-from .utils import normalize_padding, normalize_tuple
+from .shapes import normalize_padding, normalize_tuple
 from .windows import Window, col2im, im2col
 
 

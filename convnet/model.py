@@ -168,6 +168,19 @@ class Sequential:
         return [(f"{layer.name}/{k}", p, layer.grads[k])
                 for layer in self.trainable_layers() for k, p in layer.params.items()]
 
+    def clone(self, dtype=None, seed=None, weights=True):
+        """An independent copy (not compiled): the same layers and, with ``weights``, the same weights.
+
+        ``dtype``: cast the copy's parameters (e.g. float64 for a gradient
+        check); ``weights=False`` draws new initial weights from ``seed``.
+        The one way convnet copies a model.
+        """
+        config = self.get_config() if weights else {**self.get_config(), "seed": seed}
+        copy = type(self).from_config(config)
+        if weights:
+            copy.set_weights(self.get_weights())
+        return copy.astype(dtype) if dtype is not None else copy
+
     def astype(self, dtype):
         """Cast every layer's parameters, e.g. ``model.astype(np.float64)`` for a gradient check."""
         for layer in self.layers:

@@ -95,11 +95,7 @@ def format_layer_statistics(rows):
 # -------------------------------------------------------------- gradient check
 def copy_model(model, dtype=np.float64):
     """An independent copy of ``model`` (same architecture and weights) with parameters in ``dtype``."""
-    from .model import Sequential
-
-    clone = Sequential.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    clone.astype(dtype)
+    clone = model.clone(dtype)
     clone.compile(optimizer="sgd", loss=model.loss if model.loss is not None else
                   "sparse_categorical_crossentropy", metrics=[])
     return clone

@@ -83,6 +83,20 @@ def test_config_round_trip_rebuilds_the_same_model(make_seed_model):
         np.testing.assert_array_equal(a, b)
 
 
+def test_clone_is_an_independent_copy(make_seed_model):
+    model = make_seed_model(seed=4)
+    copy = model.clone(np.float64)
+    assert copy.summary(print_fn=None) == model.summary(print_fn=None)
+    for a, b in zip(model.get_weights(), copy.get_weights()):
+        assert b.dtype == np.float64 and a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    copy.layers[0].params["kernel"] += 1                       # the copy's weights are its own
+    assert not np.array_equal(copy.get_weights()[0], model.get_weights()[0])
+    fresh = model.clone(seed=9, weights=False)
+    assert fresh.seed == 9 and not np.array_equal(fresh.get_weights()[0], model.get_weights()[0])
+    assert fresh.get_weights()[0].dtype == np.float32 and model.seed == 4
+
+
 # ------------------------------------------------------------------------ weights
 def test_get_weights_in_keras_order(make_seed_model):
     model = make_seed_model()
