@@ -1,4 +1,4 @@
-"""convnet's side of every case, on either backend: "numba" (the engine) or "numpy" (the textbook).
+"""convnet's side of every case, on either tier: "numba" (the engine) or "numpy" (the textbook), the names the reports use.
 
 Every ``make_*`` function returns a callable with no argument that does the
 work once and returns its result; :meth:`Backend.outputs` calls it and returns a

@@ -288,7 +288,7 @@ class Dropout(Layer):
     At inference it is the identity (the 1/(1-rate) scaling during training
     keeps the expected activation unchanged, so nothing is rescaled here).
     The uniforms deciding ``keep`` come from :mod:`convnet.rng`, one key per
-    step from the layer's generator (seeded by the model), so both backends
+    step from the layer's generator (seeded by the model), so both tiers
     draw the same masks. Set ``fixed_mask`` (already scaled) to reuse one
     mask, e.g. for a gradient check; ``mask`` is the last one used.
     """

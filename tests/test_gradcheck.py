@@ -29,7 +29,7 @@ TOL = 1e-6
 @pytest.fixture
 def textbook():
     """The deliberately broken backward passes below are patched into the textbook layers."""
-    with convnet.backend("numpy"):
+    with convnet.backend("textbook"):
         yield
 
 

@@ -2,7 +2,7 @@
 
 im2col/col2im are tested in the textbook's NumPy form (:mod:`convnet.windows`)
 and as the engine's numba kernels (:mod:`convnet.engine.kernels`), and
-convolution and pooling through the layers on both backends, on random
+convolution and pooling through the layers on both tiers, on random
 float32 inputs, for several geometries: stride 1 and 2, "valid" and "same"
 padding, non-square windows, overlapping pools. The max-pool tie rule (first
 maximum in row-major scan order, as TensorFlow) and NaN rule (the first NaN
