@@ -62,7 +62,7 @@ TESTS = {
                                   "tests/test_engine_layers.py"],
     "convnet/schedules.py": ["tests/test_schedules.py", "tests/test_optimizers.py", "tests/test_saving.py"],
     "convnet/augment.py": ["tests/test_augment.py", "tests/test_engine_affine.py"],
-    "convnet/hooks.py": ["tests/test_study.py", "tests/test_model.py", "tests/test_saving.py"],
+    "convnet/hooks.py": ["tests/test_hooks.py", "tests/test_study.py", "tests/test_model.py"],
     "convnet/callbacks.py": ["tests/test_saving.py", "tests/test_optimizers.py", "tests/test_model.py"],
 }
 
