@@ -234,7 +234,14 @@ def test_fit_history_and_predictions_agree(rng):
     close(out["engine"][1], out["textbook"][1], tol=1e-4)
 
 
-def test_the_backend_switch():
+def test_the_engine_is_the_default_tier():
+    done = subprocess.run([sys.executable, "-c", "import convnet; print(convnet.get_backend())"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "engine", done.stderr
+
+
+def test_the_backend_switch(monkeypatch):
+    monkeypatch.setattr(backends, "_current", "engine")      # whatever an earlier test's command line set
     assert convnet.get_backend() == "engine" and backends.tier() == "engine"
     with convnet.backend("textbook"):
         assert convnet.get_backend() == "textbook"
