@@ -39,3 +39,19 @@ def test_2x2_tile_pooling_equals_the_general_kernels_bit_for_bit(size):
     kernels.maxpool2x2_backward(dout, argmax, x, dx, untouched, False, 0, 3)
     np.testing.assert_array_equal(dx.view(np.int32), expected_dx.view(np.int32))
     assert (untouched == 7.0).all()
+
+
+def test_the_general_kernel_routes_a_window_with_two_nans_to_the_first():
+    """Windows that are no 2x2 tiles take the general loop: there too the first NaN in scan order wins."""
+    x = np.zeros((1, 3, 3, 1), np.float32)
+    x[0, 0, 2, 0] = x[0, 2, 0, 0] = np.nan                  # flat indices 2 and 6: 2 comes first
+    window = Window(3, 3, 1, 1, 0, 0, 1, 1)
+    assert not kernels.tiles_2x2(window, 3, 3)
+    out, argmax = np.empty((1, 1, 1, 1), np.float32), np.empty((1, 1, 1, 1), np.int32)
+    kernels.maxpool_forward(x, window, out, argmax, 0, 1)
+    assert np.isnan(out[0, 0, 0, 0]) and argmax[0, 0, 0, 0] == 2
+    dx = kernels.maxpool_backward(np.full((1, 1, 1, 1), 5.0, np.float32), argmax, np.empty_like(x), 0, 1)
+    textbook = layers.MaxPool2D(3)
+    textbook.forward(x)
+    np.testing.assert_array_equal(dx, textbook.backward(np.full((1, 1, 1, 1), 5.0, np.float32)))
+    assert dx[0, 0, 2, 0] == 5 and dx.sum() == 5
