@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from convnet.argtypes import bounded_int, comma_list  # noqa: F401  (benchmarks.cli.bounded_int as before)
+
 from .timing import prepare_all, repeat_all
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -28,31 +30,7 @@ FULL = dict(repeats=15, long_repeats=3, min_repeat_s=0.2, settle_s=0.05, steps=N
 QUICK = dict(repeats=5, long_repeats=2, min_repeat_s=0.03, settle_s=0.01, steps=100, images=2_000)
 
 
-def bounded_int(low, high=None):
-    """An argparse type: an integer of at least ``low`` (and at most ``high``), else a clear error."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"expected an integer {bounds}, got {value}")
-        return value
-    return parse
-
-
 positive_int = bounded_int(1)
-
-
-def comma_list(text, allowed, what):
-    """``"a,b"`` -> ``["a", "b"]``, each one of ``allowed``; else an error naming the unknown ``what``."""
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    unknown = [item for item in items if item not in allowed]
-    if unknown or not items:
-        raise argparse.ArgumentTypeError(f"unknown {what} {unknown or [text]}; expected a comma-separated "
-                                         f"list of {','.join(allowed)}")
-    return items
 
 
 def groups_arg(text):

@@ -1,4 +1,4 @@
-"""convnet's side of every case, on either backend: "numba" (the engine) or "numpy" (the textbook).
+"""convnet's side of every case, on either tier: "numba" (the engine) or "numpy" (the textbook), the names the reports use.
 
 Every ``make_*`` function returns a callable with no argument that does the
 work once and returns its result; :meth:`Backend.outputs` calls it and returns a
@@ -41,9 +41,9 @@ class Backend:
     def _wrap(self, fn):
         """Run ``fn`` on this backend with the thread pools a model-level call sets up.
 
-        A layer's own methods leave the pools alone (``Sequential`` sets them
-        once per call: :func:`convnet.backends.running`), so a layer timed
-        alone needs it here, or BLAS's threads run inside the engine's. Each
+        A runner's methods enter the pools' setting once per call
+        (:class:`convnet.cpu.limited`); it is entered here too, so that a
+        layer timed alone runs as inside a step, or BLAS's threads run inside the engine's. Each
         call also starts with convnet's threads splitting work, as in a fresh
         process: TensorFlow's pools, spinning in this same process after its
         own repeats, can make the engine fall back to one thread for a while
@@ -54,7 +54,7 @@ class Backend:
 
         def on_backend():
             threads.forget_busy_spell()
-            with convnet.backend(self.backend), convnet.backends.running():
+            with convnet.backend(self.backend), convnet.cpu.limited():
                 return fn()
         return on_backend
 
@@ -66,58 +66,61 @@ class Backend:
 
     # ------------------------------------------------------------- layers
     def _built(self, layer, x, params):
+        """``(layer, runner)``: the layer built with ``params``, and what runs it on this backend (as a model would)."""
         layer.build(x.shape[1:], np.random.default_rng(0))
         for key, value in params.items():
             np.copyto(layer.params[key], value)
-        return layer
+        with self._mode():
+            return layer, convnet.backends.runner([layer])
 
     def make_conv_forward(self, x, kernel, bias):
-        layer = self._built(layers.Conv2D(kernel.shape[3], kernel.shape[:2]), x, {"kernel": kernel, "bias": bias})
-        return self._wrap(lambda: layer.forward(x))
+        _, run = self._built(layers.Conv2D(kernel.shape[3], kernel.shape[:2]), x, {"kernel": kernel, "bias": bias})
+        return self._wrap(lambda: run.forward(x))
 
-    def _conv_after_forward(self, x, kernel, bias, need_input_grad):
-        layer = self._built(layers.Conv2D(kernel.shape[3], kernel.shape[:2]), x, {"kernel": kernel, "bias": bias})
+    def _conv_after_forward(self, x, kernel, bias):
+        layer, run = self._built(layers.Conv2D(kernel.shape[3], kernel.shape[:2]), x,
+                                 {"kernel": kernel, "bias": bias})
         with self._mode():
-            layer.forward(x)                       # backward needs the forward's im2col matrix
-        layer.need_input_grad = need_input_grad
-        return layer
+            run.forward(x)                         # backward needs the forward's im2col matrix
+        return layer, run
 
     def make_conv_backward_kernel(self, x, kernel, bias, dz):
-        layer = self._conv_after_forward(x, kernel, bias, need_input_grad=False)
+        layer, run = self._conv_after_forward(x, kernel, bias)
 
         def backward_kernel():
-            layer.backward(dz)
+            run.backward(dz, input_grad=False)
             return [layer.grads["kernel"], layer.grads["bias"]]
         return self._wrap(backward_kernel)
 
     def make_conv_backward(self, x, kernel, bias, dz):
-        layer = self._conv_after_forward(x, kernel, bias, need_input_grad=True)
+        layer, run = self._conv_after_forward(x, kernel, bias)
 
         def backward_all():
-            dx = layer.backward(dz)
+            dx = run.backward(dz)
             return [dx, layer.grads["kernel"], layer.grads["bias"]]
         return self._wrap(backward_all)
 
     def make_pool_forward(self, x, size):
-        layer = self._built(layers.MaxPool2D(size), x, {})
-        return self._wrap(lambda: layer.forward(x))
+        _, run = self._built(layers.MaxPool2D(size), x, {})
+        return self._wrap(lambda: run.forward(x))
 
     def make_pool_backward(self, x, size, dz):
-        layer = self._built(layers.MaxPool2D(size), x, {})
+        _, run = self._built(layers.MaxPool2D(size), x, {})
         with self._mode():
-            layer.forward(x)                       # backward needs the forward's argmax
-        return self._wrap(lambda: layer.backward(dz))
+            run.forward(x)                         # backward needs the forward's argmax
+        return self._wrap(lambda: run.backward(dz))
 
     def make_dense_forward(self, x, kernel, bias):
-        layer = self._built(layers.Dense(kernel.shape[1]), x, {"kernel": kernel, "bias": bias})
-        return self._wrap(lambda: layer.forward(x))
+        _, run = self._built(layers.Dense(kernel.shape[1]), x, {"kernel": kernel, "bias": bias})
+        return self._wrap(lambda: run.forward(x))
 
     def make_dense_backward(self, x, kernel, bias, dz):
-        layer = self._built(layers.Dense(kernel.shape[1]), x, {"kernel": kernel, "bias": bias})
-        layer.forward(x)
+        layer, run = self._built(layers.Dense(kernel.shape[1]), x, {"kernel": kernel, "bias": bias})
+        with self._mode():
+            run.forward(x)
 
         def backward_all():
-            dx = layer.backward(dz)
+            dx = run.backward(dz)
             return [dx, layer.grads["kernel"], layer.grads["bias"]]
         return self._wrap(backward_all)
 

@@ -14,7 +14,7 @@ then times ``Sequential.train_step`` two ways:
    the steps, per phase). The wrappers sit around the very methods
    ``train_step`` calls, so the profile follows the real code path. (The
    engine runs the conv, pooling and dropout layers of a *run* in one pass
-   per thread before their own calls: see :mod:`convnet.engine.training`;
+   per thread: see :mod:`convnet.engine.plan`;
    the run has a phase of its own, and those layers' phases show only the
    hand-over.)
 
@@ -154,13 +154,20 @@ def profile(model, data, warmup=20):
         model.train_step(xb, yb)
         plain.append(time.perf_counter() - t0)
 
-    from convnet.engine import training
+    from convnet.engine import plan
+    steps = model.runner().plan(True).steps if hasattr(model.runner(), "plan") else None
     timer = PhaseTimer()
-    undo = [timer.wrap(training, "_forward_run", "run of layers, forward")]
-    undo += [timer.wrap(layer, "forward", f"{layer.name} forward") for layer in model.layers]
-    undo.append(timer.wrap(model.loss, "forward_logits", "loss (softmax + cross-entropy)"))
-    undo.append(timer.wrap(training, "_backward_run", "run of layers, backward"))
-    undo += [timer.wrap(layer, "backward", f"{layer.name} backward") for layer in reversed(model.layers)]
+    if steps is None:                              # the textbook's loop: each layer's own methods
+        undo = [timer.wrap(layer, "forward", f"{layer.name} forward") for layer in model.layers]
+        undo.append(timer.wrap(model.loss, "forward_logits", "loss (softmax + cross-entropy)"))
+        undo += [timer.wrap(layer, "backward", f"{layer.name} backward") for layer in reversed(model.layers)]
+    else:                                          # the engine's plan: its runs and its single layers
+
+        def label(step):
+            return "run of layers," if isinstance(step, plan.Run) else step.layer.name
+        undo = [timer.wrap(step, "forward", f"{label(step)} forward") for step in steps]
+        undo.append(timer.wrap(model.loss, "forward_logits", "loss (softmax + cross-entropy)"))
+        undo += [timer.wrap(step, "backward", f"{label(step)} backward") for step in reversed(steps)]
     undo.append(timer.wrap(model.optimizer, "apply", "optimizer update"))
     try:
         for xb, yb in data[warmup:]:
@@ -189,7 +196,8 @@ class KernelTimer:
         """``np.matmul``, timed under the label of its operands' shapes and the engine method that asked."""
         (M, K), N = a.shape, b.shape[-1]
         frame = sys._getframe(1)
-        while frame.f_back is not None and frame.f_globals.get("__name__") != "convnet.engine.layers":
+        while frame.f_back is not None and frame.f_globals.get("__name__") not in ("convnet.engine.layers",
+                                                                                 "convnet.engine.inference"):
             frame = frame.f_back                     # from threads.matmul up to the layer that called it
         method = ".".join(frame.f_code.co_qualname.split(".")[:2])
         name = f"product {M}x{K} @ {K}x{N} ({method})"
@@ -200,16 +208,17 @@ class KernelTimer:
         """Wrap the engine's kernels and the ``np.matmul`` its modules call; returns the undo function."""
         import numba
 
-        from convnet.engine import kernels, layers, optimizers, threads
+        from convnet.engine import adam, affine, inference, layers, threads, winograd
         undo = []
-        for name, fn in list(vars(kernels).items()):
-            if isinstance(fn, numba.core.registry.CPUDispatcher) and not name.startswith("_"):
-                setattr(kernels, name, self.timed(name, fn))
-                undo.append((kernels, name, fn))
+        for module in (layers, inference, winograd, adam, affine):    # the modules that call kernels from Python
+            for name, fn in list(vars(module).items()):
+                if isinstance(fn, numba.core.registry.CPUDispatcher) and not name.startswith("_"):
+                    setattr(module, name, self.timed(name, fn))
+                    undo.append((module, name, fn))
         proxy = types.ModuleType("numpy")            # numpy with a timed matmul, for the engine's modules only
         proxy.__dict__.update(vars(np))
         proxy.matmul = self.product
-        for module in (layers, threads, optimizers):
+        for module in (layers, threads, adam):
             undo.append((module, "np", module.np))
             module.np = proxy
 
@@ -308,8 +317,8 @@ def main(argv=None):
     total = phases.pop("(total)")
     accounted = sum(phases.values())
     print(f"train_step, instrumented: {total:.2f} ms median; per phase (median ms):")
-    print("  (engine: the conv, pooling and dropout layers of a run (convnet/engine/training.py) are computed "
-          "in its phase, one hand-off for all; their own phases show only the hand-over)")
+    print("  (engine: the conv, pooling and dropout layers of a run (convnet/engine/plan.py) are computed "
+          "in its phase, one hand-off for all)")
     for name, ms in phases.items():
         print(f"  {name:<40}{ms:8.3f}  {100 * ms / total:5.1f}%")
     print(f"  {'(model glue, outside the phases)':<40}{total - accounted:8.3f}  "

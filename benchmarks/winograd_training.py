@@ -37,8 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.cli import bounded_int  # noqa: E402
 from benchmarks.timing import Timed, prepare_all, repeat_all  # noqa: E402
-from convnet import backends, layers  # noqa: E402
-from convnet.engine import inference, kernels, threads  # noqa: E402
+from convnet import layers  # noqa: E402
+from convnet.engine import kernels, threads, winograd  # noqa: E402
+from convnet.engine import layers as engine_layers  # noqa: E402
 
 H, C, F = 12, 32, 32          # conv2's input: 12x12x32; 32 filters of 4x4
 OUT, POOLED = 9, 4            # its 9x9 output, pooled to 4x4 (the 8x8 corner)
@@ -67,12 +68,12 @@ def gradient_tiles(dz, A, D):
 def input_tiles(x):
     """``B^T d B`` of every tile, ``(25, N * 16, C)``: the forward pass's input transform."""
     V = np.empty((25, len(x) * POOLED * POOLED, C), x.dtype)
-    return kernels.winograd4_tiles(x, inference._BT.astype(x.dtype), POOLED, POOLED, V, 0, len(x))
+    return kernels.winograd4_tiles(x, winograd._BT.astype(x.dtype), POOLED, POOLED, V, 0, len(x))
 
 
 def output_transform(S):
     """``G^T S G`` per channel pair: the kernel gradient ``(4, 4, C, F)`` from the 25 summed points ``(25, C, F)``."""
-    GT = inference._G.T.astype(S.dtype)
+    GT = winograd._G.T.astype(S.dtype)
     R = np.matmul(GT, S.reshape(5, 5 * C * F)).reshape(4, 5, C * F)     # R[u, j] = sum_i G[i, u] S[i, j]
     return np.matmul(GT, R).reshape(4, 4, C, F)                         # dK[u, v] = sum_j G[j, v] R[u, j]
 
@@ -83,7 +84,7 @@ def kernel_gradient(V, dz):
     Only ``dz[:, :8, :8]`` is read: the 9th row and column of conv2's
     gradient are zero in the seed model, whose flooring pool never reads them.
     """
-    A = inference._AT.T.astype(dz.dtype)
+    A = winograd._AT.T.astype(dz.dtype)
     D = gradient_tiles(dz, A, np.empty((25, V.shape[1], F), dz.dtype))
     return output_transform(np.matmul(V.transpose(0, 2, 1), D))       # the sums over tiles, point by point
 
@@ -103,8 +104,7 @@ def seed_conv2(rng):
     pool.build(conv.output_shape)
     conv.params["kernel"][...] = rng.normal(0, 0.05, conv.params["kernel"].shape)
     conv.params["bias"][...] = rng.normal(0, 0.01, F)
-    with backends.backend("numba"):
-        return backends.implementation(conv), backends.implementation(pool), conv
+    return engine_layers.Conv2D(conv), engine_layers.MaxPool2D(pool), conv
 
 
 #: each repeat of a part calls it back to back for at least this long (benchmarks.timing calibrates the count)
@@ -136,8 +136,8 @@ def measure(n_images=16, repeats=100, seed=0):
     dz[:, 8, :] = dz[:, :, 8] = 0                     # the flooring pool never reads the 9th row and column
     conv, pool, layer = seed_conv2(rng)
     K, b = layer.params["kernel"], layer.params["bias"]
-    U = inference._transformed_kernel(layer)          # G K G^T, as inference computes it
-    AT = inference._AT.astype(np.float32)
+    U = winograd.TransformedKernel(layer).refresh()    # G K G^T, as inference computes it
+    AT = winograd._AT.astype(np.float32)
     V = input_tiles(x)
     edge_rows = np.empty((n_images * 17, 4 * 4 * C), np.float32)
     z_edge = np.empty((n_images * 17, F), np.float32)
@@ -148,7 +148,7 @@ def measure(n_images=16, repeats=100, seed=0):
     right = layer.window._replace(OH=8, OW=1)          # the 9th column: 8 windows on columns 8..11
 
     def forward_today():
-        step = conv.start(x, pool)[1]
+        step = conv.start(x, relu=True, pool=pool)[3]
         step.run(0, n_images)
 
     def winograd_interior():
@@ -172,7 +172,7 @@ def measure(n_images=16, repeats=100, seed=0):
         step.run(0, n_images)
         finish()                                    # the blocks' partial sums added: layer.grads
 
-    A = inference._AT.T.astype(np.float32)
+    A = winograd._AT.T.astype(np.float32)
     D = np.empty((25, V.shape[1], F), np.float32)
     S = np.empty((25, C, F), np.float32)
     VT = V.transpose(0, 2, 1)

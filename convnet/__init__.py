@@ -8,15 +8,17 @@ NumPy: :mod:`convnet.layers` (each layer's forward and backward),
 :mod:`convnet.model`, with the window helpers in :mod:`convnet.windows` and
 plain-loop versions in :mod:`convnet.reference`. The engine tier,
 :mod:`convnet.engine`, computes the same things fast (numba kernels, threads,
-blocking). :func:`set_backend` chooses: ``"numba"`` (the engine, default) or
-``"numpy"`` (the textbook alone).
+blocking); it imports the textbook, never the other way. A model hands its
+layers to a runner, the textbook's loop or the engine's, and
+:func:`set_backend` chooses: ``"engine"`` (the default) or ``"textbook"``
+(plain NumPy, numba never loaded); ``"numba"`` and ``"numpy"`` are older
+names for the same two.
 """
 from . import activations, gradcheck, initializers, layers, losses, optimizers, reference
 from .backends import backend, get_backend, set_backend
 from .model import History, Sequential
 from .saving import load_model, save_model
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Sequential", "History", "load_model", "save_model", "layers", "losses", "optimizers", "activations", "initializers",
            "reference", "gradcheck", "set_backend", "get_backend", "backend"]

@@ -1,31 +1,42 @@
-"""Which tier computes the layers' math: ``"numpy"`` (the textbook) or ``"numba"`` (the engine).
+"""Which tier runs a model's layers: ``"textbook"`` or ``"engine"``, chosen at this one seam.
 
-    convnet.set_backend("numpy")          # every layer runs its own call/backprop
-    convnet.get_backend()                 # -> "numpy"
-    with convnet.backend("numba"): ...    # the engine (the default), then back
+    convnet.set_backend("textbook")       # every layer runs its own call/backprop
+    convnet.get_backend()                 # -> "textbook"
+    with convnet.backend("engine"): ...   # the engine (the default), then back
 
 The textbook tier (:mod:`convnet.layers`, :mod:`convnet.activations`,
-:mod:`convnet.optimizers`) states the math in plain NumPy. The engine
-(:mod:`convnet.engine`) registers, for some of those classes, a faster
-version with the same contract (same inputs, same outputs, same ``grads``,
-same updates); :func:`implementation` hands out one or the other. A class the
-engine does not know (a layer you wrote yourself) always runs its own code.
+:mod:`convnet.optimizers`, ...) states the math in plain NumPy and knows
+nothing of the engine. A model does not call its layers itself: it hands
+them to a *runner* (:func:`runner`), either the textbook's own loop
+(:class:`convnet.loop.LayerLoop`: each layer's ``forward`` in order, each
+``backward`` in reverse) or the engine's (:class:`convnet.engine.model.EngineModel`:
+the same contract, computed by fused kernels and threads). The engine
+imports the textbook, never the other way; it is imported on first use, so
+the textbook tier alone never loads numba. A layer the engine does not know
+(one you wrote yourself) runs its own code on either tier.
 
-Switch between training steps, not inside one: a forward pass and its
-backward pass must run on the same backend (each keeps what its own backward
-needs).
+``"numpy"`` and ``"numba"`` are the older names of the two tiers and keep
+working. Switch between training steps, not inside one: a forward pass and
+its backward pass must run on the same tier (each keeps what its own
+backward needs).
 """
 import contextlib
 import weakref
 
-BACKENDS = ("numpy", "numba")
-_current = "numba"
-_engine_classes = None                        # textbook class -> engine class, once the engine is loaded
-_bound = weakref.WeakKeyDictionary()          # textbook object -> its engine object
+from .loop import LayerLoop
+
+#: the two tiers
+TIERS = ("textbook", "engine")
+#: older names of the tiers, still accepted
+ALIASES = {"numpy": "textbook", "numba": "engine"}
+#: every name :func:`set_backend` accepts
+BACKENDS = TIERS + tuple(ALIASES)
+_current = "engine"
+_engine_runners = weakref.WeakKeyDictionary()     # model -> its engine runner (which keeps its plans)
 
 
 def set_backend(name):
-    """Choose the tier that computes every layer, activation and optimizer step from now on."""
+    """Choose the tier that runs every model from now on: ``"textbook"`` or ``"engine"`` (or an alias)."""
     global _current
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(map(repr, BACKENDS))}")
@@ -33,8 +44,13 @@ def set_backend(name):
 
 
 def get_backend():
-    """The backend in use: ``"numpy"`` or ``"numba"``."""
+    """The backend in use, by the name it was set with (``"engine"`` unless set otherwise)."""
     return _current
+
+
+def tier():
+    """The tier in use: ``"textbook"`` or ``"engine"`` (an alias resolved)."""
+    return ALIASES.get(_current, _current)
 
 
 @contextlib.contextmanager
@@ -48,33 +64,29 @@ def backend(name):
         set_backend(before)
 
 
-def _engine():
-    global _engine_classes
-    if _engine_classes is None:
-        from . import engine                  # imported on first use: the textbook never needs numba
-        _engine_classes = engine.IMPLEMENTATIONS
-    return _engine_classes
+def runner(layers, owner=None):
+    """What runs ``layers`` (a list) on the current tier: an object with ``forward``, ``backward``,
+    ``infer``, ``apply``, ``augmenter`` and ``running``.
 
-
-def implementation(obj):
-    """What computes ``obj``'s math now: ``obj`` itself, or the engine's version of it (same methods)."""
-    if _current == "numpy":
-        return obj
-    cls = _engine().get(type(obj))
-    if cls is None:
-        return obj
-    impl = _bound.get(obj)
-    if impl is None:
-        impl = _bound[obj] = cls(obj)
-    return impl
+    ``owner`` (a model) keeps the engine's runner, and with it the plans
+    the engine made for these layers, from one call to the next.
+    """
+    if tier() == "textbook":
+        return LayerLoop(layers)
+    from . import engine                  # imported on first use: the textbook never needs numba
+    if owner is None:
+        return engine.EngineModel(layers)
+    found = _engine_runners.get(owner)
+    if found is None or found.layers is not layers:
+        found = _engine_runners[owner] = engine.EngineModel(layers)
+    return found
 
 
 def running():
-    """Context for a model-level call (a step, a prediction), where the thread pools are set up once.
+    """Context for a model-level call: BLAS on one thread inside (:class:`convnet.cpu.limited`), on either tier.
 
-    On either backend BLAS runs on one thread inside (many small products
-    are slower on a pool of threads that wait for each other); the engine's
-    own threads share the work instead (:mod:`convnet.engine.threads`).
+    Runners enter it themselves; this older name is kept for code that
+    times or profiles single layers.
     """
-    from .engine import threads
-    return threads.limited()
+    from . import cpu
+    return cpu.limited()

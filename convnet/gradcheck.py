@@ -9,10 +9,12 @@ and the relative error ``max_i |a_i - n_i| / max(|a_i| + |n_i|, 1e-8)``
 version, robust to entries whose gradient is almost zero). In float64 with h = 1e-5 a correct backward gives
 about 1e-8 or less; a wrong one gives something near 1.
 
-To check a single layer, the scalar is ``f = sum(layer.forward(x) * R)``
+To check a single layer, the scalar is ``f = sum(layer.forward(x) * R)`` (the layer run on the tier in use)
 for a fixed random ``R``, so ``df/d(output) = R`` is what backward receives.
 """
 import numpy as np
+
+from . import backends
 
 
 def relative_error(analytic, numeric):
@@ -136,17 +138,17 @@ def check_layer(layer, x, training=False, h=1e-5, seed=0, max_entries=None):
     element-wise relative error of each). ``x`` is cast to float64; cast the
     layer with ``layer.astype(np.float64)``.
     """
+    run = backends.runner([layer])                             # the layer on the tier in use
     rng = np.random.default_rng(seed)
     x = np.array(x, dtype=np.float64)                 # a float64 copy we may perturb in place
-    out = layer.forward(x, training=training)
+    out = run.forward(x, training=training)
     R = rng.standard_normal(out.shape)
 
     def f():
-        return float(np.sum(layer.forward(x, training=training) * R))
+        return float(np.sum(run.forward(x, training=training) * R))
 
-    layer.forward(x, training=training)
-    layer.need_input_grad = True
-    targets = [("input", x, layer.backward(R))] + [(k, layer.params[k], g.copy()) for k, g in layer.grads.items()]
+    run.forward(x, training=training)
+    targets = [("input", x, run.backward(R, input_grad=True))] + [(k, layer.params[k], g.copy()) for k, g in layer.grads.items()]
     return {key: _check_entries(f, array, grad, _sample(array.size, max_entries, rng), h)["error"]
             for key, array, grad in targets}
 

@@ -27,6 +27,7 @@ imported only when they are called).
 import numpy as np
 
 from . import layers
+from .errors import ConversionError  # noqa: F401  (raised here; convnet.interop.ConversionError as before)
 from .model import Sequential
 
 __all__ = ["ConversionError", "from_keras", "to_keras", "SUPPORTED_KERAS_LAYERS", "to_onnx", "from_onnx"]
@@ -34,10 +35,6 @@ __all__ = ["ConversionError", "from_keras", "to_keras", "SUPPORTED_KERAS_LAYERS"
 #: Keras class name -> the convnet layer it becomes.
 SUPPORTED_KERAS_LAYERS = ("Conv2D", "MaxPooling2D", "Dropout", "Flatten", "Dense", "ReLU", "Softmax")
 _ACTIVATIONS = {None: None, "linear": None, "relu": "relu", "softmax": "softmax"}
-
-
-class ConversionError(ValueError):
-    """A model or layer that the converter cannot translate faithfully."""
 
 
 def _keras():

@@ -15,10 +15,12 @@ with the derivative stated in a comment, in its ``backprop``, a few lines
 apart. What backward needs from forward goes into the layer's ``cache``
 (emptied by :meth:`Layer.clear_cache`).
 
-This is the textbook tier: it is what runs with ``convnet.set_backend("numpy")``.
-The default backend, ``"numba"``, runs the same contract through
-:mod:`convnet.engine` (compiled kernels, threads, cache-sized blocks), and
-the test suite holds the two to the same outputs, gradients and updates.
+This is the textbook tier: it knows nothing of the engine, and it is what
+runs with ``convnet.set_backend("textbook")``. The default tier,
+``"engine"``, runs the same contract through :mod:`convnet.engine`
+(compiled kernels, threads, cache-sized blocks): a model hands its layers to
+one runner or the other (:mod:`convnet.backends`), and the test suite holds
+the two to the same outputs, gradients and updates.
 
 After each call a layer keeps ``output`` (its last activation), and after
 each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
@@ -26,8 +28,8 @@ each backward ``grad_output`` (dL/d output, arriving) and ``grad_input``
 """
 import numpy as np
 
-from . import activations, backends, initializers, rng as counter_rng
-from .utils import normalize_padding, normalize_tuple
+from . import activations, initializers, rng as counter_rng
+from .shapes import normalize_padding, normalize_tuple
 from .windows import Window, col2im, im2col
 
 
@@ -125,9 +127,8 @@ class Layer:
     def forward(self, x, training=False):
         """Output of the layer for the batch ``x`` (shape ``(N, *input_shape)``)."""
         x = self._check_input(x)
-        math, act = backends.implementation(self), backends.implementation(self.activation)
-        self.preactivation = math.call(x, training)            # z, before the activation
-        self.output = act.forward(self.preactivation)
+        self.preactivation = self.call(x, training)            # z, before the activation
+        self.output = self.activation.forward(self.preactivation)
         return self.output
 
     __call__ = forward
@@ -140,9 +141,8 @@ class Layer:
         softmax + cross-entropy gradient).
         """
         self.grad_output = dout = self._check_grad(dout)
-        math, act = backends.implementation(self), backends.implementation(self.activation)
-        dz = dout if preactivation else act.backward(dout, self.output)
-        self.grad_input = math.backprop(dz)
+        dz = dout if preactivation else self.activation.backward(dout, self.output)
+        self.grad_input = self.backprop(dz)
         return self.grad_input
 
     def call(self, x, training):
@@ -288,7 +288,7 @@ class Dropout(Layer):
     At inference it is the identity (the 1/(1-rate) scaling during training
     keeps the expected activation unchanged, so nothing is rescaled here).
     The uniforms deciding ``keep`` come from :mod:`convnet.rng`, one key per
-    step from the layer's generator (seeded by the model), so both backends
+    step from the layer's generator (seeded by the model), so both tiers
     draw the same masks. Set ``fixed_mask`` (already scaled) to reuse one
     mask, e.g. for a gradient check; ``mask`` is the last one used.
     """

@@ -4,6 +4,10 @@ Forward runs the layers in order, backward runs them in reverse, each layer
 turning dL/d(its output) into dL/d(its input). ``fit`` is the usual loop:
 shuffle, cut into batches, and for each batch forward -> loss -> backward ->
 optimizer step.
+
+The model does not call its layers itself: it hands them to a runner
+(:meth:`Sequential.runner`, the one place the tier is chosen), the
+textbook's own loop (:class:`convnet.loop.LayerLoop`) or the engine's.
 """
 import math
 import time
@@ -11,7 +15,7 @@ import time
 import numpy as np
 
 from . import backends
-from . import callbacks as callbacks_module
+from . import hooks
 from . import layers as layers_module
 from . import losses, optimizers
 from .activations import SoftmaxFunction, LinearFunction
@@ -164,6 +168,19 @@ class Sequential:
         return [(f"{layer.name}/{k}", p, layer.grads[k])
                 for layer in self.trainable_layers() for k, p in layer.params.items()]
 
+    def clone(self, dtype=None, seed=None, weights=True):
+        """An independent copy (not compiled): the same layers and, with ``weights``, the same weights.
+
+        ``dtype``: cast the copy's parameters (e.g. float64 for a gradient
+        check); ``weights=False`` draws new initial weights from ``seed``.
+        The one way convnet copies a model.
+        """
+        config = self.get_config() if weights else {**self.get_config(), "seed": seed}
+        copy = type(self).from_config(config)
+        if weights:
+            copy.set_weights(self.get_weights())
+        return copy.astype(dtype) if dtype is not None else copy
+
     def astype(self, dtype):
         """Cast every layer's parameters, e.g. ``model.astype(np.float64)`` for a gradient check."""
         for layer in self.layers:
@@ -171,13 +188,15 @@ class Sequential:
         return self
 
     # ---------------------------------------------------- forward/backward
+    def runner(self):
+        """What runs the layers now: the textbook's :class:`~convnet.loop.LayerLoop` or the engine's
+        runner, as :func:`convnet.set_backend` chose (:func:`convnet.backends.runner`)."""
+        return backends.runner(self.layers, owner=self)
+
     def forward(self, x, training=False):
         """Run the batch through every layer; each layer keeps its ``output``."""
         self._require_built()
-        with backends.running():
-            for layer in self.layers:
-                x = layer.forward(x, training=training)
-        return x
+        return self.runner().forward(x, training=training)
 
     __call__ = forward
 
@@ -189,15 +208,7 @@ class Sequential:
         ``input_grad=False`` skips the gradients nobody needs: those below the
         first layer with parameters (then it returns None).
         """
-        first = next((i for i, l in enumerate(self.layers) if l.params), 0)
-        with backends.running():
-            for i in range(len(self.layers) - 1, -1, -1):
-                layer = self.layers[i]
-                layer.need_input_grad = input_grad or i > first
-                dout = layer.backward(dout, preactivation=preactivation and i == len(self.layers) - 1)
-                if dout is None:
-                    break
-        return dout
+        return self.runner().backward(dout, preactivation=preactivation, input_grad=input_grad)
 
     @property
     def activations(self):
@@ -249,16 +260,16 @@ class Sequential:
     def train_step(self, x, y):
         """forward -> loss -> backward -> update on one batch; returns (loss, number correct).
 
-        The forward and backward passes are :meth:`forward` and :meth:`backward`;
-        the engine (:mod:`convnet.engine.training`) runs the same layer calls
-        with fewer thread hand-offs.
+        The forward and backward passes are :meth:`forward` and :meth:`backward`
+        (on the engine, fused and with fewer thread hand-offs).
         """
-        impl = backends.implementation(self)
-        with backends.running():
-            out = impl.forward(x, training=True)
+        self._require_built()
+        run = self.runner()
+        with run.running():
+            out = run.forward(x, training=True)
             loss, dout, pre = self.compute_loss(y, out)
-            impl.backward(dout, preactivation=pre, input_grad=False)
-            self.optimizer.apply(self.params_and_grads())
+            run.backward(dout, preactivation=pre, input_grad=False)
+            run.apply(self.optimizer, self.params_and_grads())
         return loss, _n_correct(out, y)
 
     def _check_data(self, x, y=None, what="x"):
@@ -344,13 +355,13 @@ class Sequential:
             seed = int(np.random.SeedSequence().entropy % (2 ** 32))
         history = History()
         self.stop_training = False
-        cbs = ([callbacks_module.GradientNorms()] if record_gradients else []) + \
-              ([callbacks_module.ProgressBar(epochs, bar=verbose == 1)] if verbose else []) + list(callbacks)
+        cbs = ([hooks.GradientNorms()] if record_gradients else []) + \
+              ([hooks.ProgressBar(epochs, bar=verbose == 1)] if verbose else []) + list(callbacks)
         for cb in cbs:
             cb.model = self
         _notify(cbs, "on_train_begin")
         steps = math.ceil(len(x) / batch_size)
-        augment = backends.implementation(augment) if augment is not None else None
+        augment = self.runner().augmenter(augment) if augment is not None else None
         for epoch in range(initial_epoch, epochs):
             self.seed_dropout(seed, epoch)
             order = np.random.default_rng([seed, epoch]).permutation(len(x)) if shuffle else np.arange(len(x))
@@ -410,9 +421,9 @@ class Sequential:
         """
         x = self._check_data(x)
         dtype = self.layers[0].dtype
-        run = backends.implementation(self).infer
-        with backends.running():
-            outs = [run(x[i:j].astype(dtype, copy=False))[1] for i, j in self._chunks(len(x), batch_size)]
+        runner = self.runner()
+        with runner.running():
+            outs = [runner.infer(x[i:j].astype(dtype, copy=False))[1] for i, j in self._chunks(len(x), batch_size)]
         self.clear_cache()
         return np.concatenate(outs) if outs else np.zeros((0,) + self.output_shape, self.layers[-1].dtype)
 
@@ -429,11 +440,11 @@ class Sequential:
     def _evaluate(self, x, y, batch_size=None):
         """:meth:`evaluate` on a set :meth:`_check_set` has passed."""
         loss_sum, correct = 0.0, 0
-        run = backends.implementation(self).infer
-        with backends.running():
+        runner = self.runner()
+        with runner.running():
             for i, j in self._chunks(len(x), batch_size):
                 xb, yb = x[i:j], y[i:j]
-                z, out = run(xb.astype(self.layers[0].dtype, copy=False))
+                z, out = runner.infer(xb.astype(self.layers[0].dtype, copy=False))
                 loss, _, _ = self.compute_loss(yb, out, z)
                 loss_sum += loss * len(xb)
                 correct += _n_correct(out, yb)
@@ -444,12 +455,12 @@ class Sequential:
     def infer(self, x):
         """``(z, y)`` of the last layer for the batch ``x`` with dropout off: its preactivation and output.
 
-        What :meth:`predict` and :meth:`evaluate` run. Here it is
-        :meth:`forward`; the engine (:mod:`convnet.engine.inference`) runs
-        the same math without keeping any layer's output.
+        What :meth:`predict` and :meth:`evaluate` run. On the textbook it is
+        :meth:`forward`; the engine runs the same math without keeping any
+        layer's output.
         """
-        y = self.forward(x, training=False)
-        return self.layers[-1].preactivation, y
+        self._require_built()
+        return self.runner().infer(x)
 
     def clear_cache(self):
         """Every layer forgets what its last forward pass kept for backward (frees the memory)."""

@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from . import activations, layers
-from .interop import ConversionError
+from .errors import ConversionError
 from .limits import (MAX_JSON_BYTES, MAX_LAYERS, MAX_MODEL_FILE_BYTES, MAX_WEIGHT_BYTES,
                      LimitError, file_problem, input_shape_problem, layer_shapes)
 from .saving import ModelFileError
@@ -247,7 +247,7 @@ def _model_proto(onnx, model, opset, input_layout="NHWC"):
     an image, gives) channels-first images: it starts channels first rather
     than with a transpose, and does not transpose back at the end.
     """
-    from . import __version__
+    from .version import __version__
 
     helper = onnx.helper
     nchw = input_layout == "NCHW"

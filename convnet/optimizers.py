@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from . import backends, schedules
+from . import schedules
 
 
 class Optimizer:
@@ -51,11 +51,16 @@ class Optimizer:
             table[key] = np.zeros_like(like)
         return table[key]
 
-    def apply(self, params_and_grads):
-        """One update step for every ``(key, param, grad)`` (step number ``iterations`` after it)."""
+    def apply(self, params_and_grads, update_all=None):
+        """One update step for every ``(key, param, grad)`` (step number ``iterations`` after it).
+
+        ``update_all``: what computes the updates of the step (default: this
+        optimizer's own :meth:`update_all`); the engine's runner passes its
+        fused version of the same update.
+        """
         params_and_grads = list(params_and_grads)
         self.iterations += 1
-        backends.implementation(self).update_all(params_and_grads)
+        (update_all or self.update_all)(params_and_grads)
         if self.use_ema:
             self.update_average(params_and_grads)
 

@@ -12,22 +12,27 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-from .utils import atomic_path
+from .files import atomic_path
 
 __all__ = ["plot_history", "confusion_matrix", "plot_confusion_matrix", "plot_misclassified",
            "plot_filters"]
 
 
-def save_figure(figure, path, dpi=100, tight=True, fmt=None):
-    """Render ``figure`` to ``path`` atomically; returns the path.
+def save_figure(figure, path, dpi=None, tight=None, fmt=None):
+    """Render ``figure`` to ``path`` atomically; returns the path: convnet's one figure saver.
 
-    The format follows the suffix (PNG without one) unless ``fmt`` is given;
-    ``tight`` crops the white margin (``bbox_inches="tight"``).
+    The format follows the suffix (PNG without one) unless ``fmt`` is given.
+    ``dpi``: the figure's own unless given. ``tight`` crops the white margin
+    (``bbox_inches="tight"``); by default every figure but one with a
+    constrained layout (which has set its own margins) is cropped.
     """
     path = Path(path)
     FigureCanvasAgg(figure)
     fmt = fmt or path.suffix.lstrip(".").lower() or "png"
+    dpi = figure.dpi if dpi is None else dpi
+    tight = not isinstance(figure.get_layout_engine(), ConstrainedLayoutEngine) if tight is None else tight
     with atomic_path(path, suffix="." + fmt) as tmp:
         figure.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight" if tight else None)
     return path
@@ -53,7 +58,7 @@ def plot_history(history, path, title=None, validation_label="validation"):
         raise ValueError("plot_history: the history has no 'loss' values (train for at least one epoch)")
     panels = [(name, label) for name, label in (("loss", "loss"), ("accuracy", "accuracy"))
               if history.get(name)]
-    figure = Figure(figsize=(5.5 * len(panels), 4))
+    figure = Figure(figsize=(5.5 * len(panels), 4), dpi=100)
     for i, (name, label) in enumerate(panels):
         axes = figure.add_subplot(1, len(panels), i + 1)
         epochs = np.arange(1, len(history[name]) + 1)
@@ -92,7 +97,7 @@ def plot_confusion_matrix(y_true, y_pred, path, num_classes=10, title="confusion
     """
     cm = confusion_matrix(y_true, y_pred, num_classes)
     off_diagonal = cm * (1 - np.eye(num_classes, dtype=cm.dtype))
-    figure = Figure(figsize=(7, 6))
+    figure = Figure(figsize=(7, 6), dpi=100)
     axes = figure.add_subplot()
     vmax = max(int(off_diagonal.max()), 1)
     image = axes.imshow(off_diagonal, cmap="Reds", vmin=0, vmax=vmax)
@@ -169,7 +174,7 @@ def plot_misclassified(x, y_true, y_pred, path, n=36, title="misclassified"):
     gap_y = int(h * (0.75 if probs is not None else 0.5))       # room for the caption above each image
     canvas, corners = _montage(images[wrong], columns, gap_x=w // 4, gap_y=gap_y)
     inches = 1.5 / w                                               # one image is 1.5 inches wide
-    figure = Figure(figsize=(canvas.shape[1] * inches, canvas.shape[0] * inches + 0.4))
+    figure = Figure(figsize=(canvas.shape[1] * inches, canvas.shape[0] * inches + 0.4), dpi=100)
     axes, _ = _grid_axes(figure, canvas, "gray_r", 0, max(float(images.max(initial=0)), 1e-12))
     for (top, left), i in zip(corners, wrong):
         caption = f"pred {p[i]} / true {t[i]}"
@@ -205,7 +210,7 @@ def plot_filters(kernel, path, title="first-layer filters", max_channels=8):
     gap_y = max(kh // 2, 1) if channels == 1 else max(kh // 4, 1)
     canvas, corners = _montage(tiles, columns, gap_x=max(kw // 4, 1), gap_y=gap_y)
     inches = 0.9 / kw                                              # one filter is 0.9 inches wide
-    figure = Figure(figsize=(canvas.shape[1] * inches + 1.0, canvas.shape[0] * inches + 0.4))
+    figure = Figure(figsize=(canvas.shape[1] * inches + 1.0, canvas.shape[0] * inches + 0.4), dpi=100)
     axes, image = _grid_axes(figure, canvas, "RdBu_r", -limit, limit)
     for k, (top, left) in enumerate(corners):
         c, f = divmod(k, filters) if channels > 1 else (0, k)

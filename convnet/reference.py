@@ -10,7 +10,7 @@ All functions are channels-last (NHWC) with Keras kernel layout
 """
 import numpy as np
 
-from .utils import conv_output_size, pad_amounts
+from .shapes import conv_output_size, pad_amounts
 
 
 def _pad(x, kh, kw, sh, sw, padding, value=0.0):

@@ -8,7 +8,7 @@ SplitMix64 generator started at ``k``::
 
 Each element's number depends only on ``(k, e)``, so it can be computed in
 any order, by any number of threads, and the engine's fused kernel
-(:func:`convnet.engine.kernels.dropout_forward`) draws exactly the numbers
+(:func:`convnet.engine.dropout.dropout_forward`) draws exactly the numbers
 that :func:`uniforms` draws here. A :class:`~convnet.layers.Dropout` layer
 takes one key per training step from its own generator, which the model
 seeds from ``(seed, epoch, layer index)``.

@@ -169,7 +169,7 @@ def _history_dict(history):
 
 
 def _convnet_version():
-    from . import __version__
+    from .version import __version__
     return __version__
 
 

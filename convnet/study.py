@@ -95,11 +95,7 @@ def format_layer_statistics(rows):
 # -------------------------------------------------------------- gradient check
 def copy_model(model, dtype=np.float64):
     """An independent copy of ``model`` (same architecture and weights) with parameters in ``dtype``."""
-    from .model import Sequential
-
-    clone = Sequential.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    clone.astype(dtype)
+    clone = model.clone(dtype)
     clone.compile(optimizer="sgd", loss=model.loss if model.loss is not None else
                   "sparse_categorical_crossentropy", metrics=[])
     return clone
@@ -190,16 +186,16 @@ def new_figure(nrows=1, ncols=1, figsize=None, **subplot_kw):
     """A matplotlib Figure and its axes, made without pyplot (no display, no global state)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, layout="constrained")
+    fig = Figure(figsize=figsize, layout="constrained", dpi=110)
     return fig, fig.subplots(nrows, ncols, **subplot_kw)
 
 
-def save_figure(fig, path, dpi=110):
-    """Write ``fig`` to ``path`` as PNG atomically (its own margins: the figures here use a
-    constrained layout); returns the path as a string."""
+def save_figure(fig, path, dpi=None):
+    """Write ``fig`` to ``path`` as PNG atomically with :func:`convnet.plotting.save_figure` (the one saver;
+    a figure of :func:`new_figure` keeps its own margins); returns the path as a string."""
     from .plotting import save_figure as save
 
-    return os.fspath(save(fig, path, dpi=dpi, tight=False, fmt="png"))
+    return os.fspath(save(fig, path, dpi=dpi, fmt="png"))
 
 
 def _hide_ticks(ax):

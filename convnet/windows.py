@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .utils import conv_output_size, pad_amounts
+from .shapes import conv_output_size, pad_amounts
 
 
 class Window(NamedTuple):

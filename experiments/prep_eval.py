@@ -159,7 +159,7 @@ def format_table(results, preps):
 
 
 def build_parser():
-    from benchmarks.cli import bounded_int, comma_list
+    from convnet.argtypes import bounded_int, comma_list
 
     p = argparse.ArgumentParser(prog="python -m experiments.prep_eval",
                                 description="Accuracy of a model on user-like digit images, per way of preparing them.")

@@ -17,9 +17,9 @@ from convnet import Sequential, layers
 from convnet.architectures import mnist_cnn
 
 
-@pytest.fixture(params=convnet.backends.BACKENDS)
+@pytest.fixture(params=convnet.backends.TIERS)
 def each_backend(request):
-    """Run the test once on each backend (the textbook "numpy" and the engine "numba")."""
+    """Run the test once on each tier (the textbook and the engine)."""
     with convnet.backend(request.param):
         yield request.param
 
@@ -99,3 +99,22 @@ def make_seed_model():
 def make_small_convnet():
     """:func:`small_convnet` as a fixture: ``make_small_convnet(seed=0, dropout=True)``."""
     return small_convnet
+
+
+class on_tier:
+    """``layer`` run by the tier in use (a one-layer runner, as a model runs it), with the layer's method names.
+
+    ``layer.forward`` is always the textbook's; this is how a test puts one
+    layer through the engine too.
+    """
+
+    def __init__(self, layer):
+        self.layer, self.run = layer, convnet.backends.runner([layer])
+
+    def forward(self, x, training=False):
+        return self.run.forward(x, training=training)
+
+    __call__ = forward
+
+    def backward(self, dout):
+        return self.run.backward(dout)

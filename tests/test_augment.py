@@ -68,6 +68,21 @@ def test_random_affine_with_zero_ranges_changes_nothing(images):
     np.testing.assert_array_equal(RandomAffine(0, 0, 0)(images, np.random.default_rng(0)), images)
 
 
+@pytest.mark.parametrize("ranges", [(15, 0, 0), (0, 0.2, 0), (0, 0, 3)])
+def test_random_affine_with_one_range_is_no_identity(images, ranges):
+    """Each part on its own moves the pixels: none of them is taken for the identity."""
+    aug = RandomAffine(*ranges)
+    assert not aug.identity
+    assert not np.array_equal(aug(images, np.random.default_rng(1)), images)
+
+
+def test_random_affine_config_rebuilds_the_same_augmentation(images):
+    aug = RandomAffine(rotation_range=15, zoom_range=0.2, shift_range=3)
+    assert aug.get_config() == {"rotation_range": 15.0, "zoom_range": 0.2, "shift_range": 3.0}
+    again = RandomAffine(**aug.get_config())
+    np.testing.assert_array_equal(again(images, np.random.default_rng(2)), aug(images, np.random.default_rng(2)))
+
+
 def test_random_affine_keeps_a_centred_digit_on_the_canvas():
     x = np.zeros((64, 28, 28, 1), np.float32)
     x[:, 8:20, 10:18] = 1.0                               # a 12x8 block in the middle, like a digit's box

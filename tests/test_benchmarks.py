@@ -181,19 +181,20 @@ def test_each_timed_convnet_call_starts_splitting_again():
 
 
 def test_profile_step_times_the_runs_of_layers_and_undoes_its_wrappers(rng, make_seed_model):
-    """The training step's runs (convnet/engine/training.py) get phases of their own, and after the
+    """The training step's runs (convnet/engine/plan.py) get phases of their own, and after the
     profile every wrapped function and method is the original again."""
     from benchmarks import profile_step
-    from convnet.engine import training
     model = make_seed_model(0)
     model.compile("adam", "sparse_categorical_crossentropy")
     data = [(rng.random((8, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 8)) for _ in range(4)]
-    originals = (training._forward_run, training._backward_run, model.optimizer.apply)
+    originals = model.optimizer.apply
     plain_ms, phases = profile_step.profile(model, data, warmup=2)
     assert plain_ms > 0
     assert phases["run of layers, forward"] > 0 and phases["run of layers, backward"] > 0
-    assert (training._forward_run, training._backward_run, model.optimizer.apply) == originals
-    assert not any("forward" in vars(layer) or "backward" in vars(layer) for layer in model.layers)
+    assert phases["dense forward"] > 0 and phases["dense_1 backward"] > 0
+    assert model.optimizer.apply == originals
+    steps = model.runner().plan(True).steps
+    assert not any("forward" in vars(step) or "backward" in vars(step) for step in steps)
 
 
 def test_kernel_profile_times_every_product_and_kernel_on_one_thread_and_undoes_its_wrappers(rng, make_seed_model):
@@ -205,9 +206,10 @@ def test_kernel_profile_times_every_product_and_kernel_on_one_thread_and_undoes_
     model = make_seed_model(0)
     model.compile("adam", "sparse_categorical_crossentropy")
     data = [(rng.random((8, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 8)) for _ in range(4)]
-    before = (threads.get_num_threads(), kernels.im2col_into, engine_layers.np, threads.np)
+    before = (threads.get_num_threads(), kernels.im2col_into, engine_layers.im2col_into, engine_layers.np, threads.np)
     plain_ms, step_ms, rows = profile_step.kernel_profile(model, data, warmup=2)
-    assert (threads.get_num_threads(), kernels.im2col_into, engine_layers.np, threads.np) == before
+    assert (threads.get_num_threads(), kernels.im2col_into, engine_layers.im2col_into, engine_layers.np,
+            threads.np) == before
     names = {name: (ms, calls, gflops) for name, ms, calls, gflops in rows}
     # conv2's forward product: blocks of 4 images x 81 positions by 4x4x32 inputs, 32 filters: 2 per step
     ms, calls, gflops = names["product 324x512 @ 512x32 (Conv2D.start)"]

@@ -1,7 +1,8 @@
 """The engine's inference path (convnet.engine.inference) against the textbook forward pass.
 
-``predict``/``evaluate`` on the default backend run :meth:`inference.Sequential.infer`;
-these tests hold it to ``Sequential.forward`` on the textbook backend for the
+``predict``/``evaluate`` on the engine run the steps of :func:`inference.plan`
+(made once per model by ``EngineModel``); these tests hold them to
+``Sequential.forward`` on the textbook tier for the
 seed model and for models that take each of its branches (fused
 conv + ReLU + 2x2 pool, trimmed windows, a pool it cannot fuse, padding,
 strides, activations alone, a layer it does not know).
@@ -11,15 +12,20 @@ import pytest
 
 import convnet
 from convnet import Sequential, layers
-from convnet.engine import inference, kernels, threads
-from convnet.windows import Window
+from convnet.engine import EngineModel, inference, threads
+from convnet.engine.winograd import TransformedKernel
 
 from test_tiers import close
 
 
+def planned(model):
+    """The model's inference steps, as the engine's runner makes them."""
+    return inference.plan(model.layers, TransformedKernel)
+
+
 def textbook(model, x):
     """The last layer's (z, y) from the textbook forward pass."""
-    with convnet.backend("numpy"):
+    with convnet.backend("textbook"):
         y = model.forward(x, training=False)
         return model.layers[-1].preactivation.copy(), y.copy()
 
@@ -61,8 +67,8 @@ MODELS = [
 def test_infer_matches_the_textbook_forward(rng, make, shape, n):
     model = Sequential(make(), input_shape=shape, seed=3)
     x = rng.standard_normal((n,) + shape).astype(np.float32)
-    assert inference.plan(model) is not None
-    z, y = inference.Sequential(model).infer(x)
+    assert planned(model) is not None
+    z, y = EngineModel(model.layers).infer(x)
     want_z, want_y = textbook(model, x)
     close(z, want_z)
     close(y, want_y)
@@ -73,7 +79,7 @@ def test_seed_model_predict_and_evaluate_match_the_textbook(rng, make_seed_model
     model.compile()
     x = rng.random((70, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 70)
-    with convnet.backend("numpy"):
+    with convnet.backend("textbook"):
         want_p, want_e = model.predict(x), model.evaluate(x, y)
     for batch in (None, 1, 32, 1000):
         close(model.predict(x, batch_size=batch), want_p)
@@ -92,7 +98,7 @@ def test_every_thread_count_and_block_size_gives_the_same_numbers(rng, make_seed
         threads.set_num_threads(n_threads)
         try:
             with threads.limited():
-                results.append(inference.Sequential(model).infer(x)[1])
+                results.append(EngineModel(model.layers).infer(x)[1])
         finally:
             threads.set_num_threads(previous)
     for other in results[1:]:
@@ -127,83 +133,16 @@ def test_a_model_with_an_unknown_layer_runs_layer_by_layer(rng):
     model = Sequential([layers.Flatten(), Doubling(), layers.Dense(3, activation="softmax")],
                        input_shape=(3, 3, 1), seed=0)
     x = rng.standard_normal((5, 3, 3, 1)).astype(np.float32)
-    assert inference.plan(model) is None
-    z, y = inference.Sequential(model).infer(x)
+    assert planned(model) is None
+    z, y = EngineModel(model.layers).infer(x)
     want_z, want_y = textbook(model, x)
     close(z, want_z)
     close(y, want_y)
 
 
 def test_the_plan_fuses_the_seed_models_convolutions_and_drops_its_dropout(make_seed_model):
-    steps, windowed, per_image = inference.plan(make_seed_model())
+    steps, windowed, per_image, kernels = planned(make_seed_model())
     # conv1+relu+pool, conv2+relu+pool | flatten, dense, relu, dense, softmax
     assert (len(steps), windowed) == (7, 2)
     assert per_image == 25 * 4 * 4 * 32              # conv2's Winograd tiles: 25 numbers per channel, 4x4 tiles
-
-
-def test_bias_relu_maxpool2x2_is_the_unfused_passes_bit_for_bit(rng):
-    z = rng.standard_normal((3, 6, 8, 5)).astype(np.float32)
-    z[0, 0, 0, 0] = z[0, 0, 1, 0]                   # a tie
-    z[1, 2, 2, 1] = np.nan                          # a NaN wins its window
-    z[2, :2, :2, 2] = -1.0                          # a whole window below zero
-    b = rng.standard_normal(5).astype(np.float32)
-    y = np.empty_like(z)
-    kernels.add_bias_relu(z.copy().reshape(-1, 5), b, y.reshape(-1, 5), 0, z.size // 5)
-    want = np.empty((3, 3, 4, 5), np.float32)
-    kernels.maxpool_forward(y, Window(2, 2, 2, 2, 0, 0, 3, 4), want, np.empty(want.shape, np.int32), 0, 3)
-    got = kernels.bias_relu_maxpool2x2(z, b, np.full_like(want, 7.0), 0, 3)
-    np.testing.assert_array_equal(got, want)
-    assert np.isnan(got[1, 1, 1, 1])
-
-
-def test_bias_relu_maxpool2x2_writes_only_its_range(rng):
-    z = rng.standard_normal((4, 4, 4, 2)).astype(np.float32)
-    out = np.full((4, 2, 2, 2), 7.0, np.float32)
-    kernels.bias_relu_maxpool2x2(z, np.zeros(2, np.float32), out, 1, 3)
-    assert (out[[0, 3]] == 7.0).all() and not (out[1:3] == 7.0).any()
-
-
-def test_winograd_is_chosen_only_where_it_fits(make_seed_model):
-    seed = make_seed_model()
-    assert not inference._winograd_fits(seed.layers[0], seed.layers[1])      # one input channel: im2col
-    assert inference._winograd_fits(seed.layers[3], seed.layers[4])          # 4x4 on 32 channels
-    assert not inference._winograd_fits(seed.layers[3], None)                # no pooling to end in
-    model = Sequential([layers.Conv2D(4, 3, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
-                        layers.Dense(2)], input_shape=(9, 9, 8))
-    assert not inference._winograd_fits(model.layers[0], model.layers[1])   # a 3x3 kernel
-    model = Sequential([layers.Conv2D(4, 4, strides=2, activation="relu"), layers.MaxPool2D(2), layers.Flatten(),
-                        layers.Dense(2)], input_shape=(13, 13, 8))
-    assert not inference._winograd_fits(model.layers[0], model.layers[1])   # strides
-
-
-def test_winograd_kernels_match_the_direct_convolution_and_write_only_their_range(rng):
-    """Input transform, products, output transform: conv + bias + ReLU + 2x2 pool on a range of images."""
-    x = rng.standard_normal((5, 12, 14, 9)).astype(np.float32)
-    K = rng.standard_normal((4, 4, 9, 7)).astype(np.float32)
-    b = rng.standard_normal(7).astype(np.float32)
-    PH, PW = 4, 5                                    # outputs 9x11, the pooling reads 8x10
-    U = np.einsum("ik,klcf,jl->ijcf", inference._G, K.astype(np.float64), inference._G).reshape(25, 9, 7)
-    V = np.full((25, 5 * PH * PW, 9), 7.0, np.float32)
-    kernels.winograd4_tiles(x, inference._BT.astype(np.float32), PH, PW, V, 1, 4)
-    out = np.full((5, PH, PW, 7), 7.0, np.float32)
-    kernels.winograd4_bias_relu_maxpool(np.matmul(V, U.astype(np.float32)), inference._AT.astype(np.float32),
-                                        b, out, 1, 4)
-    z = np.einsum("nhwc,hwcf->nf", np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), (4, 4), axis=(1, 2))
-                  .transpose(0, 1, 2, 4, 5, 3)[:, :8, :10].reshape(-1, 4, 4, 9), K.astype(np.float64))
-    z = z.reshape(5, 8, 10, 7) + b
-    want = np.maximum(z.reshape(5, 4, 2, 5, 2, 7).max(axis=(2, 4)), 0)
-    close(out[1:4], want[1:4])
-    assert (out[0] == 7).all() and (out[4] == 7).all()
-    assert (V[:, :PH * PW] == 7).all() and (V[:, 4 * PH * PW:] == 7).all()
-
-
-def test_the_transformed_winograd_kernel_follows_the_weights(rng, make_seed_model):
-    """U = G K G^T is kept between batches, and computed again once the kernel's values change."""
-    model = make_seed_model(1)
-    x = rng.random((6, 28, 28, 1), dtype=np.float32)
-    first = inference._transformed_kernel(model.layers[3])
-    assert inference._transformed_kernel(model.layers[3]) is first
-    model.layers[3].params["kernel"] *= 0.5                       # in place, as an optimizer updates it
-    assert inference._transformed_kernel(model.layers[3]) is not first
-    z, y = inference.Sequential(model).infer(x)
-    close(y, textbook(model, x)[1])
+    assert len(kernels) == 1                         # conv2's transformed kernel, refreshed per call

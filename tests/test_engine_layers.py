@@ -7,9 +7,8 @@ textbook's results (the whole-layer comparison is in test_tiers.py).
 import numpy as np
 import pytest
 
-import convnet
 from convnet import Sequential, gradcheck, layers, windows
-from convnet.engine import kernels
+from convnet.engine import EngineModel
 from convnet.engine import layers as engine_layers
 from convnet.windows import Window
 
@@ -48,9 +47,10 @@ def test_conv_kept_and_rebuilt_cols_give_identical_results(monkeypatch):
         monkeypatch.setattr(engine_layers.Conv2D, "KEEP_COLS_BYTES", keep)
         layer = layers.Conv2D(6, 4)
         layer.build(x.shape[1:], np.random.default_rng(0))
-        out = layer.forward(x, training=True)
+        run = EngineModel([layer])
+        out = run.forward(x, training=True)
         assert (layer.cache["cols"] is None) == (keep == 0)
-        results.append((out, layer.backward(dout), layer.grads["kernel"], layer.grads["bias"]))
+        results.append((out, run.backward(dout), layer.grads["kernel"], layer.grads["bias"]))
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
 
@@ -89,67 +89,12 @@ def test_conv_backward_skipping_zero_rows_equals_the_full_computation(monkeypatc
     dout[:, 6:] = 0                                            # the last two rows and the last column
     dout[:, :, 6] = 0
     layer = float64_layer(layers.Conv2D(5, 3), (10, 9, 2))
-    layer.forward(x, training=True)
-    dx = layer.backward(dout)
+    run = EngineModel([layer])
+    run.forward(x, training=True)
+    dx = run.backward(dout)
     cols = windows.im2col(x, Window(3, 3, 1, 1, 0, 0, 8, 7))           # the full computation, every position
     np.testing.assert_allclose(layer.grads["kernel"].reshape(-1, 5), cols.T @ dout.reshape(-1, 5), rtol=1e-12)
     np.testing.assert_allclose(layer.grads["bias"], dout.sum(axis=(0, 1, 2)), rtol=1e-12)
     full_dx = windows.col2im(dout.reshape(-1, 5) @ layer.params["kernel"].reshape(-1, 5).T,
                              Window(3, 3, 1, 1, 0, 0, 8, 7), (4, 10, 9, 2))
     np.testing.assert_allclose(dx, full_dx, rtol=1e-12, atol=1e-12)
-
-
-def test_fused_kernels_equal_the_kernels_they_fuse_bit_for_bit():
-    rng = np.random.default_rng(5)
-    z = rng.standard_normal((50, 8)).astype(np.float32)
-    z[3, 2], z[7, 1] = np.nan, 0.0
-    b = rng.standard_normal(8).astype(np.float32)
-    y = np.empty_like(z)
-    fused_z = z.copy()
-    kernels.add_bias_relu(fused_z, b, y, 0, len(z))
-    expected_z = kernels.add_bias(z.copy(), b, 0, len(z))
-    np.testing.assert_array_equal(fused_z, expected_z)
-    np.testing.assert_array_equal(y, kernels.relu_forward(expected_z, np.empty_like(z), 0, len(z)))
-    assert np.isnan(y[3, 2])                         # NaN propagates as in relu_forward
-
-    x = np.maximum(rng.integers(-2, 3, size=(3, 9, 9, 4)).astype(np.float32), 0)   # ReLU outputs, many ties and zeros
-    window = Window(3, 3, 2, 2, 0, 0, 4, 4)          # overlapping windows: a pixel may receive several gradients
-    out, argmax = np.empty((3, 4, 4, 4), np.float32), np.empty((3, 4, 4, 4), np.int32)
-    kernels.maxpool_forward(x, window, out, argmax, 0, 3)
-    dout = rng.standard_normal(out.shape).astype(np.float32)
-    dx, dz = np.empty_like(x), np.empty_like(x)
-    kernels.maxpool_relu_backward(dout, argmax, x, dx, dz, 0, 3)
-    expected_dx = kernels.maxpool_backward(dout, argmax, np.empty_like(x), 0, 3)
-    np.testing.assert_array_equal(dx, expected_dx)
-    np.testing.assert_array_equal(dz, kernels.relu_backward(expected_dx, x, np.empty_like(x), 0, 3))
-    assert (dz[x == 0] == 0).all() and (dx[x == 0] != 0).any()   # the ReLU mask did something
-
-
-@pytest.mark.parametrize("size", [25, 9, 8])
-def test_2x2_tile_pooling_equals_the_general_kernels_bit_for_bit(size):
-    """The tile kernels (the seed model's pools) against the general loops: ties, NaN, -0.0, and the
-    row and column a flooring pool leaves uncovered."""
-    rng = np.random.default_rng(size)
-    x = np.maximum(rng.integers(-2, 3, size=(3, size, size, 5)).astype(np.float32), 0)
-    x[0, 1, 1, 0] = x[2, 4, 5, 3] = np.nan
-    window = Window(2, 2, 2, 2, 0, 0, size // 2, size // 2)
-    assert kernels.tiles_2x2(window, size, size)
-    out, argmax = np.empty((3, size // 2, size // 2, 5), np.float32), np.empty((3, size // 2, size // 2, 5), np.int32)
-    kernels.maxpool_forward(x, window, out, argmax, 0, 3)
-    dout = rng.standard_normal(out.shape).astype(np.float32)
-    dout[0, 0, 0, :2] = -0.0
-    with convnet.backend("numpy"):                    # the textbook: winners by argmax over each window
-        textbook = layers.MaxPool2D(2)
-        np.testing.assert_array_equal(out, textbook.forward(x))
-        textbook_dx = textbook.backward(dout)
-    dx, dz = np.full_like(x, np.nan), np.full_like(x, np.nan)
-    kernels.maxpool2x2_backward(dout, argmax, x, dx, dz, True, 0, 3)
-    expected_dx = kernels.maxpool_backward(dout, argmax, np.empty_like(x), 0, 3)
-    expected_dz = kernels.relu_backward(expected_dx, x, np.empty_like(x), 0, 3)
-    np.testing.assert_array_equal(dx.view(np.int32), expected_dx.view(np.int32))     # the sign of zero too
-    np.testing.assert_array_equal(dz.view(np.int32), expected_dz.view(np.int32))
-    np.testing.assert_array_equal(dx, textbook_dx)
-    untouched = np.full_like(x, 7.0)
-    kernels.maxpool2x2_backward(dout, argmax, x, dx, untouched, False, 0, 3)
-    np.testing.assert_array_equal(dx.view(np.int32), expected_dx.view(np.int32))
-    assert (untouched == 7.0).all()

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from convnet import Sequential, initializers, layers, rng as counter_rng
+from conftest import on_tier
 
 
 def built(layer, input_shape, seed=0):
@@ -181,21 +182,21 @@ def test_layer_keeps_output_and_gradients_after_a_pass(rng):
 def test_dropout_is_the_identity_at_inference(rng, each_backend):
     layer = built(layers.Dropout(0.5), (10,))
     x = rng.standard_normal((4, 10)).astype(np.float32)
-    np.testing.assert_array_equal(layer.forward(x), x)
-    np.testing.assert_array_equal(layer.forward(x, training=False), x)
-    np.testing.assert_array_equal(layer.backward(x), x)
+    np.testing.assert_array_equal(on_tier(layer).forward(x), x)
+    np.testing.assert_array_equal(on_tier(layer).forward(x, training=False), x)
+    np.testing.assert_array_equal(on_tier(layer).backward(x), x)
 
 
 @pytest.mark.parametrize("rate", [0.25, 0.5])
 def test_dropout_in_training_keeps_about_one_minus_rate_and_rescales(rate, each_backend):
     layer = built(layers.Dropout(rate, seed=11), (100, 100))
     x = np.ones((20, 100, 100), np.float32)
-    out = layer.forward(x, training=True)
+    out = on_tier(layer).forward(x, training=True)
     kept = out != 0
     assert abs(kept.mean() - (1 - rate)) < 0.005               # 200,000 draws: std of the mean ~0.001
     np.testing.assert_allclose(out[kept], 1 / (1 - rate), rtol=1e-6)
     dout = np.full(x.shape, 2.0, np.float32)
-    dx = layer.backward(dout)
+    dx = on_tier(layer).backward(dout)
     np.testing.assert_array_equal(dx != 0, kept)                # same mask backward
     np.testing.assert_allclose(dx[kept], 2 / (1 - rate), rtol=1e-6)
 
@@ -204,7 +205,7 @@ def test_dropout_masks_look_independent(each_backend):
     # neighbouring elements, neighbouring images and consecutive batches must not share decisions
     layer = built(layers.Dropout(0.5, seed=2), (64, 64))
     x = np.ones((16, 64, 64), np.float32)
-    a, b = (layer.forward(x, training=True) != 0 for _ in range(2))
+    a, b = (on_tier(layer).forward(x, training=True) != 0 for _ in range(2))
     for u, v in [(a[:, :, 1:], a[:, :, :-1]), (a[:, 1:], a[:, :-1]), (a[1:], a[:-1]), (a, b)]:
         agree = (u == v).mean()
         assert abs(agree - 0.5) < 0.01, agree                  # 0.5 for independent fair coins
@@ -213,10 +214,10 @@ def test_dropout_masks_look_independent(each_backend):
 def test_dropout_masks_depend_only_on_the_seed(rng, each_backend):
     x = np.ones((8, 50), np.float32)
     a, b, c = (built(layers.Dropout(0.5, seed=s), (50,)) for s in (3, 3, 4))
-    first_a = a.forward(x, training=True)
-    np.testing.assert_array_equal(first_a, b.forward(x, training=True))
-    assert not np.array_equal(first_a, c.forward(x, training=True))
-    assert not np.array_equal(first_a, a.forward(x, training=True))    # a new mask for every batch
+    first_a = on_tier(a).forward(x, training=True)
+    np.testing.assert_array_equal(first_a, on_tier(b).forward(x, training=True))
+    assert not np.array_equal(first_a, on_tier(c).forward(x, training=True))
+    assert not np.array_equal(first_a, on_tier(a).forward(x, training=True))    # a new mask for every batch
 
 
 def test_dropout_masks_in_a_seeded_model_are_reproducible():
@@ -235,7 +236,7 @@ def test_dropout_keeps_an_element_whose_uniform_equals_the_rate(each_backend):
     e = int(np.argmin(np.abs(u - 0.4)))
     rate = float(u.flat[e])                                  # a multiple of 2**-24: exactly some element's u
     layer = built(layers.Dropout(rate, seed=8), shape[1:])
-    out = layer.forward(np.ones(shape, np.float32), training=True)
+    out = on_tier(layer).forward(np.ones(shape, np.float32), training=True)
     assert out.flat[e] != 0
     np.testing.assert_array_equal(out != 0, u >= rate)
 

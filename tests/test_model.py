@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from convnet import Sequential, layers, optimizers
+from conftest import on_tier
 
 pytestmark = pytest.mark.usefixtures("serial")
 
@@ -80,6 +81,20 @@ def test_config_round_trip_rebuilds_the_same_model(make_seed_model):
     assert clone.summary(print_fn=None) == model.summary(print_fn=None)
     for a, b in zip(model.get_weights(), clone.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_clone_is_an_independent_copy(make_seed_model):
+    model = make_seed_model(seed=4)
+    copy = model.clone(np.float64)
+    assert copy.summary(print_fn=None) == model.summary(print_fn=None)
+    for a, b in zip(model.get_weights(), copy.get_weights()):
+        assert b.dtype == np.float64 and a.dtype == np.float32
+        np.testing.assert_array_equal(a, b)
+    copy.layers[0].params["kernel"] += 1                       # the copy's weights are its own
+    assert not np.array_equal(copy.get_weights()[0], model.get_weights()[0])
+    fresh = model.clone(seed=9, weights=False)
+    assert fresh.seed == 9 and not np.array_equal(fresh.get_weights()[0], model.get_weights()[0])
+    assert fresh.get_weights()[0].dtype == np.float32 and model.seed == 4
 
 
 # ------------------------------------------------------------------------ weights
@@ -169,7 +184,7 @@ def test_activations_and_gradients_expose_every_layer(rng, make_seed_model):
     h = x
     for layer in model.layers:                                     # each output is the next layer's input
         assert acts[layer.name].shape == (2,) + layer.output_shape
-        h = layer.forward(h)
+        h = on_tier(layer).forward(h)                               # the layer alone, on the same tier
         np.testing.assert_array_equal(acts[layer.name], h)
 
     _, dout, pre = model.compute_loss(y, model.forward(x))

@@ -100,3 +100,20 @@ def test_failed_render_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         plotting.plot_filters(np.ones((2, 2, 1, 2)), tmp_path / "f.png")
     assert os.listdir(tmp_path) == []
+
+
+def test_one_saver_keeps_each_figures_own_margins_and_resolution(tmp_path):
+    """A constrained-layout figure (convnet.study's) keeps its margins and its dpi; any other is cropped."""
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    from convnet import study
+    from convnet.plotting import save_figure
+    constrained, _ = study.new_figure(figsize=(2, 1))
+    plain = Figure(figsize=(2, 1), dpi=100)
+    plain.subplots()
+    save_figure(constrained, tmp_path / "c.png")
+    save_figure(plain, tmp_path / "p.png")
+    assert Image.open(tmp_path / "c.png").size == (220, 110)              # 2 x 1 inches at 110 dpi, uncropped
+    assert Image.open(tmp_path / "p.png").size != (200, 100)              # cropped to its content
+    assert study.save_figure(constrained, tmp_path / "s.png") == str(tmp_path / "s.png")

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from convnet import rng
-from convnet.engine import kernels
 
 
 def _splitmix64_python(key, e):
@@ -35,14 +34,3 @@ def test_threshold_is_where_u_reaches_the_rate(rate, expected):
     t = rng.threshold(rate)
     assert t == expected
     assert t / 2 ** 24 >= rate and (t == 0 or (t - 1) / 2 ** 24 < rate)
-
-
-@pytest.mark.parametrize("rate", [0.3, 0.25])
-def test_dropout_kernel_keeps_exactly_the_elements_with_u_at_least_rate(rate):
-    x = np.arange(1, 3 * 4 * 5 + 1, dtype=np.float32).reshape(3, 4, 5)
-    y, mask = np.empty_like(x), np.empty_like(x)
-    kernels.dropout_forward(x, np.uint64(KEY), np.uint64(rng.threshold(rate)), 1 / (1 - rate), y, mask, 0, 3)
-    kept = rng.uniforms(np.uint64(KEY), x.shape) >= rate
-    assert 0 < kept.sum() < x.size
-    np.testing.assert_array_equal(mask, np.where(kept, np.float32(1 / (1 - rate)), 0))
-    np.testing.assert_array_equal(y, x * mask)

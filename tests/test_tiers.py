@@ -1,18 +1,23 @@
-"""The two tiers agree: the engine (backend "numba") against the textbook (backend "numpy").
+"""The two tiers agree: the engine against the textbook.
 
 For every layer and activation and for whole training steps of the seed
 model, the same inputs and parameters must give the same outputs, the same
-gradients and the same updated weights on both backends: float32 results
+gradients and the same updated weights on both tiers: float32 results
 within 1e-5 of each array's norm after one step (the engine sums in other
 orders), and bit-for-bit where both compute the same float operations
 (dropout masks, pooling, ReLU, Adam's update).
 """
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import convnet
-from convnet import layers, optimizers
+from convnet import backends, layers, optimizers
 from convnet.architectures import mnist_cnn
+from convnet.engine import plan
 
 TOL = 1e-5
 
@@ -25,14 +30,15 @@ def close(a, b, tol=TOL):
 
 
 def run_layer(name, make, x, dout, training=False, seed=0):
-    """Forward + backward of a fresh layer on backend ``name``: (output, dx, grads)."""
+    """Forward + backward of a fresh layer on tier ``name``: (output, dx, grads)."""
     with convnet.backend(name):
         layer = make()
         layer.build(x.shape[1:], np.random.default_rng(seed))
         if isinstance(layer, layers.Dropout):
             layer.reseed(seed)
-        out = layer.forward(x, training=training)
-        dx = layer.backward(dout)
+        run = backends.runner([layer])
+        out = run.forward(x, training=training)
+        dx = run.backward(dout)
         return out, dx, {k: g.copy() for k, g in layer.grads.items()}
 
 
@@ -59,7 +65,7 @@ def test_every_layer_agrees_between_the_tiers(rng, name, make, shape):
     probe = make()
     probe.build(shape[1:], np.random.default_rng(0))
     dout = rng.standard_normal((shape[0],) + probe.output_shape).astype(np.float32)
-    numpy_result, numba_result = (run_layer(b, make, x, dout) for b in ("numpy", "numba"))
+    numpy_result, numba_result = (run_layer(b, make, x, dout) for b in ("textbook", "engine"))
     for a, b in zip(numba_result[:2], numpy_result[:2]):
         assert a.dtype == b.dtype == np.float32
         close(a, b)
@@ -72,7 +78,7 @@ def test_pooling_picks_the_same_winners_bit_for_bit_with_ties_and_nan(rng):
     x = rng.integers(-2, 3, size=(3, 9, 9, 4)).astype(np.float32)     # ties in most windows
     x[0, 1, 1, 0] = x[1, 4, 5, 2] = np.nan
     dout = rng.standard_normal((3, 4, 4, 4)).astype(np.float32)
-    (o1, d1, _), (o2, d2, _) = (run_layer(b, lambda: layers.MaxPool2D(2), x, dout) for b in ("numpy", "numba"))
+    (o1, d1, _), (o2, d2, _) = (run_layer(b, lambda: layers.MaxPool2D(2), x, dout) for b in ("textbook", "engine"))
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(d1, d2)
 
@@ -82,7 +88,7 @@ def test_dropout_draws_the_same_masks_on_both_backends(rng, rate):
     x = rng.standard_normal((4, 6, 6, 3)).astype(np.float32)
     dout = rng.standard_normal(x.shape).astype(np.float32)
     (o1, d1, _), (o2, d2, _) = (run_layer(b, lambda: layers.Dropout(rate), x, dout, training=True)
-                                for b in ("numpy", "numba"))
+                                for b in ("textbook", "engine"))
     np.testing.assert_array_equal(o1, o2)
     np.testing.assert_array_equal(d1, d2)
     assert 0 < np.mean(o1 == 0) < 1
@@ -93,14 +99,14 @@ def test_adam_update_is_the_same_on_both_backends(rng):
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
     results = {}
-    for name in ("numpy", "numba"):
+    for name in ("textbook", "engine"):
         with convnet.backend(name):
             opt, ps = optimizers.Adam(learning_rate=0.01), [p.copy() for p in params]
             for step in grads:
-                opt.apply([(f"p{i}", p, g) for i, (p, g) in enumerate(zip(ps, step))])
+                backends.runner([]).apply(opt, [(f"p{i}", p, g) for i, (p, g) in enumerate(zip(ps, step))])
             results[name] = ps + [opt.slots["m"][f"p{i}"] for i in range(3)] + [opt.slots["v"][f"p{i}"] for i in
                                                                                    range(3)]
-    for a, b in zip(results["numba"], results["numpy"]):
+    for a, b in zip(results["engine"], results["textbook"]):
         np.testing.assert_array_equal(a, b)
 
 
@@ -118,8 +124,8 @@ def train(name, steps, x, y, seed=0):
 def test_one_training_step_of_the_seed_model_agrees(rng):
     x = rng.random((32, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 32)
-    models = {name: train(name, 1, x, y) for name in ("numpy", "numba")}
-    a, b = models["numba"], models["numpy"]
+    models = {name: train(name, 1, x, y) for name in ("textbook", "engine")}
+    a, b = models["engine"], models["textbook"]
     for la, lb in zip(a.layers, b.layers):
         close(la.output, lb.output)
         if la.grad_input is not None:
@@ -151,10 +157,9 @@ def test_fused_conv_relu_pool_keeps_every_layer_inspectable_and_agrees(rng):
     """The training step's runs fuse each conv with its pool; every layer still exposes its own
     output, preactivation, grad_output and grad_input, equal to the textbook's."""
     x, y = rng.random((24, 14, 14, 2), dtype=np.float32), rng.integers(0, 10, 24)
-    a, b = _trained_chain("numba", x, y), _trained_chain("numpy", x, y)
-    with convnet.backend("numba"):
-        engines = [convnet.backends.implementation(layer) for layer in a.layers]
-    assert engines[1].producer is engines[0] and engines[4].producer is engines[3]  # the fused path ran
+    a, b = _trained_chain("engine", x, y), _trained_chain("textbook", x, y)
+    fused = [(g.i, g.j) for g in a.runner().plan(True).groups if isinstance(g, plan.ConvGroup)]
+    assert fused == [(0, 2), (3, 5)]                       # the fused path ran
     for la, lb in zip(a.layers, b.layers):
         for attr in ("output", "preactivation", "grad_output", "grad_input"):
             if getattr(lb, attr) is not None:
@@ -167,9 +172,10 @@ def test_fused_conv_relu_pool_keeps_every_layer_inspectable_and_agrees(rng):
 
 def test_fusion_computes_exactly_what_the_unfused_engine_computes(rng, monkeypatch):
     x, y = rng.random((24, 14, 14, 2), dtype=np.float32), rng.integers(0, 10, 24)
-    fused = _trained_chain("numba", x, y)
-    monkeypatch.setattr(convnet.engine.layers.Conv2D, "relu", lambda self: None)     # no fusion at all
-    plain = _trained_chain("numba", x, y)
+    fused = _trained_chain("engine", x, y)
+    make = plan.make
+    monkeypatch.setattr(plan, "make", lambda layers, training=True, fuse=True: make(layers, training, fuse=False))
+    plain = _trained_chain("engine", x, y)                 # no fusion at all: each layer on its own
     for la, lb in zip(fused.layers, plain.layers):
         for attr in ("output", "preactivation", "grad_output", "grad_input"):
             np.testing.assert_array_equal(getattr(la, attr), getattr(lb, attr))
@@ -179,46 +185,38 @@ def test_fusion_computes_exactly_what_the_unfused_engine_computes(rng, monkeypat
 
 def test_large_outputs_are_not_fused_and_give_the_same_results(rng, monkeypatch):
     x, y = rng.random((24, 14, 14, 2), dtype=np.float32), rng.integers(0, 10, 24)
-    fused = _trained_chain("numba", x, y)
+    fused = _trained_chain("engine", x, y)
     monkeypatch.setattr(convnet.engine.layers.Conv2D, "FUSE_MAX_BYTES", 1000)   # every output is "large"
     calls = []
-    original = convnet.engine.kernels.add_bias_relu
-    monkeypatch.setattr(convnet.engine.kernels, "add_bias_relu", lambda *a: calls.append(1) or original(*a))
-    plain = _trained_chain("numba", x, y)
+    original = convnet.engine.layers.add_bias_relu
+    monkeypatch.setattr(convnet.engine.layers, "add_bias_relu", lambda *a: calls.append(1) or original(*a))
+    plain = _trained_chain("engine", x, y)
     assert not calls
     for wa, wb in zip(fused.get_weights(), plain.get_weights()):
         np.testing.assert_array_equal(wa, wb)
 
 
-def test_a_handover_for_other_arrays_is_not_used(rng):
-    """The fused results are handed over by identity: a pool or ReLU called on anything else computes."""
+def test_a_layer_called_on_its_own_is_the_textbook_on_either_tier(rng):
+    """The engine keeps nothing between calls and never stands in for a layer's own methods."""
     x = rng.standard_normal((4, 10, 10, 3)).astype(np.float32)
     model = convnet.Sequential([layers.Conv2D(4, 3, activation="relu"), layers.MaxPool2D(2)],
                                input_shape=(10, 10, 3), seed=0)
     conv, pool = model.layers
     model.forward(x)
-    model.forward(x)                                   # linked now: the conv pools for the pool
+    model.forward(x)
     y = conv.forward(x)
-    other = np.ascontiguousarray(y[::-1])              # same shape, other values: must not get the stash
-    with convnet.backend("numpy"):
-        expected = layers.MaxPool2D(2).forward(other)
-        expected_relu = conv.activation.forward(-conv.preactivation)
+    other = np.ascontiguousarray(y[::-1])                  # same shape, other values
+    expected = layers.MaxPool2D(2).forward(other)
     np.testing.assert_array_equal(pool.forward(other), expected)
-    conv.forward(x)
-    relu = convnet.backends.implementation(conv.activation)
-    np.testing.assert_array_equal(relu.forward(-conv.preactivation), expected_relu)
-    engine = convnet.backends.implementation(conv)
-    assert engine.pool is not None
-    conv.forward(x)                                    # the pooling of the last call was never taken ...
-    assert engine.pool is None                         # ... so the conv stops pooling for that layer
+    np.testing.assert_array_equal(conv.forward(x), np.maximum(conv.call(x, False), 0))
 
 
 def test_many_steps_stay_close(rng):
     """Adam amplifies round-off over steps (1/sqrt(v) of tiny v), so the bound is looser."""
     x = rng.random((32 * 20, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
-    models = {name: train(name, 20, x, y) for name in ("numpy", "numba")}
-    for wa, wb in zip(models["numba"].get_weights(), models["numpy"].get_weights()):
+    models = {name: train(name, 20, x, y) for name in ("textbook", "engine")}
+    for wa, wb in zip(models["engine"].get_weights(), models["textbook"].get_weights()):
         close(wa, wb, tol=1e-3)
 
 
@@ -226,24 +224,39 @@ def test_fit_history_and_predictions_agree(rng):
     x = rng.random((160, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, len(x))
     out = {}
-    for name in ("numpy", "numba"):
+    for name in ("textbook", "engine"):
         with convnet.backend(name):
             model = mnist_cnn(0)
             model.compile(optimizer="adam")
             history = model.fit(x, y, epochs=2, batch_size=32, seed=3, verbose=0)
             out[name] = history.history["loss"], model.predict(x[:50])
-    np.testing.assert_allclose(out["numba"][0], out["numpy"][0], rtol=1e-4)
-    close(out["numba"][1], out["numpy"][1], tol=1e-4)
+    np.testing.assert_allclose(out["engine"][0], out["textbook"][0], rtol=1e-4)
+    close(out["engine"][1], out["textbook"][1], tol=1e-4)
 
 
-def test_the_backend_switch():
-    assert convnet.get_backend() == "numba"
-    with convnet.backend("numpy"):
-        assert convnet.get_backend() == "numpy"
+def test_the_engine_is_the_default_tier():
+    done = subprocess.run([sys.executable, "-c", "import convnet; print(convnet.get_backend())"],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "engine", done.stderr
+
+
+def test_the_backend_switch(monkeypatch):
+    monkeypatch.setattr(backends, "_current", "engine")      # whatever an earlier test's command line set
+    assert convnet.get_backend() == "engine" and backends.tier() == "engine"
+    with convnet.backend("textbook"):
+        assert convnet.get_backend() == "textbook"
         with pytest.raises(ValueError, match="unknown backend 'cuda'"):
             convnet.set_backend("cuda")
-        assert convnet.get_backend() == "numpy"
-    assert convnet.get_backend() == "numba"
+        assert convnet.get_backend() == "textbook"
+        assert isinstance(backends.runner([]), convnet.loop.LayerLoop)
+    assert convnet.get_backend() == "engine"
+    assert isinstance(backends.runner([]), convnet.engine.EngineModel)
+
+
+def test_the_older_names_of_the_tiers_still_work():
+    for old, new in (("numpy", "textbook"), ("numba", "engine")):
+        with convnet.backend(old):
+            assert convnet.get_backend() == old and backends.tier() == new
 
 
 def test_a_layer_the_engine_does_not_know_runs_its_own_math(rng):
@@ -254,7 +267,34 @@ def test_a_layer_the_engine_does_not_know_runs_its_own_math(rng):
         def backprop(self, dz):
             return 2 * dz
 
-    layer = Double()
+    layer = Double(input_shape=(3,))
     x = rng.standard_normal((2, 3)).astype(np.float32)
-    assert convnet.backends.implementation(layer) is layer
-    np.testing.assert_array_equal(layer.forward(x), 2 * x)
+    model = convnet.Sequential([layer])
+    assert model.runner().plan(True).groups[0].math is layer
+    np.testing.assert_array_equal(model.forward(x), 2 * x)
+
+
+def test_the_textbook_tier_never_loads_numba_nor_the_engine():
+    """Train, predict, evaluate and check gradients on the textbook tier in a fresh process."""
+    code = """
+import sys
+import numpy as np
+import convnet
+from convnet import gradcheck, layers
+convnet.set_backend("textbook")
+model = convnet.Sequential([layers.Conv2D(2, 3, activation="relu"), layers.MaxPool2D(2), layers.Dropout(0.3),
+                            layers.Flatten(), layers.Dense(3, activation="softmax")], input_shape=(8, 8, 1), seed=0)
+model.compile("adam")
+x, y = np.random.default_rng(0).random((12, 8, 8, 1), dtype=np.float32), np.arange(12) % 3
+model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+model.predict(x)
+model.evaluate(x, y)
+model.astype(np.float64)
+assert max(gradcheck.check_model(model, x[:2], y[:2]).values()) < 1e-6
+assert max(gradcheck.check_layer(model.layers[-1], model.layers[-2].output).values()) < 1e-6
+print(sorted(name for name in sys.modules if name.split(".")[0] == "numba" or name.startswith("convnet.engine")))
+"""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -2,7 +2,7 @@
 
 im2col/col2im are tested in the textbook's NumPy form (:mod:`convnet.windows`)
 and as the engine's numba kernels (:mod:`convnet.engine.kernels`), and
-convolution and pooling through the layers on both backends, on random
+convolution and pooling through the layers on both tiers, on random
 float32 inputs, for several geometries: stride 1 and 2, "valid" and "same"
 padding, non-square windows, overlapping pools. The max-pool tie rule (first
 maximum in row-major scan order, as TensorFlow) and NaN rule (the first NaN
@@ -15,6 +15,7 @@ import convnet
 from convnet import layers, reference, windows
 from convnet.engine import kernels
 from convnet.windows import Window
+from conftest import on_tier
 
 TOL = 1e-5
 
@@ -84,6 +85,12 @@ def built(layer, input_shape, seed=0):
     return layer
 
 
+def tiered(layer, input_shape, seed=0):
+    """``built(layer)``, and the layer run by the tier in use: ``(layer, runner)``."""
+    layer = built(layer, input_shape, seed)
+    return layer, on_tier(layer)
+
+
 # ------------------------------------------------------------------ im2col / col2im
 def naive_im2col(x, kh, kw, sh, sw, pt, pl, OH, OW):
     """Windows of the zero-padded image, one row each, flattened in (i, j, c) order."""
@@ -143,16 +150,16 @@ def test_col2im_adds_overlapping_windows(window_functions):
 # --------------------------------------------------------------- Conv2D vs reference
 @pytest.mark.parametrize("N,H,W,C,F,ks,st,padding", CONV_GEOMETRIES)
 def test_conv2d_layer_matches_naive_reference(rng, N, H, W, C, F, ks, st, padding, each_backend):
-    layer = built(layers.Conv2D(F, ks, strides=st, padding=padding, name="conv"), (H, W, C))
+    layer, run = tiered(layers.Conv2D(F, ks, strides=st, padding=padding, name="conv"), (H, W, C))
     layer.params["bias"][:] = rand32(rng, (F,))
     x = rand32(rng, (N, H, W, C))
-    out = layer.forward(x)
+    out = run.forward(x)
     assert out.dtype == np.float32
     expected = reference.conv2d_forward_naive(x, layer.params["kernel"], layer.params["bias"], st, padding)
     np.testing.assert_allclose(out, expected, atol=TOL, rtol=TOL)
 
     dout = rand32(rng, out.shape)
-    dx = layer.backward(dout)
+    dx = run.backward(dout)
     dx_ref, dk_ref, db_ref = reference.conv2d_backward_naive(dout, x, layer.params["kernel"], st, padding)
     np.testing.assert_allclose(dx, dx_ref, atol=TOL, rtol=TOL)
     np.testing.assert_allclose(layer.grads["kernel"], dk_ref, atol=TOL * 10, rtol=TOL)
@@ -160,13 +167,13 @@ def test_conv2d_layer_matches_naive_reference(rng, N, H, W, C, F, ks, st, paddin
 
 
 def test_conv2d_relu_matches_reference_followed_by_relu(rng, each_backend):
-    layer = built(layers.Conv2D(3, 3, padding="same", activation="relu"), (6, 6, 2))
+    layer, run = tiered(layers.Conv2D(3, 3, padding="same", activation="relu"), (6, 6, 2))
     x = rand32(rng, (2, 6, 6, 2))
     z = reference.conv2d_forward_naive(x, layer.params["kernel"], layer.params["bias"], (1, 1), "same")
-    np.testing.assert_allclose(layer.forward(x), np.maximum(z, 0), atol=TOL)
+    np.testing.assert_allclose(run.forward(x), np.maximum(z, 0), atol=TOL)
     dout = rand32(rng, z.shape)
     dx_ref, dk_ref, _ = reference.conv2d_backward_naive(dout * (z > 0), x, layer.params["kernel"], (1, 1), "same")
-    np.testing.assert_allclose(layer.backward(dout), dx_ref, atol=TOL)
+    np.testing.assert_allclose(run.backward(dout), dx_ref, atol=TOL)
     np.testing.assert_allclose(layer.grads["kernel"], dk_ref, atol=TOL * 10)
 
 
@@ -191,12 +198,12 @@ def test_maxpool_kernels_match_naive_reference(rng, N, H, W, C, pool, st, paddin
 @pytest.mark.parametrize("N,H,W,C,pool,st,padding", POOL_GEOMETRIES)
 def test_maxpool_layer_matches_naive_reference_with_many_ties(rng, N, H, W, C, pool, st, padding, each_backend):
     """Small integers make ties in most windows: layer and reference must pick the same winners."""
-    layer = built(layers.MaxPool2D(pool, strides=st, padding=padding), (H, W, C))
+    layer, run = tiered(layers.MaxPool2D(pool, strides=st, padding=padding), (H, W, C))
     x = rng.integers(-2, 3, size=(N, H, W, C)).astype(np.float32)
-    out = layer.forward(x)
+    out = run.forward(x)
     np.testing.assert_array_equal(out, reference.maxpool_forward_naive(x, pool, st, padding))
     dout = rand32(rng, out.shape)
-    np.testing.assert_allclose(layer.backward(dout), reference.maxpool_backward_naive(dout, x, pool, st, padding),
+    np.testing.assert_allclose(run.backward(dout), reference.maxpool_backward_naive(dout, x, pool, st, padding),
                                atol=TOL)
 
 
@@ -204,9 +211,9 @@ def test_maxpool_layer_matches_naive_reference_with_many_ties(rng, N, H, W, C, p
 def pool_dx(x2d, dout2d, pool, strides, padding="valid"):
     """Forward + backward of a MaxPool2D on one single-channel image; returns (out, dx) as 2-D arrays."""
     x = np.asarray(x2d, dtype=np.float32)[None, :, :, None]
-    layer = built(layers.MaxPool2D(pool, strides=strides, padding=padding), x.shape[1:])
-    out = layer.forward(x)
-    dx = layer.backward(np.asarray(dout2d, dtype=np.float32)[None, :, :, None])
+    layer, run = tiered(layers.MaxPool2D(pool, strides=strides, padding=padding), x.shape[1:])
+    out = run.forward(x)
+    dx = run.backward(np.asarray(dout2d, dtype=np.float32)[None, :, :, None])
     return out[0, :, :, 0], dx[0, :, :, 0]
 
 
@@ -260,7 +267,7 @@ def test_tie_example_catches_routing_to_the_last_max(monkeypatch):
 
     monkeypatch.setattr(layers.MaxPool2D, "call", remembering_call)
     monkeypatch.setattr(layers.MaxPool2D, "backprop", last_max_backprop)
-    with convnet.backend("numpy"):                        # the textbook layer, patched
+    with convnet.backend("textbook"):                     # the textbook layer, patched
         _, dx = pool_dx(TIE_X, TIE_DOUT, 2, 1)
     np.testing.assert_array_equal(dx, [[0, 0, 0], [0, 111, 0], [0, 0, 1000]])   # what the wrong rule gives
     assert not np.array_equal(dx, TIE_DX)

@@ -35,7 +35,7 @@ def plot_label_distribution(
     """
     labels = as_labels(y)
     counts = np.bincount(labels, minlength=num_classes)
-    figure = Figure(figsize=(8, 4.5))
+    figure = Figure(figsize=(8, 4.5), dpi=100)
     axes = figure.add_subplot()
     bars = axes.bar(np.arange(len(counts)), counts, color="tab:blue")
     axes.bar_label(bars, labels=[str(c) for c in counts], padding=2, fontsize=8)
@@ -62,7 +62,7 @@ def plot_samples(
     guesses = None if predicted is None else as_labels(predicted)[: len(images)]
     columns = math.ceil(math.sqrt(len(images))) or 1
     rows = math.ceil(len(images) / columns) or 1
-    figure = Figure(figsize=(1.4 * columns, 1.6 * rows))
+    figure = Figure(figsize=(1.4 * columns, 1.6 * rows), dpi=100)
     for i, image in enumerate(images):
         axes = figure.add_subplot(rows, columns, i + 1)
         axes.imshow(image, cmap="gray_r")

@@ -1,31 +1,19 @@
 """The engine tier: everything in convnet that exists only for speed.
 
-:mod:`convnet.engine.kernels` (numba loops), :mod:`convnet.engine.threads`
-(sharing a batch between threads), and faster versions of textbook classes
-with the same contract: the layers (:mod:`convnet.engine.layers`), Adam
-(:mod:`convnet.engine.optimizers`), a model's training step
-(:mod:`convnet.engine.training`) and inference pass
-(:mod:`convnet.engine.inference`), and the augmentation
-(:mod:`convnet.engine.augment`). :data:`IMPLEMENTATIONS` tells :mod:`convnet.backends`
-which textbook class each one stands in for; the backend ``"numba"`` (the
-default) uses them, ``"numpy"`` does not.
+It imports the textbook (:mod:`convnet.layers`, ...) and computes the same
+records, never the other way round. A model hands its layers to
+:class:`EngineModel` (:mod:`convnet.engine.model`) when the tier is
+``"engine"`` (the default); that runner makes one plan per model
+(:mod:`convnet.engine.plan` for training, :mod:`convnet.engine.inference`
+for prediction) and runs it with the engine's versions of the layers' math
+(:mod:`convnet.engine.layers`), the kernels (one module per topic:
+:mod:`~convnet.engine.im2col`, :mod:`~convnet.engine.pooling`,
+:mod:`~convnet.engine.fused`, :mod:`~convnet.engine.winograd`,
+:mod:`~convnet.engine.elementwise`, :mod:`~convnet.engine.dropout`,
+:mod:`~convnet.engine.adam`, :mod:`~convnet.engine.affine`; all listed in
+:mod:`convnet.engine.kernels`) and the threads that share the work
+(:mod:`convnet.engine.threads`).
 """
-import convnet.activations
-import convnet.augment
-import convnet.layers
-import convnet.model
-import convnet.optimizers
+from .model import EngineModel
 
-from . import augment, layers, optimizers, training
-
-#: textbook class -> engine class (constructed with the textbook object)
-IMPLEMENTATIONS = {
-    convnet.layers.Conv2D: layers.Conv2D,
-    convnet.layers.MaxPool2D: layers.MaxPool2D,
-    convnet.layers.Dropout: layers.Dropout,
-    convnet.layers.Dense: layers.Dense,
-    convnet.activations.ReLUFunction: layers.ReLU,
-    convnet.optimizers.Adam: optimizers.Adam,
-    convnet.model.Sequential: training.Sequential,
-    convnet.augment.RandomAffine: augment.RandomAffine,
-}
+__all__ = ["EngineModel"]

@@ -1,14 +1,14 @@
-"""The engine's versions of the textbook layers: same contract, built for speed.
+"""The engine's versions of the textbook layers' math: same contract, built for speed.
 
-Each class here wraps one textbook object (``self.layer``) and provides the
-methods the layer's ``forward``/``backward`` call (``call``/``backprop``, or
-an activation's ``forward``/``backward``), reading the layer's ``params``,
-filling its ``grads`` and keeping what backward needs in the layer's
-``cache``. The results are those of the textbook methods (the tests hold
-them to it); how they are computed is what differs:
+Each class here drives the kernels for one textbook layer (``self.layer``):
+it reads the layer's ``params``, fills its ``grads``, keeps what its own
+backward needs in the layer's ``cache``, and returns what the textbook's
+``call``/``backprop`` (or an activation's ``forward``/``backward``) returns;
+the tests hold the results to the textbook's. How they are computed is what
+differs:
 
-* numba kernels (:mod:`convnet.engine.kernels`) instead of NumPy's
-  temporaries: im2col/col2im, pooling, bias, ReLU and dropout in one pass;
+* numba kernels (:mod:`convnet.engine.im2col`, :mod:`convnet.engine.pooling`,
+  :mod:`convnet.engine.fused`, ...) instead of NumPy's temporaries;
 * the batch shared out between threads (:mod:`convnet.engine.threads`),
   each thread doing a whole sequence (im2col, product, bias) for its images
   with one hand-off;
@@ -18,35 +18,24 @@ them to it); how they are computed is what differs:
 * sums over the batch taken per fixed block of images and added in order,
   so the result does not depend on the number of threads.
 
-Fusion across layers (each layer's ``output``, ``preactivation`` and
-``grad_input`` are still computed and kept, so every one can be inspected):
-
-* a Conv2D whose activation is ReLU applies bias and ReLU in one pass over
-  each block of its output while the block is in cache, and hands ``y`` to
-  its activation's engine object, which returns it instead of recomputing;
-* a MaxPool2D that reads such a ReLU's output links itself to that Conv2D
-  on its first call; from then on the Conv2D also pools each block of
-  images right after its ReLU, and in backward the pooling computes the
-  ReLU's ``dz`` in the same pass as its own ``dx``.
-
-Each hand-over is checked by identity (the very array the next method
-receives), so a layer used any other way computes everything itself.
-
 Each of Conv2D, MaxPool2D and Dropout can also *set up* its work without
 doing it (``start``, ``start_backward``: a :class:`Pass` whose ``run(n0,
-n1)`` computes a range of images), so that a training step can run several
-layers' passes in one hand-off (:mod:`convnet.engine.training`); the
-layer's next call then returns what the pass computed (``pending``).
+n1)`` computes a range of images), and a convolution's pass can also
+compute its ReLU and the pooling that reads it; the engine's plan
+(:mod:`convnet.engine.plan`) decides which layers are fused that way and
+runs their passes. Nothing here keeps state between calls.
 
 ``docs/performance.md`` has the measurements behind each choice.
 """
-import weakref
-
 import numpy as np
 
-from .. import backends, rng
-from ..activations import ReLUFunction
-from . import kernels, threads
+from .. import rng
+from . import threads
+from .elementwise import add_bias, relu_backward, relu_forward, sum_rows
+from .fused import add_bias_relu
+from .im2col import col2im, im2col_into
+from .pooling import maxpool2x2_backward, maxpool_backward, maxpool_forward, maxpool_relu_backward, tiles_2x2
+from .dropout import dropout_forward
 
 
 class _Engine:
@@ -54,25 +43,6 @@ class _Engine:
 
     def __init__(self, layer):
         self.layer = layer
-        #: results of passes already run (:mod:`convnet.engine.training`) for the next call/backprop
-        self.pending = self.pending_backward = None
-
-
-#: (weak reference to the last ReLU output a Conv2D computed, that Conv2D's engine object):
-#: how a MaxPool2D finds out that its input comes from a fusable Conv2D + ReLU
-_last_relu_output = (None, None)
-
-
-def _taken(holder, name, *inputs):
-    """The results stashed at ``holder.<name>`` for exactly these input arrays (by identity), or None.
-
-    The stash is emptied either way: it serves one call.
-    """
-    stash = getattr(holder, name)
-    setattr(holder, name, None)
-    if stash is None or len(stash) <= len(inputs) or any(a is not b for a, b in zip(stash, inputs)):
-        return None
-    return stash[len(inputs):]
 
 
 def _gradient_extent(dz):
@@ -97,7 +67,6 @@ class Pass:
 
     def __init__(self, run, out, size):
         self.run, self.out, self.size = run, out, size
-        self.y = None       # a convolution's ReLU output, when its pass computes it
 
 
 class Conv2D(_Engine):
@@ -127,39 +96,29 @@ class Conv2D(_Engine):
         return ([(b0, min(b0 + per_block, m1)) for m0, m1 in spans for b0 in range(m0, m1, per_block)],
                 np.empty((per_block * rows, K), dtype))
 
-    def __init__(self, layer):
-        super().__init__(layer)
-        #: the engine MaxPool2D that reads this layer's ReLU output (linked by the pool itself)
-        self.pool = None
-
-    def relu(self):
-        """The engine object of this layer's activation when that is the engine's ReLU, else None."""
-        if type(self.layer.activation) is not ReLUFunction:
-            return None
-        act = backends.implementation(self.layer.activation)
-        return act if isinstance(act, ReLU) else None
-
     def call(self, x, training):
-        global _last_relu_output
-        done = _taken(self, "pending", x)
-        if done is not None:
-            return done[0]
-        if self.pool is not None and self.pool.computed is not None:
-            self.pool = None                  # its last pooling was never asked for: stop pooling for it
+        """``z`` of :meth:`convnet.layers.Conv2D.call`: im2col, product and bias, per block of images."""
         x = np.ascontiguousarray(x)
-        z, step = self.start(x, self.pool)
-        threads.over_reduction_blocks(step.run, len(x), step.size)
-        if step.y is not None:
-            _last_relu_output = (weakref.ref(step.y), self)
+        z, _, _, step = self.start(x)
+        threads.over_reduction_blocks(step.run, len(x), step.size)      # whole blocks: see _blocks
         return z
 
-    def start(self, x, pool=None):
-        """Set up the forward pass over ``x`` (C-contiguous): ``(z, Pass)``.
+    def fuses(self, N, dtype):
+        """Is a batch of ``N`` small enough for the ReLU (and pooling) to be fused into the pass?
 
-        With the engine's ReLU as activation (and ``z`` not too large), the
-        pass also computes ``y = max(z, 0)``, and with ``pool`` (a MaxPool2D
-        reading ``y``) that pooling; both are handed to those objects for
-        their next call. The pass's ``out`` is the last array it computes.
+        Fused, ``y`` is allocated while the previous call's ``z`` is still
+        held by the layer: one more output-sized array at the peak.
+        """
+        return N * self.layer.window.OH * self.layer.window.OW * self.layer.filters * np.dtype(dtype).itemsize \
+            <= self.FUSE_MAX_BYTES
+
+    def start(self, x, relu=False, pool=None):
+        """Set up the forward pass over ``x`` (C-contiguous): ``(z, y, pooled, Pass)``.
+
+        With ``relu``, the pass also computes ``y = max(z, 0)`` (else ``y`` is
+        None), and with ``pool`` (the engine MaxPool2D of the layer that reads
+        ``y``) that pooling: ``pooled = (out, argmax)`` (else None). The
+        pass's ``out`` is the last array it computes.
         """
         layer = self.layer
         win, F = layer.window, layer.filters
@@ -168,10 +127,9 @@ class Conv2D(_Engine):
         z = np.empty((N * rows, F), dtype=x.dtype)
         whole = N * rows * K.shape[0] * x.itemsize <= self.KEEP_COLS_BYTES
         kept = np.empty((N * rows, K.shape[0]), x.dtype) if whole else None
-        relu = self.relu() if z.nbytes <= self.FUSE_MAX_BYTES else None
-        y = np.empty_like(z) if relu is not None else None
-        y4 = y.reshape((N,) + layer.output_shape) if relu is not None else None
-        pool = pool if relu is not None else None
+        y = np.empty_like(z) if relu else None
+        y4 = y.reshape((N,) + layer.output_shape) if relu else None
+        pool = pool if relu else None
         if pool is not None:
             pooled, argmax = pool.outputs(N, x.dtype)
 
@@ -179,32 +137,28 @@ class Conv2D(_Engine):
             blocks, scratch = self._blocks(n0, n1, rows, x.dtype, N)
             for b0, b1 in blocks:
                 cols = kept[b0 * rows:b1 * rows] if whole else scratch[:(b1 - b0) * rows]
-                kernels.im2col_into(x[b0:b1], win, cols, 0, b1 - b0)
+                im2col_into(x[b0:b1], win, cols, 0, b1 - b0)
                 np.matmul(cols, K, out=z[b0 * rows:b1 * rows])
-                if relu is None:
-                    kernels.add_bias(z, b, b0 * rows, b1 * rows)
+                if not relu:
+                    add_bias(z, b, b0 * rows, b1 * rows)
                 else:                                     # z += b and y = max(z, 0) while in cache
-                    kernels.add_bias_relu(z, b, y, b0 * rows, b1 * rows)
+                    add_bias_relu(z, b, y, b0 * rows, b1 * rows)
                     if pool is not None:                  # and the next layer's pooling of y
-                        kernels.maxpool_forward(y4, pool.layer.window, pooled, argmax, b0, b1)
+                        maxpool_forward(y4, pool.layer.window, pooled, argmax, b0, b1)
         layer.cache = {"x": x, "cols": kept}
         z4 = out = z.reshape((N,) + layer.output_shape)
-        if relu is not None:
-            relu.computed, out = (z4, y4), y4
-            if pool is not None:
-                pool.computed = (y4, pooled, argmax)
-                pool.producer, out = self, pooled
+        if relu:
+            out = y4
+        if pool is not None:
+            pool.layer.cache = {"argmax": argmax, "x": y4}
+            out = pooled
         step = Pass(images, out, z.size * K.shape[0])
-        step.y = y4
-        return z4, step
+        return z4, y4, (pooled, argmax) if pool is not None else None, step
 
     def backprop(self, dz):
-        done = _taken(self, "pending_backward", dz)
-        if done is None:
-            step, finish = self.start_backward(dz)
-            threads.over_reduction_blocks(step.run, len(dz), step.size)
-        else:
-            finish = done[0]
+        """dx of :meth:`convnet.layers.Conv2D.backprop`; fills ``grads``."""
+        step, finish = self.start_backward(dz)
+        threads.over_reduction_blocks(step.run, len(dz), step.size)
         return finish()
 
     def start_backward(self, dz):
@@ -237,7 +191,7 @@ class Conv2D(_Engine):
                     dzb, wb = dzb[:, :OH, :OW], win._replace(OH=OH, OW=OW)
                 rows = wb.OH * wb.OW
                 dz2 = np.ascontiguousarray(dzb).reshape(-1, F)
-                db_parts[j] = kernels.sum_rows(dz2)
+                db_parts[j] = sum_rows(dz2)
                 dK_parts[j] = 0
                 cols_blocks, scratch = self._blocks(m0, m1, rows, x.dtype)
                 for b0, b1 in cols_blocks:
@@ -246,11 +200,11 @@ class Conv2D(_Engine):
                         cols = kept[b0 * rows:b1 * rows]
                     else:
                         cols = scratch[:(b1 - b0) * rows]
-                        kernels.im2col_into(x[b0:b1], wb, cols, 0, b1 - b0)
+                        im2col_into(x[b0:b1], wb, cols, 0, b1 - b0)
                     dK_parts[j] += np.matmul(cols.T, dzc, out=product)                  # cols^T dz
                     if dx is not None:
                         dcols = np.matmul(dzc, K.T, out=scratch[:(b1 - b0) * rows])     # dz K^T
-                        kernels.col2im(dcols, wb, dx[b0:b1], 0, b1 - b0)
+                        col2im(dcols, wb, dx[b0:b1], 0, b1 - b0)
 
         def finish():
             layer.grads["kernel"] = threads.add_in_order(dK_parts).reshape(layer.params["kernel"].shape)
@@ -262,15 +216,10 @@ class Conv2D(_Engine):
 class MaxPool2D(_Engine):
     """Max and the winner's pixel index in one pass; backward routes by that index.
 
-    After a Conv2D with ReLU, the pooling is done by that layer's forward
-    (see the module's docstring), and backward also computes the ReLU's
-    gradient.
+    After a Conv2D with ReLU, the pooling may be done by that layer's pass
+    (:meth:`Conv2D.start`), and backward may also compute the ReLU's
+    gradient (:meth:`start_backward` with ``relu``).
     """
-
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.computed = None          # (input, out, argmax) from the linked Conv2D's forward
-        self.producer = None          # that Conv2D's engine object
 
     def outputs(self, N, dtype):
         """Fresh ``out`` and ``argmax`` arrays for a batch of ``N``."""
@@ -278,20 +227,9 @@ class MaxPool2D(_Engine):
         return out, np.empty(out.shape, np.int32)
 
     def call(self, x, training):
-        layer = self.layer
-        done = _taken(self, "computed", x)
-        if done is not None:
-            out, argmax = done
-            layer.cache = {"argmax": argmax, "x": x}
-            return out
-        done = _taken(self, "pending", x)
-        if done is not None:
-            return done[0]
+        """The output of :meth:`convnet.layers.MaxPool2D.call` (the winners kept in ``cache``)."""
         step = self.start(x)
         threads.in_parallel(step.run, len(x), step.size)
-        last, conv = _last_relu_output
-        if last is not None and last() is x:   # x is a Conv2D's ReLU output: pool inside it next time
-            conv.pool, self.producer = self, conv
         return step.out
 
     def start(self, x):
@@ -299,38 +237,36 @@ class MaxPool2D(_Engine):
         layer = self.layer
         out, argmax = self.outputs(len(x), x.dtype)
         layer.cache = {"argmax": argmax, "x": x}
-        return Pass(lambda n0, n1: kernels.maxpool_forward(x, layer.window, out, argmax, n0, n1), out, x.size)
+        return Pass(lambda n0, n1: maxpool_forward(x, layer.window, out, argmax, n0, n1), out, x.size)
 
     def backprop(self, dz):
-        done = _taken(self, "pending_backward", dz)
-        if done is not None:
-            return done[0]
-        step = self.start_backward(dz)
+        """dx of :meth:`convnet.layers.MaxPool2D.backprop`."""
+        step, dx, _ = self.start_backward(dz)
         threads.in_parallel(step.run, len(dz), step.size)
-        return step.out
+        return dx
 
-    def start_backward(self, dz):
-        """Set up backward for ``dz``: a :class:`Pass` whose ``out`` is dx (and the ReLU's dz, handed to it)."""
+    def start_backward(self, dz, relu=False):
+        """Set up backward for ``dz``: ``(Pass, dx, dzr)``.
+
+        With ``relu`` (the pooled input is a ReLU's output ``y``), the pass
+        also computes that ReLU's backward, ``dzr = dx * [y > 0]``, in the
+        same loop; else ``dzr`` is None.
+        """
         layer = self.layer
         dx = np.empty((len(dz),) + layer.input_shape, dtype=dz.dtype)
         x, argmax = layer.cache["x"], layer.cache["argmax"]
-        relu = self.producer.relu() if self.producer is not None else None
-        if relu is not None and self.producer.layer.output is not x:
-            relu = None
-        dzr = np.empty_like(dx) if relu is not None else dx      # the ReLU's dz, if computed here
+        dzr = np.empty_like(dx) if relu else dx                  # the ReLU's dz, if computed here
         H, W = layer.input_shape[0], layer.input_shape[1]
-        if kernels.tiles_2x2(layer.window, H, W):                # disjoint 2x2 tiles: one write per element
+        if tiles_2x2(layer.window, H, W):                        # disjoint 2x2 tiles: one write per element
             def run(n0, n1):
-                kernels.maxpool2x2_backward(dz, argmax, x, dx, dzr, relu is not None, n0, n1)
-        elif relu is not None:
+                maxpool2x2_backward(dz, argmax, x, dx, dzr, relu, n0, n1)
+        elif relu:
             def run(n0, n1):
-                kernels.maxpool_relu_backward(dz, argmax, x, dx, dzr, n0, n1)
+                maxpool_relu_backward(dz, argmax, x, dx, dzr, n0, n1)
         else:
             def run(n0, n1):
-                kernels.maxpool_backward(dz, argmax, dx, n0, n1)
-        if relu is not None:                  # the ReLU's backward (dz = dx * [y > 0], y = x), handed to it
-            relu.computed_backward = (dx, x, dzr)
-        return Pass(run, dx, dx.size)
+                maxpool_backward(dz, argmax, dx, n0, n1)
+        return Pass(run, dx if not relu else dzr, dx.size), dx, dzr if relu else None
 
 
 class Dropout(_Engine):
@@ -342,9 +278,7 @@ class Dropout(_Engine):
         return training and layer.rate != 0 and layer.fixed_mask is None
 
     def call(self, x, training):
-        done = _taken(self, "pending", x)
-        if done is not None:
-            return done[0]
+        """The output of :meth:`convnet.layers.Dropout.call` (its ``mask`` set)."""
         if not self.drawn(training):
             return self.layer.call(x, training)
         step = self.start(x)
@@ -357,12 +291,10 @@ class Dropout(_Engine):
         y, layer.mask = np.empty(x.shape, x.dtype), np.empty(x.shape, x.dtype)
         key, threshold, scale = layer.next_key(), np.uint64(rng.threshold(layer.rate)), 1.0 / (1.0 - layer.rate)
         mask = layer.mask
-        return Pass(lambda n0, n1: kernels.dropout_forward(x, key, threshold, scale, y, mask, n0, n1), y, x.size)
+        return Pass(lambda n0, n1: dropout_forward(x, key, threshold, scale, y, mask, n0, n1), y, x.size)
 
     def backprop(self, dz):
-        done = _taken(self, "pending_backward", dz)
-        if done is not None:
-            return done[0]
+        """The textbook's ``dz * mask`` (one product: not worth a hand-off)."""
         return self.layer.backprop(dz)
 
     def start_backward(self, dz):
@@ -378,11 +310,13 @@ class Dense(_Engine):
     """The two backward products side by side on two threads when the kernel is large."""
 
     def call(self, x, training):
+        """``x @ W + b`` of :meth:`convnet.layers.Dense.call`, large products shared between threads."""
         layer = self.layer
         layer.cache = {"x": x}
         return threads.matmul(x, layer.params["kernel"]) + layer.params["bias"]
 
     def backprop(self, dz):
+        """dx of :meth:`convnet.layers.Dense.backprop`; fills ``grads``."""
         layer = self.layer
         W, result = layer.params["kernel"], {}
 
@@ -400,30 +334,14 @@ class Dense(_Engine):
 
 
 class ReLU(_Engine):
-    """``max(z, 0)`` and its backward as one-pass kernels shared over images.
-
-    Either result may have been computed already by a neighbouring layer's
-    fused pass (a Conv2D's forward, a MaxPool2D's backward), for exactly the
-    arrays this method now receives; then it is returned as it is.
-    """
-
-    def __init__(self, layer):
-        super().__init__(layer)
-        self.computed = None              # (z, y) from a Conv2D's forward
-        self.computed_backward = None     # (dout, y, dz) from a MaxPool2D's backward
+    """:class:`convnet.activations.ReLUFunction`'s ``max(z, 0)`` and backward as one-pass kernels shared over images."""
 
     def forward(self, z):
-        done = _taken(self, "computed", z)
-        if done is not None:
-            return done[0]
         y = np.empty(z.shape, dtype=z.dtype)
-        threads.over_images(kernels.relu_forward, len(z), z, y)
+        threads.over_images(relu_forward, len(z), z, y)
         return y
 
     def backward(self, dout, y):
-        done = _taken(self, "computed_backward", dout, y)
-        if done is not None:
-            return done[0]
         dz = np.empty(dout.shape, dtype=dout.dtype)
-        threads.over_images(kernels.relu_backward, len(dout), dout, y, dz)
+        threads.over_images(relu_backward, len(dout), dout, y, dz)
         return dz

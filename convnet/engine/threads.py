@@ -12,7 +12,7 @@ than with one thread each (``docs/performance.md``).
 So convnet shares the work itself, between the calling thread and a few
 *sleeping* helper threads (one on a 2-core machine):
 
-* :func:`over_images` runs a numba kernel of :mod:`convnet.engine.kernels` on
+* :func:`over_images` runs a numba kernel (:mod:`convnet.engine.kernels` lists them) on
   ranges of images (the kernels release the GIL, so the ranges really run
   at the same time). Each image is computed by the same loop whatever the
   split, so the result is bit-for-bit that of one serial call.
@@ -32,8 +32,8 @@ So convnet shares the work itself, between the calling thread and a few
   number of threads.
 
 Inside a model-level call (``train_step``, ``forward``, ``backward``,
-``predict``, ``evaluate``: each enters :func:`limited` once, through
-:func:`convnet.backends.running`) BLAS is held at **one thread**, and restored on the
+``predict``, ``evaluate``: each enters :func:`limited` once, through its
+runner's ``running()``) BLAS is held at **one thread**, and restored on the
 way out, so code outside convnet keeps whatever threads it had. A waiting
 thread polls for about half a millisecond, yielding its core to any other
 process between polls, and then sleeps: a helper that cannot get a core
@@ -66,34 +66,23 @@ import time
 import numpy as np
 from numba import njit
 
+from .. import cpu
+
 
 def _parse(value, source):
-    """A thread count from text: a positive integer, or ``none``/empty for None."""
-    text = str(value).strip().lower()
-    if text in ("none", ""):
-        return None
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ValueError(f"{source}={value!r}: expected a positive integer or 'none'")
-    return n
+    return cpu.parse(value, source)
 
 
 def _from_environment():
-    return _parse(os.environ.get("CONVNET_NUM_THREADS", str(min(2, os.cpu_count() or 1))), "CONVNET_NUM_THREADS")
+    return cpu.from_environment()
 
 
-_num_threads = _from_environment()
-_blas_pools = None          # threadpoolctl controllers of the BLAS libraries, found on first use
 _helpers = []               # the running helper threads (started on first use)
 _split_lock = threading.Lock()   # one split at a time: helpers serve one caller thread at once
 #: products smaller than this many flops (2*M*K*N) are not worth a hand-off to a helper thread
 MIN_SPLIT_FLOPS = 16e6
 #: kernels whose largest array has fewer elements than this run on the calling thread alone
 MIN_SPLIT_ELEMENTS = 50_000
-_local = threading.local()  # per Python thread: nesting depth of `limited` (train_step -> forward -> ...)
 
 
 def set_num_threads(n):
@@ -101,31 +90,18 @@ def set_num_threads(n):
 
     ``None``: convnet leaves BLAS's thread pool alone and does not split work.
     """
-    global _num_threads
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"set_num_threads: expected a positive int or None, got {n!r}")
     forget_busy_spell()
-    if n != _num_threads:
+    if n != cpu.num_threads:
         _stop_helpers()
-    _num_threads = n
+    cpu.num_threads = n
 
 
 def get_num_threads():
     """The count set by :func:`set_num_threads` (``None`` when convnet leaves the pools alone)."""
-    return _num_threads
-
-
-def _blas():
-    """BLAS thread-pool controllers (empty if threadpoolctl is missing). Looked up once: it is slow."""
-    global _blas_pools
-    if _blas_pools is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas_pools = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
-        except Exception:       # no threadpoolctl, or a BLAS it cannot drive: leave BLAS alone
-            _blas_pools = []
-    return _blas_pools
+    return cpu.num_threads
 
 
 # ------------------------------------------------------------ helper threads
@@ -304,7 +280,7 @@ def _note_wait(own, wait):
 def _parts(n_items):
     """How many threads a split of ``n_items`` should use now (1: do not split)."""
     global _serial_left
-    n = _num_threads
+    n = cpu.num_threads
     if n is None or n == 1 or n_items < 2:
         return 1
     if _serial_left > 0:            # the machine was busy a moment ago (see the module docstring)
@@ -443,7 +419,7 @@ def matmul(a, b):
     """
     M, K = a.shape
     F = b.shape[1]
-    if _num_threads is None or getattr(_local, "depth", 0) == 0:
+    if cpu.num_threads is None or getattr(cpu._local, "depth", 0) == 0:
         return np.matmul(a, b)
     bounds, by_rows = _matmul_blocks(M, K, F)
     if len(bounds) == 1:
@@ -464,29 +440,8 @@ def matmul(a, b):
     return out
 
 
-class limited:
-    """Context manager: BLAS runs on one thread inside (if convnet manages threads), as before outside.
-
-    Cheap enough to enter on every batch (a few ctypes calls); nested uses
-    cost nothing, only the outermost one changes and restores the pool.
-    """
-
-    def __enter__(self):
-        depth = _local.depth = getattr(_local, "depth", 0) + 1
-        self.active = depth == 1 and _num_threads is not None      # only the outermost one acts
-        if self.active:
-            self.blas_before = []
-            for pool in _blas():
-                self.blas_before.append((pool, pool.num_threads))
-                pool.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        _local.depth -= 1
-        if self.active:
-            for pool, before in self.blas_before:
-                pool.set_num_threads(before)
-        return False
+#: BLAS at one thread inside a model-level call (the same for both tiers: :class:`convnet.cpu.limited`)
+limited = cpu.limited
 
 
 def over_reduction_blocks(fn, n_items, size):

@@ -1,11 +1,11 @@
-"""The engine's RandomAffine (one numba loop) against convnet.augment's NumPy version: the same bits."""
+"""The engine's RandomAffine (convnet.engine.affine: one numba loop) against convnet.augment's NumPy version: the same bits."""
 import numpy as np
 import pytest
 
 import convnet
 from convnet import backends
 from convnet.augment import RandomAffine
-from convnet.engine import augment as engine_augment
+from convnet.engine import affine as engine_augment
 
 
 @pytest.mark.parametrize("ranges", [(10, 0.1, 2), (90, 0.5, 6), (0, 0, 3), (30, 0, 0)])
@@ -38,12 +38,13 @@ def test_fit_augments_through_the_engine_with_the_textbooks_numbers(rng, make_sm
     x = rng.random((24, 8, 8, 1), dtype=np.float32)
     y = rng.integers(0, 3, 24)
     weights = {}
-    for name in ("numba", "numpy"):
+    for name in ("engine", "textbook"):
         model = make_small_convnet(seed=4)
         model.compile()
         with convnet.backend(name):
-            assert isinstance(backends.implementation(RandomAffine()), engine_augment.RandomAffine) == (name == "numba")
+            runner = backends.runner(model.layers)
+            assert isinstance(runner.augmenter(RandomAffine()), engine_augment.RandomAffine) == (name == "engine")
             model.fit(x, y, epochs=2, batch_size=8, verbose=0, seed=1, augment=RandomAffine(20, 0.1, 1))
         weights[name] = model.get_weights()
-    for a, b in zip(weights["numba"], weights["numpy"]):
+    for a, b in zip(weights["engine"], weights["textbook"]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

@@ -1,4 +1,4 @@
-"""convnet.utils: atomic writes and the safe removal of what killed writers left behind."""
+"""convnet.files: atomic writes and the safe removal of what killed writers left behind."""
 import os
 import subprocess
 import sys
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from convnet import utils
-from convnet.utils import atomic_path, directory_problem, remove_stale_temporaries
+from convnet import files as utils
+from convnet.files import atomic_path, directory_problem, remove_stale_temporaries
 
 
 def dead_pid():
@@ -77,7 +77,7 @@ def test_directory_problem(tmp_path):
 
 
 def test_only_outputs_convnet_wrote_may_be_written_over(tmp_path):
-    from convnet.utils import OUTPUTS_MANIFEST, record_output, written_by_convnet
+    from convnet.files import OUTPUTS_MANIFEST, record_output, written_by_convnet
     mine, theirs = tmp_path / "a.png", tmp_path / "b.png"
     assert written_by_convnet(mine)                       # absent: free
     mine.write_bytes(b"png")
@@ -91,8 +91,14 @@ def test_only_outputs_convnet_wrote_may_be_written_over(tmp_path):
 def test_os_error_message_names_the_file_and_a_full_disk():
     import errno
 
-    from convnet.utils import os_error_message
+    from convnet.files import os_error_message
     assert os_error_message(OSError(errno.EACCES, "Permission denied", "/x/y")) == "/x/y: Permission denied"
     assert os_error_message(OSError(errno.ENOSPC, "No space left on device")) == \
         "No space left on device (the disk is full: free some space)"
     assert os_error_message(OSError("plain")) == "plain"
+
+
+def test_the_old_home_of_these_helpers_still_serves_them():
+    from convnet import files, shapes, utils as old
+    assert old.atomic_path is files.atomic_path and old.record_output is files.record_output
+    assert old.pad_amounts is shapes.pad_amounts and old.normalize_tuple is shapes.normalize_tuple

@@ -1,9 +1,9 @@
-"""The engine's training step (convnet.engine.training) against the layer-by-layer engine.
+"""The engine's plan (convnet.engine.plan) against the engine's layers run one at a time.
 
-``train_step`` on the default backend runs runs of layers (conv, pool,
-dropout) as one pass per thread. These tests hold it, bit for bit, to the
-same layers called one by one (``model.forward``/``model.backward``, each
-layer sharing its own work between threads): every layer's output,
+``train_step`` on the engine fuses groups of layers and runs runs of them
+(conv, pool, dropout) as one pass per thread. These tests hold it, bit for
+bit, to the same layers called one by one (the plan made with
+``fuse=False``, each layer sharing its own work between threads): every layer's output,
 preactivation, gradients and the updated weights, for models that take each
 branch (a ReLU conv fused with its pool, a pool it does not fuse, a conv
 without activation, a ReLU conv that cannot join a run, dropout that draws no
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import convnet
-from convnet import Sequential, backends, layers
-from convnet.engine import threads, training
+from convnet import Sequential, layers
+from convnet.engine import EngineModel, plan, threads
 
 ATTRS = ("output", "preactivation", "grad_output", "grad_input")
 
@@ -38,12 +38,13 @@ MODELS = [
 
 
 def layer_by_layer_step(model, x, y):
-    """``train_step``'s body with the model's own forward and backward: each layer on its own."""
-    with backends.running():
-        out = model.forward(x, training=True)
+    """``train_step``'s body with the engine's layers one at a time, nothing fused."""
+    run = EngineModel(model.layers, fuse=False)
+    with run.running():
+        out = run.forward(x, training=True)
         loss, dout, pre = model.compute_loss(y, out)
-        model.backward(dout, preactivation=pre, input_grad=False)
-        model.optimizer.apply(model.params_and_grads())
+        run.backward(dout, preactivation=pre, input_grad=False)
+        run.apply(model.optimizer, model.params_and_grads())
     return loss
 
 
@@ -86,9 +87,13 @@ def test_train_step_is_the_layer_by_layer_engine_bit_for_bit(rng, monkeypatch, m
     assert_identical(runs, plain)
 
 
+def runs(model_layers, training=True):
+    return plan.make(model_layers, training).runs()
+
+
 def test_the_runs_found_in_each_model():
     def found(make, shape):
-        return training.runs(Sequential(make(), input_shape=shape).layers)
+        return runs(Sequential(make(), input_shape=shape).layers)
     assert [found(*m[1:]) for m in MODELS] == [[(0, 6)], [(0, 3)], [(0, 2)], [(0, 2), (3, 5)]]
     # a relu conv needs the pool that computes its ReLU's gradient; the last layer never joins
     assert found(lambda: [layers.Conv2D(2, 3, activation="relu"), layers.Dropout(0.5), layers.Flatten(),
@@ -97,8 +102,8 @@ def test_the_runs_found_in_each_model():
     assert found(lambda: [layers.Conv2D(2, 3), layers.MaxPool2D(2), layers.Flatten()], (6, 6, 1)) == [(0, 2)]
     model = Sequential(MODELS[0][1](), input_shape=MODELS[0][2])
     model.layers[2].fixed_mask = np.ones((6, 6, 6), np.float32)     # a fixed mask: the textbook call
-    assert training.runs(model.layers) == [(0, 2), (3, 6)]
-    assert training.runs(model.layers, training=False) == [(0, 2), (3, 5)]
+    assert runs(model.layers) == [(0, 2), (3, 6)]
+    assert runs(model.layers, training=False) == [(0, 2), (3, 5)]
 
 
 def test_seed_model_step_takes_four_hand_offs(rng, make_seed_model, monkeypatch):
@@ -129,13 +134,13 @@ def test_an_input_the_first_layer_would_cast_runs_layer_by_layer(rng):
 
 
 def test_the_textbook_backend_runs_its_own_forward(rng):
-    """On the numpy backend train_step is the textbook forward and backward: nothing of the engine."""
+    """On the textbook tier train_step is the textbook forward and backward: nothing of the engine."""
     make, shape = MODELS[0][1:]
     x, y = rng.standard_normal((8,) + shape).astype(np.float32), rng.integers(0, 3, 8)
-    with convnet.backend("numpy"):
+    with convnet.backend("textbook"):
         model = Sequential(make(), input_shape=shape, seed=5)
         model.compile(optimizer="adam")
-        assert backends.implementation(model) is model
+        assert isinstance(model.runner(), convnet.loop.LayerLoop)
         model.train_step(x, y)
         assert all(layer.output is not None for layer in model.layers)
 
@@ -145,11 +150,58 @@ def test_backward_after_a_forward_without_training_passes_dropout_through(rng):
     make, shape = MODELS[0][1:]
     x, dout = rng.standard_normal((6,) + shape).astype(np.float32), rng.standard_normal((6, 10)).astype(np.float32)
     grads = []
-    for run in (lambda m: backends.implementation(m).backward(dout, preactivation=True),
-                lambda m: m.backward(dout, preactivation=True)):
+    for run in (lambda m: m.backward(dout, preactivation=True),
+                lambda m: EngineModel(m.layers, fuse=False).backward(dout, preactivation=True)):
         model = Sequential(make(), input_shape=shape, seed=5)
         model.forward(x, training=False)
         run(model)
         grads.append([g.copy() for layer in model.layers for g in layer.grads.values()])
     for a, b in zip(*grads):
         np.testing.assert_array_equal(a, b)
+
+
+def test_one_plan_per_model_kept_while_the_layers_stay_the_same(rng):
+    make, shape = MODELS[0][1:]
+    model = Sequential(make(), input_shape=shape, seed=5)
+    model.compile(optimizer="adam")
+    x, y = rng.standard_normal((6,) + shape).astype(np.float32), rng.integers(0, 3, 6)
+    model.train_step(x, y)
+    first = model.runner().plan(True)
+    model.train_step(x, y)
+    assert model.runner().plan(True) is first
+    model.layers[2].fixed_mask = np.ones((6, 6, 6), np.float32)     # the dropout no longer draws: a new plan
+    assert model.runner().plan(True) is not first
+    assert model.runner().plan(True).runs() == [(0, 2), (3, 6)]
+
+
+def test_every_record_a_group_lists_is_written_by_a_training_step(rng):
+    """The plan says what each group writes on its layers; a step writes exactly those records anew."""
+    make, shape = MODELS[0][1:]
+    model = Sequential(make(), input_shape=shape, seed=5)
+    model.compile(optimizer="adam")
+    x, y = rng.standard_normal((6,) + shape).astype(np.float32), rng.integers(0, 3, 6)
+    model.train_step(x, y)
+    groups = model.runner().plan(True).groups
+    assert [g.kind for g in groups[:4]] == ["conv + bias + ReLU + pool", "dropout"] * 2
+    by_name = {layer.name: layer for layer in model.layers}
+    records = [r for g in groups for r in g.records]
+    assert len(records) == len(set(records))                        # each record has one writer
+    assert {name for name, _ in records} == set(by_name)
+    def seen(name, attr):
+        value = getattr(by_name[name], attr)
+        return tuple(value.values()) if attr == "grads" else (value,)    # grads: the dict's arrays
+    before = {(name, attr): seen(name, attr) for name, attr in records}
+    model.train_step(x, y)
+    for (name, attr), old in before.items():
+        new = seen(name, attr)
+        if (name, attr) == (model.layers[0].name, "grad_input"):
+            assert new == (None,)                                    # nobody needs dL/d(input)
+        else:
+            assert all(v is not None and v is not o for v, o in zip(new, old)), (name, attr)
+
+
+def test_the_plan_in_words_names_every_group():
+    text = EngineModel(Sequential(MODELS[0][1](), input_shape=MODELS[0][2]).layers).plan(True).describe()
+    assert text.splitlines()[0] == ("one hand-off: conv2d + max_pooling2d: conv + bias + ReLU + pool; dropout: dropout; "
+                                    "conv2d_1 + max_pooling2d_1: conv + bias + ReLU + pool; dropout_1: dropout")
+    assert "writes dropout.preactivation, dropout.output, dropout.mask, dropout.grad_output, dropout.grad_input" in text
