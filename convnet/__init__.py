@@ -17,8 +17,9 @@ names for the same two.
 from . import activations, gradcheck, initializers, layers, losses, optimizers, reference
 from .backends import backend, get_backend, set_backend
 from .model import History, Sequential
-from .saving import load_model, save_model
+from . import saving  # noqa: F401  (convnet.saving, as before the models moved into convnet.io)
+from .io import load_checkpoint, load_model, save_model
 from .version import __version__
 
-__all__ = ["Sequential", "History", "load_model", "save_model", "layers", "losses", "optimizers", "activations", "initializers",
+__all__ = ["Sequential", "History", "load_model", "save_model", "load_checkpoint", "layers", "losses", "optimizers", "activations", "initializers",
            "reference", "gradcheck", "set_backend", "get_backend", "backend"]

@@ -27,7 +27,7 @@ so far. Because ``fit`` derives epoch ``e``'s shuffling and dropout masks
 from ``(seed, e)`` alone, resuming from a checkpoint reproduces the
 uninterrupted run bit for bit::
 
-    ckpt = convnet.saving.load_checkpoint("checkpoint.npz")
+    ckpt = convnet.load_checkpoint("checkpoint.npz")
     ckpt.model.fit(x, y, epochs=10, seed=seed, initial_epoch=ckpt.epoch,
                    callbacks=[ModelCheckpoint("checkpoint.npz", history=ckpt.history)])
 """
@@ -71,9 +71,9 @@ class ModelCheckpoint(Callback):
     def __init__(self, path, include_optimizer=True, history=None, metadata=None, verbose=0):
         import json
 
-        from .saving import _json_default, model_path
+        from .io.npz import json_default, model_path
         self.path = model_path(path)
-        json.dumps(metadata, default=_json_default)          # a TypeError now, not after the first epoch
+        json.dumps(metadata, default=json_default)          # a TypeError now, not after the first epoch
         self.include_optimizer = include_optimizer
         self.initial_history = getattr(history, "history", history) or {}
         self.metadata = metadata or {}
@@ -83,7 +83,7 @@ class ModelCheckpoint(Callback):
 
     def on_train_begin(self):
         # what would make the first save fail is found before the first epoch's work
-        from .saving import _check_loadable
+        from .io.npz import check_loadable
         from .files import directory_problem
         if self.path.is_dir():
             raise IsADirectoryError(f"ModelCheckpoint: {self.path} is a directory, expected a file name")
@@ -91,14 +91,14 @@ class ModelCheckpoint(Callback):
         if problem:
             raise NotADirectoryError(f"ModelCheckpoint: {self.path.parent}: {problem}") if "file" in problem \
                 else PermissionError(f"ModelCheckpoint: {self.path.parent}: {problem}")
-        _check_loadable(self.model)
+        check_loadable(self.model)
         self.history = {k: list(v) for k, v in self.initial_history.items()}
         self.epochs_completed = None
 
     def on_epoch_end(self, epoch, logs):
         for key, value in logs.items():
             self.history.setdefault(key, []).append(value)
-        from .saving import save_model
+        from .io.npz import save_model
         save_model(self.model, self.path, include_optimizer=self.include_optimizer,
                    epoch=epoch + 1, history=self.history, metadata=self.metadata)
         self.epochs_completed = epoch + 1

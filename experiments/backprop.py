@@ -79,7 +79,7 @@ def recorded_grad_norms(model, model_path=None):
     if history is not None:
         sources.append(getattr(history, "history", history))
     if model_path is not None:
-        from convnet.saving import load_checkpoint
+        from convnet import load_checkpoint
         try:
             sources.append(load_checkpoint(model_path, compile=False).history)
         except (OSError, ValueError):

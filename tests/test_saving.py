@@ -11,7 +11,8 @@ import pytest
 import convnet
 from convnet import Sequential, layers, optimizers
 from convnet.callbacks import Callback, ModelCheckpoint
-from convnet.saving import ModelFileError, load_checkpoint, load_model, load_weights, save_model
+from convnet import load_checkpoint, load_model                # every format, as users load models
+from convnet.saving import ModelFileError, load_weights, save_model
 
 pytestmark = pytest.mark.usefixtures("serial")       # many tiny training steps: one thread is faster
 
@@ -920,3 +921,12 @@ def test_any_bytes_in_any_format_give_a_model_file_error(start, rest, suffix, tm
     path.write_bytes(start + rest)
     with pytest.raises(ModelFileError, match="junk"):
         load_model(path)
+
+
+def test_the_npz_reader_names_another_format_and_the_function_that_reads_it(tmp_path):
+    from convnet import saving
+    path = tmp_path / "model.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(ModelFileError, match=r"model\.h5: is a Keras HDF5 \(\.h5\) file, not a convnet \.npz model; "
+                                             r"convnet\.load_model reads it"):
+        saving.load_model(path)
