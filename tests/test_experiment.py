@@ -168,6 +168,16 @@ def test_validation_holds_out_the_last_training_images(tmp_path, capsys):
     assert val == [metrics["final"]["validation"]["loss"], metrics["final"]["validation"]["accuracy"]]
 
 
+def test_the_schedule_spans_every_step_including_a_partial_last_batch(tmp_path):
+    # 100 images in batches of 32: three full batches and a partial one, four steps an epoch
+    out = tmp_path / "run"
+    assert run(out, "--limit", "100", "--test-limit", "64", "--batch-size", "32", "--epochs", "2", "--no-augment",
+               "--quiet", "--no-plots") == 0
+    opt = load_model(out / "model.npz").optimizer
+    assert opt.iterations == 8 == opt.learning_rate.get_config()["decay_steps"]
+    assert opt.learning_rate(opt.iterations) == 0
+
+
 def interrupt_at(monkeypatch, call):
     """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
     original = Sequential.train_step
