@@ -262,6 +262,7 @@ def test_resume_without_checkpoint_or_out_is_an_error(tmp_path, capsys):
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--lr", "-1"], "--lr must be positive"),
     (["--validation", "0"], "--validation must be at least 1"),
+    (["--limit", "100", "--validation", "100"], "--validation 100 leaves no training images: expected fewer than 100"),
     (["--recipe", "fast"], "argument --recipe: invalid choice: 'fast'"),
 ])
 def test_bad_arguments_are_explained(argv, message, capsys):
