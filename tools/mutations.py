@@ -582,5 +582,14 @@ MUTATIONS = [
     M("stats-welch-df-n", "experiments/stats.py",
       'va ** 2 / (da["n"] - 1)', 'va ** 2 / da["n"]',
       "Welch-Satterthwaite degrees of freedom divide by n instead of n - 1"),
+    M("predict-name-clash-once", "experiments/predict.py",
+      "        while name in used:\n", "        if name in used:\n",
+      "a third input with the same file name gets the second one's output name (its plot is overwritten)"),
+    M("ds-preprocess-256", "convnet/datasets/mnist.py",
+      "out /= np.float32(255.0)", "out /= np.float32(256.0)",
+      "pixels are divided by 256, so full ink is 0.996 instead of 1"),
+    M("ex-unit-position-inclusive", "experiments/explore/core.py",
+      "all(0 <= p < n for p, n in zip(position, shape))", "all(0 <= p <= n for p, n in zip(position, shape))",
+      "a unit one past the layer's edge is accepted (an IndexError, a 500, instead of a clear 400)"),
 ]
 del M
