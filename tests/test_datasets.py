@@ -403,6 +403,14 @@ def test_to_categorical():
         to_categorical(y, num_classes=2)
 
 
+def test_a_label_that_is_not_a_digit_is_refused(tmp_path, tiny):
+    tiny["t10k-labels-idx1-ubyte"] = np.array([7, 2, 10, 9], dtype=np.uint8)       # 10 is one past the digits
+    digests = {name: sha256(encode_idx(array)) for name, array in tiny.items()}
+    cache = write_files(tmp_path / "cache", tiny)
+    with pytest.raises(ValueError, match="MNIST test labels must be digits 0-9, found 10"):
+        load_data(cache, verbose=False, sources=(), checksums=digests)
+
+
 def test_load_data_preprocesses(tmp_path, tiny, digests):
     cache = write_files(tmp_path / "cache", tiny)
     (x, y), (xt, yt) = load_data(cache, one_hot=True, verbose=False, sources=(),
@@ -794,6 +802,9 @@ def test_gzip_bomb_is_refused_without_inflating_it(tmp_path, monkeypatch):
     big.write_bytes(header + bytes(2**21))
     with pytest.raises(IDXError, match=r"the file is 2,097,160 bytes, more than"):
         idx.read_idx_bytes(big, idx.MAX_IDX_BYTES)
+    exact = tmp_path / "exact-idx1-ubyte"                    # the limit itself is allowed
+    exact.write_bytes(bytes([0, 0, 8, 1]) + (2**20 - 8).to_bytes(4, "big") + bytes(2**20 - 8))
+    assert len(idx.read_idx_bytes(exact, idx.MAX_IDX_BYTES)) == 2**20
 
 
 def test_concatenated_gzip_members_are_read(tmp_path):

@@ -168,6 +168,16 @@ def test_validation_holds_out_the_last_training_images(tmp_path, capsys):
     assert val == [metrics["final"]["validation"]["loss"], metrics["final"]["validation"]["accuracy"]]
 
 
+def test_the_schedule_spans_every_step_including_a_partial_last_batch(tmp_path):
+    # 100 images in batches of 32: three full batches and a partial one, four steps an epoch
+    out = tmp_path / "run"
+    assert run(out, "--limit", "100", "--test-limit", "64", "--batch-size", "32", "--epochs", "2", "--no-augment",
+               "--quiet", "--no-plots") == 0
+    opt = load_model(out / "model.npz").optimizer
+    assert opt.iterations == 8 == opt.learning_rate.get_config()["decay_steps"]
+    assert opt.learning_rate(opt.iterations) == 0
+
+
 def interrupt_at(monkeypatch, call):
     """Make the ``call``-th training step raise KeyboardInterrupt, as Ctrl-C would."""
     original = Sequential.train_step
@@ -252,6 +262,7 @@ def test_resume_without_checkpoint_or_out_is_an_error(tmp_path, capsys):
     (["--optimizer", "adam", "--momentum", "0.9"], "--momentum applies to --optimizer sgd only"),
     (["--lr", "-1"], "--lr must be positive"),
     (["--validation", "0"], "--validation must be at least 1"),
+    (["--limit", "100", "--validation", "100"], "--validation 100 leaves no training images: expected fewer than 100"),
     (["--recipe", "fast"], "argument --recipe: invalid choice: 'fast'"),
 ])
 def test_bad_arguments_are_explained(argv, message, capsys):

@@ -96,6 +96,14 @@ def test_deeper_units(explorer, image):
     pool = explorer.unit(None, image, 1, [5, 5, 2])
     assert pool["kind"] == "max" and pool["max"] == pytest.approx(pool["value"])
     assert np.max(pool["values"]) == pytest.approx(pool["value"])
+    # the winner is [row, column] of the window's first maximum in scan order
+    winners = []
+    for position in ([5, 5, 2], [6, 4, 0], [3, 7, 9], [7, 6, 17], [4, 8, 30], [8, 3, 11]):
+        u = explorer.unit(None, image, 1, position)
+        values = np.array(u["values"])
+        assert u["winner"] == list(np.unravel_index(np.argmax(values), values.shape))
+        winners.append(u["winner"])
+    assert any(r != c for r, c in winners)
     flat = explorer.unit(None, image, 6, [37])
     assert flat["source"] == list(np.unravel_index(37, (4, 4, 32)))
     assert flat["input_value"] == pytest.approx(flat["value"])

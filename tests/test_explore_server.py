@@ -107,6 +107,11 @@ def test_oversized_body_gets_413_and_the_server_goes_on(server):
     big = b"{\"pixels\": \"" + b"x" * (srv.MAX_BODY + 10) + b"\"}"
     status, reply = request(server, "POST", "/api/predict", big, {"Content-Type": "application/json"})
     assert status == 413 and "larger than" in reply["error"]
+    # exactly MAX_BODY bytes is allowed: read and judged on its content (a string, not 28 rows)
+    limit = b"{\"pixels\": \"" + b"x" * (srv.MAX_BODY - 14) + b"\"}"
+    assert len(limit) == srv.MAX_BODY
+    status, reply = request(server, "POST", "/api/predict", limit, {"Content-Type": "application/json"})
+    assert status == 400 and "pixels must be a list of rows" in reply["error"]
     # a body announced as huge is refused before it is read
     host, port = server.server_address[:2]
     with socket.create_connection((host, port), timeout=10) as s:

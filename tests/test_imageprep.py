@@ -250,6 +250,15 @@ def test_centre_of_mass_lands_at_the_centre():
     assert centre_of_mass(center_by_mass(np.ones((5, 5)))) == (14.0, 14.0)
 
 
+def test_a_one_pixel_pen_on_a_big_page_comes_out_at_full_brightness():
+    # shrunk to 20x20 the pen's line is faint (its brightest pixel near 0.6); MNIST digits peak at 1
+    page = np.ones((300, 300))
+    page[50:250, 150] = 0
+    page[50, 100:200] = 0
+    x = mnist_style(page)
+    assert x.max() == 1 and (x > 0.5).sum() >= 20
+
+
 def test_blank_and_nearly_blank_pages_are_rejected():
     rng = np.random.default_rng(0)
     for page in (np.full((80, 80), 0.9), np.clip(0.8 + rng.normal(0, 0.02, (120, 90)), 0, 1)):

@@ -121,6 +121,17 @@ def test_sgd_momentum_and_float64_round_trip(data, tmp_path):
         assert np.array_equal(state[key], restored[key])
 
 
+def test_loss_settings_round_trip(data, tmp_path):
+    # a model ending on logits, its loss told so: loaded without that, the loss would read logits as probabilities
+    x, y = data
+    model = Sequential([layers.Flatten(), layers.Dense(10)], input_shape=(10, 10, 1), seed=0)
+    model.compile(optimizers.SGD(0.1), convnet.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=32, seed=1, verbose=0)
+    loaded = load_model(save_model(model, tmp_path / "logits"))
+    assert loaded.loss.get_config() == {"from_logits": True}
+    assert loaded.evaluate(x, y) == model.evaluate(x, y)
+
+
 def test_npz_suffix_is_appended_like_numpy(trained, tmp_path):
     path = save_model(trained, tmp_path / "model")
     assert path == tmp_path / "model.npz" and path.is_file()

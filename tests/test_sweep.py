@@ -66,10 +66,12 @@ def test_recorded_runs_give_the_readme_table(tmp_path, capsys):
 def test_a_broken_record_is_listed_not_dropped(tmp_path):
     (tmp_path / "x-seed0.json").write_text(json.dumps({"final": {"test": {"accuracy": 0.99}}}))
     (tmp_path / "x-seed1.json").write_text(json.dumps({"final": {"test": {}}}))
+    (tmp_path / "x-seed2.json").write_text(json.dumps({"final": {"test": {"accuracy": 99.1}}}))   # a percentage
     assert sweep.main(["--from-results", str(tmp_path), "--groups", "x", "--out", str(tmp_path / "s")]) == 1
     runs = json.loads((tmp_path / "s/summary.json").read_text())["runs"]
-    assert [(r["seed"], r["status"]) for r in runs] == [(0, "done"), (1, "failed")]
+    assert [(r["seed"], r["status"]) for r in runs] == [(0, "done"), (1, "failed"), (2, "failed")]
     assert "no final test accuracy" in runs[1]["error"]
+    assert "expected a number in [0, 1]" in runs[2]["error"]
 
 
 # ------------------------------------------------------------------ the grid
