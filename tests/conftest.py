@@ -9,6 +9,7 @@ import contextlib
 
 import numba
 from hypothesis import settings
+from hypothesis import strategies as st
 
 # The same examples on every run, so the suite is deterministic: a failure found by a fuzzing test
 # is reproduced by running it again, and CI cannot fail on an example drawn only that once.
@@ -124,3 +125,31 @@ class on_tier:
 
     def backward(self, dout):
         return self.run.backward(dout)
+
+
+def with_random_biases(model, seed=0):
+    """Nonzero biases, so that a bias in the wrong place shows (the ONNX tests)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([w if w.ndim > 1 else rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture(scope="session")
+def mnist_small():
+    """The first 2,000 training images and all 10,000 test images, preprocessed: ``(x, y, x_test, y_test)``."""
+    from convnet.datasets import load_mnist, preprocess
+    (x_train, y_train), (x_test, y_test) = load_mnist()
+    return preprocess(x_train[:2000]), y_train[:2000], preprocess(x_test), y_test
+
+
+def damaged_copy(data, path, tmp_path):
+    """A copy of the file at ``path`` with 1-4 bytes changed and maybe cut short, drawn by hypothesis's ``data``."""
+    content = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(content) - 1))
+        content[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        content = content[:data.draw(st.integers(0, len(content)))]
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(bytes(content))
+    return damaged

@@ -26,6 +26,7 @@ onnx = import_or_skip("onnx", 'needs the onnx extra: pip install -e ".[onnx]"')
 ort = import_or_skip("onnxruntime", 'needs the onnx extra: pip install -e ".[onnx]"')
 
 import convnet  # noqa: E402  (after the importorskip)
+from conftest import damaged_copy, with_random_biases  # noqa: E402
 from convnet import Sequential, layers, optimizers  # noqa: E402
 from convnet.architectures import mnist_cnn  # noqa: E402
 from convnet.interop import from_onnx  # noqa: E402
@@ -205,24 +206,12 @@ def layer_settings(model):
             for layer in model.layers if type(layer) is not layers.Dropout]
 
 
-def with_random_biases(model, seed=0):
-    rng = np.random.default_rng(seed)
-    model.set_weights([w if w.ndim > 1 else rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
-    return model
-
 
 # --------------------------------------------------------------- a trained model, the 10,000 test images
 @pytest.fixture(scope="module")
-def mnist():
-    from convnet.datasets import load_mnist, preprocess
-    (x_train, y_train), (x_test, y_test) = load_mnist()
-    return preprocess(x_train[:2000]), y_train[:2000], preprocess(x_test), y_test
-
-
-@pytest.fixture(scope="module")
-def trained(mnist):
+def trained(mnist_small):
     """The seed architecture trained 1 epoch on 2,000 images (a few seconds)."""
-    x_train, y_train, _, _ = mnist
+    x_train, y_train, _, _ = mnist_small
     model = mnist_cnn(seed=0)
     model.compile(optimizers.Adam(), "sparse_categorical_crossentropy")
     model.fit(x_train, y_train, epochs=1, batch_size=32, seed=0, verbose=0)
@@ -237,9 +226,9 @@ def assert_predicts_as_onnxruntime(model, proto_or_path, x, x_onnx):
 
 
 @pytest.mark.parametrize("flatten", ["view", "flatten"])
-def test_a_pytorch_layout_file_imports_with_its_weights_and_predicts_as_onnxruntime(flatten, mnist, trained,
+def test_a_pytorch_layout_file_imports_with_its_weights_and_predicts_as_onnxruntime(flatten, mnist_small, trained,
                                                                                        tmp_path):
-    _, _, x_test, y_test = mnist
+    _, _, x_test, y_test = mnist_small
     path = save(pytorch_layout(trained, flatten), tmp_path / "torch.onnx")
     model = from_onnx(path)
     assert model.input_shape == (28, 28, 1)                         # NCHW in the file, NHWC in convnet
@@ -250,8 +239,8 @@ def test_a_pytorch_layout_file_imports_with_its_weights_and_predicts_as_onnxrunt
     assert (model.predict(x_test).argmax(axis=1) == y_test).mean() > 0.75       # trained (80.5%), not random
 
 
-def test_a_tf2onnx_layout_file_imports_with_its_weights_and_predicts_as_onnxruntime(mnist, trained, tmp_path):
-    _, _, x_test, _ = mnist
+def test_a_tf2onnx_layout_file_imports_with_its_weights_and_predicts_as_onnxruntime(mnist_small, trained, tmp_path):
+    _, _, x_test, _ = mnist_small
     path = save(tf2onnx_layout(trained), tmp_path / "tf2onnx.onnx")
     model = from_onnx(path)
     assert layer_settings(model) == layer_settings(trained)
@@ -267,8 +256,8 @@ def test_load_model_reads_a_foreign_onnx_file_by_its_content(trained, tmp_path):
     np.testing.assert_allclose(model.predict(x), trained.predict(x), atol=1e-6)
 
 
-def test_an_imported_model_trains_saves_and_runs_on_both_tiers(mnist, trained, tmp_path):
-    x_train, y_train, _, _ = mnist
+def test_an_imported_model_trains_saves_and_runs_on_both_tiers(mnist_small, trained, tmp_path):
+    x_train, y_train, _, _ = mnist_small
     model = from_onnx(save(pytorch_layout(trained), tmp_path / "torch.onnx"))
     x = x_train[:64]
     with convnet.backend("numpy"):
@@ -285,14 +274,14 @@ def test_an_imported_model_trains_saves_and_runs_on_both_tiers(mnist, trained, t
     np.testing.assert_array_equal(convnet.load_model(saved).predict(x), model.predict(x))
 
 
-def test_the_explorer_loads_an_onnx_file_and_shows_its_forward_and_backward(mnist, trained, tmp_path):
+def test_the_explorer_loads_an_onnx_file_and_shows_its_forward_and_backward(mnist_small, trained, tmp_path):
     from experiments.explore.__main__ import load_explored_model
     from experiments.explore.core import Explorer
     from experiments.predict import load_model_for_inference, resolve_model_path
     path = save(pytorch_layout(trained), tmp_path / "model.onnx")
     # what `python -m experiments.explore --model model.onnx` does
     model = load_explored_model(resolve_model_path(str(path)), load_model_for_inference)
-    image = mnist[2][0, :, :, 0]
+    image = mnist_small[2][0, :, :, 0]
     explorer = Explorer(model, model_path=path)
     try:
         shown = explorer.predict(None, image)
@@ -304,10 +293,10 @@ def test_the_explorer_loads_an_onnx_file_and_shows_its_forward_and_backward(mnis
 
 # --------------------------------------------------------------- a file from Keras's own exporter
 @pytest.mark.tf
-def test_a_file_from_keras_export_imports_and_predicts_as_onnxruntime(mnist, tmp_path):
+def test_a_file_from_keras_export_imports_and_predicts_as_onnxruntime(mnist_small, tmp_path):
     import_or_skip("tf2onnx", "Keras's ONNX export needs tf2onnx (the bench extra)")
     keras = import_or_skip("keras", "needs TensorFlow with Keras 3 (the bench extra)")
-    x_train, y_train, x_test, y_test = mnist
+    x_train, y_train, x_test, y_test = mnist_small
     keras.utils.set_random_seed(0)
     km = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
                            keras.layers.MaxPooling2D(2), keras.layers.Conv2D(16, 3, strides=2, padding="same",
@@ -629,14 +618,7 @@ def foreign_file(tmp_path_factory):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_damaged_foreign_files_give_a_clear_error_or_a_model(foreign_file, tmp_path, data):
-    content = bytearray(foreign_file.read_bytes())
-    for _ in range(data.draw(st.integers(1, 4))):
-        i = data.draw(st.integers(0, len(content) - 1))
-        content[i] = data.draw(st.integers(0, 255))
-    if data.draw(st.booleans()):
-        content = content[:data.draw(st.integers(0, len(content)))]
-    damaged = tmp_path / "damaged.onnx"
-    damaged.write_bytes(bytes(content))
+    damaged = damaged_copy(data, foreign_file, tmp_path)
     try:
         model = from_onnx(damaged)
     except OnnxFileError as e:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from conftest import damaged_copy, with_random_biases  # noqa: E402
 from convnet import Sequential, layers, optimizers  # noqa: E402  (after the importorskip)
 from convnet.architectures import mnist_cnn  # noqa: E402
 from convnet import onnx_io  # noqa: E402
@@ -40,33 +41,20 @@ def assert_same_function(model, path_or_proto, x):
     np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL * scale)
 
 
-def with_random_biases(model, seed=0):
-    """Nonzero biases, so that a bias in the wrong place shows."""
-    rng = np.random.default_rng(seed)
-    model.set_weights([w if w.ndim > 1 else rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in model.get_weights()])
-    return model
-
 
 # --------------------------------------------------------------- the 10,000 test images
 @pytest.fixture(scope="module")
-def mnist():
-    from convnet.datasets import load_mnist, preprocess
-    (x_train, y_train), (x_test, y_test) = load_mnist()
-    return preprocess(x_train[:2000]), y_train[:2000], preprocess(x_test), y_test
-
-
-@pytest.fixture(scope="module")
-def trained(mnist, tmp_path_factory):
+def trained(mnist_small, tmp_path_factory):
     """The seed architecture trained 1 epoch on 2,000 images (a few seconds), and its ONNX file."""
-    x_train, y_train, _, _ = mnist
+    x_train, y_train, _, _ = mnist_small
     model = mnist_cnn(seed=0)
     model.compile(optimizers.Adam(), "sparse_categorical_crossentropy")
     model.fit(x_train, y_train, epochs=1, batch_size=32, seed=0, verbose=0)
     return model, to_onnx(model, tmp_path_factory.mktemp("onnx") / "mnist.onnx")
 
 
-def test_onnxruntime_equals_predict_on_all_10000_test_images(mnist, trained):
-    _, _, x_test, y_test = mnist
+def test_onnxruntime_equals_predict_on_all_10000_test_images(mnist_small, trained):
+    _, _, x_test, y_test = mnist_small
     model, path = trained
     expected = model.predict(x_test)
     got = run_onnx(path, x_test)
@@ -493,14 +481,7 @@ def test_initializers_are_checked_before_decoding(small_file, tmp_path):
 def test_damaged_files_give_a_clear_error_or_a_model(small_file, tmp_path, data):
     """Random byte flips and cuts anywhere in a valid file: OnnxFileError, or (weights hit) a model."""
     _, path = small_file
-    content = bytearray(path.read_bytes())
-    for _ in range(data.draw(st.integers(1, 4))):
-        i = data.draw(st.integers(0, len(content) - 1))
-        content[i] = data.draw(st.integers(0, 255))
-    if data.draw(st.booleans()):
-        content = content[:data.draw(st.integers(0, len(content)))]
-    damaged = tmp_path / "damaged.onnx"
-    damaged.write_bytes(bytes(content))
+    damaged = damaged_copy(data, path, tmp_path)
     try:
         model = from_onnx(damaged)
     except OnnxFileError:

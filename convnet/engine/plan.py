@@ -161,50 +161,49 @@ class ConvGroup(Group):
         return passes, step.out, done
 
 
-class PoolGroup(Group):
+class _OneLayerGroup(Group):
+    """A pooling or a dropout in a run: one layer, one pass each way, the layer's own records."""
+
+    def __init__(self, i, layer, math):
+        super().__init__(i, [layer])
+        self.layer, self.math = layer, math
+
+    def start(self, x, training):
+        layer = self.layer
+        step = self.math.start(layer._check_input(x))
+        layer.preactivation = layer.output = step.out
+        return [step], step.out
+
+    def start_backward(self, dout):
+        layer = self.layer
+        layer.grad_output = dout = layer._check_grad(dout)
+        step = self._backward_pass(dout)
+        layer.grad_input = step.out
+        return [step], step.out, None
+
+    def _backward_pass(self, dout):
+        return self.math.start_backward(dout)
+
+
+class PoolGroup(_OneLayerGroup):
     """A MaxPool2D in a run (its input not a fused convolution's ReLU output)."""
 
     kind = "pool"
 
     def __init__(self, i, pool):
-        super().__init__(i, [pool])
-        self.layer, self.math = pool, engine_layers.MaxPool2D(pool)
+        super().__init__(i, pool, engine_layers.MaxPool2D(pool))
 
-    def start(self, x, training):
-        layer = self.layer
-        step = self.math.start(layer._check_input(x))
-        layer.preactivation = layer.output = step.out
-        return [step], step.out
-
-    def start_backward(self, dout):
-        layer = self.layer
-        layer.grad_output = dout = layer._check_grad(dout)
-        step, dx, _ = self.math.start_backward(dout)
-        layer.grad_input = dx
-        return [step], dx, None
+    def _backward_pass(self, dout):
+        return self.math.start_backward(dout)[0]      # (pass, dx, None): no ReLU to fold in here
 
 
-class DropoutGroup(Group):
+class DropoutGroup(_OneLayerGroup):
     """A Dropout drawing its mask, in a run."""
 
     kind = "dropout"
 
     def __init__(self, i, dropout):
-        super().__init__(i, [dropout])
-        self.layer, self.math = dropout, engine_layers.Dropout(dropout)
-
-    def start(self, x, training):
-        layer = self.layer
-        step = self.math.start(layer._check_input(x))
-        layer.preactivation = layer.output = step.out
-        return [step], step.out
-
-    def start_backward(self, dout):
-        layer = self.layer
-        layer.grad_output = dout = layer._check_grad(dout)
-        step = self.math.start_backward(dout)
-        layer.grad_input = step.out
-        return [step], step.out, None
+        super().__init__(i, dropout, engine_layers.Dropout(dropout))
 
 
 class Run:
