@@ -26,7 +26,6 @@ import time
 import numpy as np
 
 from convnet import gradcheck, optimizers, schedules, study
-from convnet.model import Sequential
 
 from . import source
 
@@ -80,12 +79,7 @@ def clone_model(model, seed=None, fresh=False):
     ``fresh=True`` gives the same architecture with new initial weights
     drawn from ``seed`` and a new optimizer: what a live training run starts from.
     """
-    config = model.get_config()
-    if fresh:
-        config = {**config, "seed": seed}
-    clone = Sequential.from_config(config)
-    if not fresh:
-        clone.set_weights(model.get_weights())
+    clone = model.clone(seed=seed, weights=not fresh)
     opt = model.optimizer if model.optimizer is not None else optimizers.Adam()
     new_opt = type(opt)(**opt.get_config())
     if not fresh and opt.iterations:
