@@ -37,18 +37,6 @@ def _port(text):
     return n
 
 
-def load_explored_model(path, load):
-    """The model at ``path`` (loaded by ``load``), compiled if the file held no compile settings.
-
-    A model imported from ONNX or Keras comes uncompiled; the explorer's views need its loss and its
-    training steps an optimizer: Adam and sparse categorical cross-entropy, Keras's usual pair for MNIST.
-    """
-    model = load(path)
-    if model.loss is None:
-        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     import convnet
@@ -58,7 +46,7 @@ def main(argv=None):
 
     try:
         path = resolve_model_path(args.model, args.runs_dir)
-        model = load_explored_model(path, load_model_for_inference)
+        model = load_model_for_inference(path)        # an uncompiled import: the Explorer compiles a copy
     except (NoModelError, ValueError, OSError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
